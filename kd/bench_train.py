@@ -1,0 +1,114 @@
+"""Training-speed benchmark: what distilling from cached logits costs over plain training.
+
+Times one epoch over the same rows of the same student, four ways:
+  baseline              hard labels, dynamic padding, length-grouped batches (what train-baseline does)
+  distilled (cached)    + cached teacher logits (what distill does)
+  baseline, seed's way  every batch padded to max_length, random batches
+  distilled, seed's way + the teacher run online on every batch
+All four use the run's precision, so the ratios isolate padding and the online teacher.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+from kd.config import RunConfig
+from kd.device import resolve_precision
+from kd.pipeline import Pipeline
+from kd.runfolder import write_json
+from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator
+
+
+class OnlineDistillationTrainer(DistillationTrainer):
+    """The seed's recipe: the teacher runs forward on every training batch."""
+
+    def __init__(self, *args, teacher, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            with torch.no_grad(), self.autocast_smart_context_manager():
+                inputs[TEACHER_LOGITS] = self.teacher(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+                ).logits.float()
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def _epoch_seconds(trainer) -> float:
+    started = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - started
+
+
+def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
+    pipe = Pipeline(cfg, run_dir)
+    pipe.check_inputs(need_teacher=False)
+    logits, _ = pipe.teacher_logits()
+    rows = min(rows, len(pipe.student_train))
+    teacher = AutoModelForSequenceClassification.from_pretrained(pipe.run.model_dir("teacher"), use_safetensors=True)
+    tc = cfg.student.train
+    precision = resolve_precision(tc.precision, pipe.device)
+
+    def args(grouped: bool) -> TrainingArguments:
+        return TrainingArguments(
+            output_dir=str(pipe.run.work_dir("bench-train")), num_train_epochs=1, learning_rate=tc.learning_rate,
+            per_device_train_batch_size=tc.batch_size, warmup_steps=tc.warmup, seed=tc.seed, data_seed=tc.seed,
+            train_sampling_strategy="group_by_length" if grouped else "random", length_column_name="length",
+            eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
+            bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=pipe.device == "cpu",
+        )
+
+    timings = {}
+    for way, grouped, padding in (("dynamic", True, True), ("seed", False, "max_length")):
+        for kind in ("baseline", "distilled"):
+            model, tokenizer = pipe.new_student()
+            train_ds = pipe.tokenized("student_train", tokenizer).select(range(rows))
+            pad = DataCollatorWithPadding(tokenizer, padding=padding, max_length=cfg.data.max_length)
+            if kind == "baseline":
+                trainer = Trainer(model=model, args=args(grouped), train_dataset=train_ds, data_collator=pad)
+            elif way == "dynamic":
+                train_ds = train_ds.add_column(TEACHER_LOGITS, logits[:rows].tolist())
+                collator = DistillCollator(tokenizer)
+                collator.pad = pad
+                trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
+                                              data_collator=collator, distill=cfg.distill)
+            else:
+                trainer = OnlineDistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
+                                                    data_collator=pad, distill=cfg.distill, teacher=teacher)
+            seconds = _epoch_seconds(trainer)
+            timings[f"{kind}_{way}"] = {"seconds": seconds, "examples_per_s": rows / seconds}
+            pipe.log(f"bench-train: {kind}, {way} padding: {seconds:.1f} s ({rows / seconds:.1f} examples/s)")
+
+    result = {
+        "rows": rows, "precision": precision, "device": pipe.device, "timings": timings,
+        "distill_over_baseline": timings["distilled_dynamic"]["seconds"] / timings["baseline_dynamic"]["seconds"],
+        "seed_distill_over_baseline": timings["distilled_seed"]["seconds"] / timings["baseline_dynamic"]["seconds"],
+        "seed_distill_over_distill": timings["distilled_seed"]["seconds"] / timings["distilled_dynamic"]["seconds"],
+    }
+    write_json(pipe.run.root / "bench" / "train_speed.json", result)
+    print(render(result))
+    return result
+
+
+def render(r: dict) -> str:
+    t = r["timings"]
+    lines = [f"Training speed, one epoch of {r['rows']} rows ({r['device']}, {r['precision']}):", "",
+             "| recipe | seconds | examples/s |", "|---|---:|---:|"]
+    names = {"baseline_dynamic": "baseline (dynamic padding, length-grouped)",
+             "distilled_dynamic": "distilled, cached teacher logits (same batches)",
+             "baseline_seed": "baseline, seed's way (pad to max_length, random batches)",
+             "distilled_seed": "distilled, seed's way (+ teacher online every step)"}
+    for key, label in names.items():
+        lines.append(f"| {label} | {t[key]['seconds']:.1f} | {t[key]['examples_per_s']:.1f} |")
+    lines += ["", f"distillation epoch / baseline epoch: {r['distill_over_baseline']:.3f}",
+              f"seed's-way distillation epoch / baseline epoch: {r['seed_distill_over_baseline']:.2f}",
+              f"seed's way / cached distillation: {r['seed_distill_over_distill']:.2f}x slower"]
+    return "\n".join(lines)
+
+
+

@@ -1,0 +1,159 @@
+"""Run configuration: dataclasses filled from a preset YAML plus `--set key=value` overrides.
+
+A preset is data, not a code path: every preset goes through the same pipeline with these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kd.errors import KdError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+@dataclass
+class DataConfig:
+    # A local folder with train/test files, or a hub dataset id; None means the search order in kd.data.
+    source: str | None = None
+    hub_id: str = "fancyzhx/ag_news"
+    text_column: str = "text"
+    label_column: str = "label"
+    # Names of label ids 0..n-1; used when the files hold ids, and to map label names to ids.
+    label_names: list[str] = field(default_factory=lambda: list(AG_NEWS_LABELS))
+    train_rows: int | None = None  # stratified subsample of train (before the validation split)
+    test_rows: int | None = None  # stratified subsample of test (quick looks only; reports say so)
+    validation_rows: int = 1600  # carved from train, stratified and seeded; drives model selection
+    max_length: int = 128
+    seed: int = 42
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup: float = 0.06  # a float < 1 is a fraction of the steps, an integer >= 1 a step count
+    weight_decay: float = 0.01
+    evals_per_epoch: int = 4  # validation passes per epoch; the best one is kept
+    early_stopping_patience: int = 3
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    group_by_length: bool = True
+    logging_steps: int = 25
+    seed: int = 42
+
+
+@dataclass
+class TeacherConfig:
+    # Weights: a hub id, a local folder, "bundled:all-MiniLM-L6-v2", or None to build from `arch`.
+    model: str | None = "bundled:all-MiniLM-L6-v2"
+    tokenizer: str | None = None  # defaults to `model`
+    arch: dict[str, Any] = field(default_factory=dict)  # config fields when building from scratch
+    finetune: str = "auto"  # auto | always | never
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class StudentConfig:
+    # pretrained: load `model`; from-teacher:0,2,4: DistilBERT from those layers of the teacher's
+    # starting (pretrained) weights; random: a DistilBERT built from `arch`.
+    init: str = "from-teacher:0,2,4"
+    model: str | None = None
+    tokenizer: str | None = None  # defaults to `model`, else the teacher's tokenizer
+    arch: dict[str, Any] = field(default_factory=dict)
+    train_rows: int | None = None  # the students may train on a stratified subset of the train split
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class DistillConfig:
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the hard-label cross-entropy; 1 - alpha weighs the soft KL term
+
+
+@dataclass
+class RunConfig:
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    allow_pickle: bool = False  # load pytorch_model.bin weights; off: safetensors only
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *names: str) -> str:
+        """A short fingerprint of some sections, to tell whether a finished stage is still current."""
+        blob = json.dumps({n: _get(self.to_dict(), n) for n in names}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
+    """Build a RunConfig from a preset name (or a YAML path) and `key=value` overrides."""
+    path = Path(preset) if preset.endswith((".yaml", ".yml")) else PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise KdError(f"preset {preset!r} not found: expected one of {available_presets()} or a .yaml file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    raw.setdefault("preset", path.stem)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KdError(f"--set {item!r}: expected key=value, e.g. --set distill.temperature=4")
+        _set(raw, key.strip().split("."), yaml.safe_load(value))
+    return _build(RunConfig, raw, "")
+
+
+def _build(cls, raw: dict[str, Any], where: str):
+    if not isinstance(raw, dict):
+        raise KdError(f"config {where or 'root'}: expected a mapping, got {raw!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise KdError(f"config: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in raw.items():
+        sub = _dataclass_type(cls, name)
+        kwargs[name] = _build(sub, value or {}, f"{where}.{name}".strip(".")) if sub else value
+    return cls(**kwargs)
+
+
+def _dataclass_type(cls, name: str):
+    default = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if default.default_factory is not dataclasses.MISSING:
+        made = default.default_factory()
+        if dataclasses.is_dataclass(made):
+            return type(made)
+    return None
+
+
+def _set(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        raw = raw.setdefault(key, {})
+        if not isinstance(raw, dict):
+            raise KdError(f"--set {'.'.join(keys)}: {key} is not a section")
+    raw[keys[-1]] = value
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        d = d[key]
+    return d

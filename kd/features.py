@@ -1,0 +1,48 @@
+"""Tokenize once (no padding: batches pad themselves) and cache the result in the run folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, load_from_disk
+
+from kd.runfolder import atomic_dir
+
+
+def tokenizer_fingerprint(tokenizer, max_length: int) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    blob = json.dumps([vocab, list(tokenizer.model_input_names), max_length, tokenizer.padding_side])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
+    names = set(tokenizer.model_input_names)
+
+    def encode(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        out = {k: v for k, v in enc.items() if k in names}
+        out["length"] = [len(ids) for ids in enc["input_ids"]]
+        return out
+
+    return ds.map(encode, batched=True, remove_columns=["text"], desc="tokenize", load_from_cache_file=False)
+
+
+def tokenized(ds: Dataset, data_fp: str, tokenizer, max_length: int, cache_root: Path, state) -> Dataset:
+    """The tokenized split from the cache when its key (data + tokenizer + length) matches, else made and saved."""
+    key = hashlib.sha256(f"{data_fp}:{tokenizer_fingerprint(tokenizer, max_length)}".encode()).hexdigest()[:16]
+    folder = cache_root / key
+    with state.main_process_first():
+        if not (folder / "dataset_info.json").is_file():
+            if state.is_main_process:
+                with atomic_dir(folder) as tmp:
+                    tokenize(ds, tokenizer, max_length).save_to_disk(str(tmp))
+        return load_from_disk(str(folder))
+
+
+def length_order(tok: Dataset) -> np.ndarray:
+    """Longest first: batches of similar lengths pad little, and the biggest batch comes first."""
+    return np.argsort(-np.asarray(tok["length"]), kind="stable")

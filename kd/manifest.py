@@ -1,0 +1,76 @@
+"""manifest.json: what a run was made from (config, versions, commit, device, data) and how long it took."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from kd.device import cpu_count
+from kd.runfolder import RunFolder
+
+PACKAGES = ("kd-bench", "torch", "transformers", "tokenizers", "datasets", "accelerate", "scikit-learn",
+            "onnx", "onnxruntime", "onnxruntime-gpu")
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
+
+
+def device_info(device: str) -> dict:
+    import torch
+
+    info = {"device": device, "cpu": platform.processor() or platform.machine(), "cpus_usable": cpu_count(),
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def start(pipeline, command: str) -> None:
+    if not pipeline.state.is_main_process:
+        return
+    splits = pipeline.splits
+    pipeline.run.update_manifest(
+        config=pipeline.cfg.to_dict(),
+        command=command,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        versions=package_versions(),
+        git_commit=git_commit(),
+        device={**device_info(pipeline.device), "precision": pipeline.precision,
+                "processes": pipeline.state.num_processes},
+        data={
+            "source": splits.source,
+            "label_names": splits.label_names,
+            "rows": {"train": len(splits.train), "student_train": len(pipeline.student_train),
+                     "validation": len(splits.validation), "test": len(splits.test)},
+            "fingerprints": pipeline.fingerprints,
+        },
+    )
+
+
+def record_stage(run: RunFolder, stage: str, seconds: float | None, metrics: dict) -> None:
+    entry = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if "accuracy" in metrics:
+        entry["accuracy"] = metrics["accuracy"]
+    run.update_manifest(stages={stage: entry})

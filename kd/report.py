@@ -1,0 +1,156 @@
+"""The comparison of a run's models: results.json, results.md and two plots."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kd.errors import KdError  # noqa: E402
+from kd.metrics import gap_closed, mcnemar  # noqa: E402
+from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text  # noqa: E402
+
+ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "params", "size_mb", "train_seconds", "f1_per_class", "test_rows")
+
+
+def load_models(run: RunFolder) -> dict[str, dict]:
+    models = {}
+    for name in MODEL_NAMES:
+        path = run.model_dir(name) / "metrics.json"
+        if path.is_file():
+            models[name] = json.loads(path.read_text())
+    if not models:
+        raise KdError(f"{run.root}: no trained models in models/; run `kd train-all` first")
+    return models
+
+
+def build_results(run: RunFolder) -> dict:
+    manifest = run.read_manifest()
+    models = load_models(run)
+    results = {
+        "preset": manifest.get("config", {}).get("preset"),
+        "device": manifest.get("device", {}),
+        "data": manifest.get("data", {}),
+        "models": {name: {k: m.get(k) for k in ROW_FIELDS} for name, m in models.items()},
+    }
+    if "teacher" in models:
+        results["teacher_label_match"] = models["teacher"].get("label_match")
+    if {"baseline", "distilled"} <= models.keys():
+        labels = np.load(run.root / "test_labels.npy")
+        preds = {n: np.load(run.model_dir(n) / "test_logits.npy").argmax(-1) for n in ("baseline", "distilled")}
+        test = mcnemar(labels, preds["baseline"], preds["distilled"])
+        acc = {n: m["accuracy"] for n, m in models.items()}
+        d = models["distilled"]
+        results["distillation"] = {
+            "temperature": d.get("temperature"),
+            "alpha": d.get("alpha"),
+            "gain_pt": 100 * (acc["distilled"] - acc["baseline"]),
+            "gap_closed": gap_closed(acc["teacher"], acc["baseline"], acc["distilled"]) if "teacher" in acc else None,
+            "distilled_over_teacher": acc["distilled"] / acc["teacher"] if "teacher" in acc else None,
+            "mcnemar_baseline_vs_distilled": test,
+            "significant_at_0.05": test["p_value"] < 0.05,
+        }
+    return results
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def render_markdown(results: dict) -> str:
+    lines = [f"# kd-bench results: preset `{results['preset']}`", ""]
+    rows = results.get("data", {}).get("rows", {})
+    if rows:
+        lines += [f"Data: `{results['data'].get('source')}`: {rows.get('train')} train rows (students: "
+                  f"{rows.get('student_train')}), {rows.get('validation')} validation rows (model selection), "
+                  f"{rows.get('test')} test rows (these numbers).", ""]
+    lines += ["| model | accuracy | macro-F1 | weighted-F1 | params | size (MB) | train time (s) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, m in results["models"].items():
+        lines.append(f"| {name} | {100 * m['accuracy']:.2f} % | {m['f1_macro']:.4f} | {m['f1_weighted']:.4f} | "
+                     f"{m['params']:,} | {_fmt(m['size_mb'], '.1f')} | {_fmt(m['train_seconds'], '.0f')} |")
+    names = list(next(iter(results["models"].values()))["f1_per_class"])
+    lines += ["", "Per-class F1:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for name, m in results["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{m['f1_per_class'][c]:.4f}" for c in names) + " |")
+    d = results.get("distillation")
+    if d:
+        t = d["mcnemar_baseline_vs_distilled"]
+        verdict = "beats" if d["gain_pt"] > 0 else ("ties" if d["gain_pt"] == 0 else "does NOT beat")
+        sig = "significant" if d["significant_at_0.05"] else "not significant"
+        lines += ["", f"## Distillation (T={d['temperature']}, alpha={d['alpha']})", "",
+                  f"- The distilled student {verdict} the baseline: {d['gain_pt']:+.2f} pt accuracy.",
+                  f"- McNemar (exact, paired on the test rows): baseline alone right on {t['only_a_right']}, "
+                  f"distilled alone right on {t['only_b_right']}; p = {t['p_value']:.3g} ({sig} at 0.05)."]
+        if d["gap_closed"] is not None:
+            lines.append(f"- Share of the teacher-baseline gap closed: {100 * d['gap_closed']:.0f} %.")
+        elif d["distilled_over_teacher"] is not None:
+            lines.append("- The baseline already matches or beats the teacher: there is no gap to close.")
+        if d["distilled_over_teacher"] is not None:
+            lines.append(f"- Distilled student reaches {100 * d['distilled_over_teacher']:.1f} % of the teacher's "
+                         "accuracy.")
+    if results.get("teacher_label_match"):
+        lines += ["", f"Teacher labels: {results['teacher_label_match']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_confusion(run: RunFolder, results: dict) -> bytes:
+    models = results["models"]
+    names = list(next(iter(models.values()))["f1_per_class"])
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        cm = np.asarray(json.loads((run.model_dir(name) / "metrics.json").read_text())["confusion_matrix"])
+        share = cm / cm.sum(axis=1, keepdims=True)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(cm):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(f"{name} ({100 * models[name]['accuracy']:.2f} %)")
+        ax.set_xlabel("predicted")
+    axes[0][0].set_ylabel("true")
+    return _png(fig)
+
+
+def plot_losses(run: RunFolder, results: dict) -> bytes:
+    fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in results["models"]:
+        path = run.model_dir(name) / "log_history.json"
+        history = json.loads(path.read_text()) if path.is_file() else []
+        train = [(h["epoch"], h["loss"]) for h in history if "loss" in h]
+        evals = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
+        if train:
+            train_ax.plot(*zip(*train), label=name)
+        if evals:
+            eval_ax.plot(*zip(*evals), marker="o", label=name)
+    train_ax.set_title("training loss (distilled: the KD objective)")
+    eval_ax.set_title("validation cross-entropy")
+    for ax in (train_ax, eval_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    return _png(fig)
+
+
+def write_report(run: RunFolder) -> dict:
+    results = build_results(run)
+    write_json(run.results_json, results)
+    write_text(run.root / "results.md", render_markdown(results))
+    write_bytes(run.root / "confusion_matrices.png", plot_confusion(run, results))
+    write_bytes(run.root / "loss_curves.png", plot_losses(run, results))
+    print(render_markdown(results))
+    return results

@@ -1,0 +1,72 @@
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AG_NEWS = REPO.parent / "shared" / "data" / "ag_news"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def kd(*args, cwd=REPO, timeout=600):
+    """Run the kd command as a user would; returns the completed process (stdout+stderr captured)."""
+    return subprocess.run([sys.executable, "-m", "kd", *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write_csv(path: Path, rows, header=("label", "text")):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        if header:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def sample_rows(split: str, per_label: int):
+    """The first `per_label` rows of each label from the real AG News files."""
+    taken, counts = [], {}
+    with open(AG_NEWS / f"{split}.csv") as fh:
+        for row in csv.DictReader(fh):
+            if counts.get(row["label"], 0) < per_label:
+                counts[row["label"]] = counts.get(row["label"], 0) + 1
+                taken.append((row["label"], row["text"]))
+    return taken
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """A small real AG News folder: 150 train and 50 test rows per label."""
+    folder = tmp_path_factory.mktemp("data") / "ag_small"
+    write_csv(folder / "train.csv", sample_rows("train", 150))
+    write_csv(folder / "test.csv", sample_rows("test", 50))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """`make train-all PRESET=smoke` once for the session; tests copy it before changing it."""
+    run = tmp_path_factory.mktemp("runs") / "smoke"
+    proc = subprocess.run(["make", "train-all", "PRESET=smoke", f"RUN={run}"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run / "train-all.log").write_text(proc.stdout + proc.stderr)
+    return run
+
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path) -> Path:
+    dst = tmp_path / "smoke"
+    shutil.copytree(smoke_run, dst)
+    return dst
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file: equal before and after means nothing was written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,42 @@
+import pytest
+
+from kd.config import available_presets, load_config
+from kd.errors import KdError
+
+
+def test_three_presets_load_with_their_settings():
+    assert {"smoke", "cpu", "full"} <= set(available_presets())
+    full = load_config("full")
+    assert (full.teacher.model, full.teacher.finetune) == ("fabriceyhc/bert-base-uncased-ag_news", "never")
+    assert (full.student.model, full.distill.temperature, full.distill.alpha) == ("distilbert-base-uncased", 5.0, 0.5)
+    assert (full.student.train.epochs, full.student.train.learning_rate, full.student.train.warmup) == (3, 2e-5, 500)
+    cpu = load_config("cpu")
+    assert cpu.teacher.model == "bundled:all-MiniLM-L6-v2" and cpu.student.init == "from-teacher:0,2,4"
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("smoke", ["distill.temperature=4", "student.train.epochs=2", "data.source=/x/y",
+                                "teacher.arch.hidden_size=32"])
+    assert cfg.distill.temperature == 4 and cfg.student.train.epochs == 2
+    assert cfg.data.source == "/x/y" and cfg.teacher.arch["hidden_size"] == 32
+    assert load_config("smoke").distill.temperature == 2.0  # the preset itself is untouched
+
+
+@pytest.mark.parametrize("override,message", [
+    ("distill.temprature=4", "unknown key distill.temprature"),
+    ("nonsense", "expected key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(KdError, match=message):
+        load_config("smoke", [override])
+
+
+def test_unknown_preset():
+    with pytest.raises(KdError, match="preset 'tiny' not found"):
+        load_config("tiny")
+
+
+def test_section_hash_changes_only_with_its_sections():
+    a, b = load_config("cpu"), load_config("cpu", ["distill.alpha=0.2"])
+    assert a.section_hash("data", "teacher") == b.section_hash("data", "teacher")
+    assert a.section_hash("distill") != b.section_hash("distill")

@@ -1,0 +1,188 @@
+"""End to end on the smoke preset (through make and the kd command), cache reuse, bad input, DDP."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ENV, REPO, kd, tree_state
+from transformers import AutoModelForSequenceClassification, pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_train_all_smoke_writes_the_run_folder(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert results["preset"] == "smoke"
+    assert set(results["models"]) == {"teacher", "baseline", "distilled"}
+    for name, row in results["models"].items():
+        for field in ("accuracy", "f1_macro", "f1_weighted"):
+            assert 0.0 <= row[field] <= 1.0, (name, field)
+        assert row["params"] > 100_000 and row["test_rows"] == 1000
+        assert row["train_seconds"] > 0
+    # the teacher learned something real from 2,000 rows of AG News: far above chance (25 %)
+    assert results["models"]["teacher"]["accuracy"] > 0.6
+    d = results["distillation"]
+    assert 0 <= d["mcnemar_baseline_vs_distilled"]["p_value"] <= 1
+    assert d["gain_pt"] == pytest.approx(
+        100 * (results["models"]["distilled"]["accuracy"] - results["models"]["baseline"]["accuracy"]))
+    for f in ("results.md", "confusion_matrices.png", "loss_curves.png", "manifest.json", "test_labels.npy"):
+        assert (smoke_run / f).stat().st_size > 0, f
+    assert (smoke_run / "confusion_matrices.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    assert manifest["config"]["preset"] == "smoke" and manifest["versions"]["torch"] == "2.13.0"
+    assert set(manifest["data"]["fingerprints"]) >= {"train", "validation", "test", "student_train"}
+    assert {"teacher", "baseline", "distilled", "teacher_logits"} <= set(manifest["stages"])
+    assert not (smoke_run / "work" / "teacher").exists(), "checkpoints of finished stages are removed"
+
+
+def test_saved_models_load_with_plain_transformers(smoke_run):
+    labels = np.load(smoke_run / "test_labels.npy")
+    for name in ("teacher", "baseline", "distilled"):
+        folder = smoke_run / "models" / name
+        assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        assert model.config.id2label[3] == "Sci/Tech"
+        clf = pipeline("text-classification", model=str(folder), device="cpu")
+        out = clf(["Stocks fell sharply on Wall Street as oil prices rose.", "The team won the final."])
+        assert {o["label"] for o in out} <= {"World", "Sports", "Business", "Sci/Tech"}
+        logits = np.load(folder / "test_logits.npy")
+        assert logits.shape == (len(labels), 4)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).mean()))
+    student_tok = json.loads((smoke_run / "models/distilled/tokenizer_config.json").read_text())
+    assert "token_type_ids" not in student_tok.get("model_input_names", ["token_type_ids"])
+
+
+def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy):
+    proc = kd("train-all", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("teacher", "baseline", "distilled"):
+        assert f"{name}: already done with this config, skipped" in proc.stdout
+    before = (smoke_copy / "models/baseline/model.safetensors").stat().st_mtime_ns
+    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy, "--set", "distill.temperature=4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher logits reused" in proc.stdout
+    assert "tokenize" not in proc.stderr, "tokenized splits come from the cache"
+    assert (smoke_copy / "models/baseline/model.safetensors").stat().st_mtime_ns == before
+    assert json.loads((smoke_copy / "models/distilled/metrics.json").read_text())["temperature"] == 4
+
+
+def test_stale_teacher_logits_are_recomputed(smoke_copy):
+    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
+    np.save(cached, np.zeros((3, 4), dtype=np.float32))  # a cache of the wrong shape is not trusted
+    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher logits for 2000 rows" in proc.stdout
+    assert np.load(cached).shape == (2000, 4)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/nonexistent/data"], "data folder /nonexistent/data does not exist"),
+    (["--set", "data.text_column=body"], "no column 'body'"),
+    (["--set", "data.label_names=[a,b]"], ": expected an integer 0-1"),
+    (["--set", "distill.temprature=3"], "unknown key distill.temprature"),
+])
+def test_bad_input_exits_2_with_one_line_and_leaves_the_run_alone(smoke_copy, args, message):
+    before = tree_state(smoke_copy)
+    proc = kd("train-all", "--preset", "smoke", "--run-dir", smoke_copy, *args)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kd: error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert tree_state(smoke_copy) == before
+
+
+def test_teacher_with_wrong_label_count_stops_before_writing(smoke_copy, tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    teacher = tmp_path / "teacher3"
+    BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, num_labels=3)).save_pretrained(teacher)
+    before = tree_state(smoke_copy)
+    proc = kd("train-teacher", "--preset", "smoke", "--run-dir", smoke_copy, "--set", f"teacher.model={teacher}")
+    assert proc.returncode == 2 and "has 3 labels" in proc.stderr and "the data has 4" in proc.stderr
+    assert tree_state(smoke_copy) == before
+
+
+def test_run_folder_of_another_preset_is_refused(smoke_copy):
+    proc = kd("train-all", "--preset", "cpu", "--run-dir", smoke_copy)
+    assert proc.returncode == 2 and "holds a 'smoke' run, not 'cpu'" in proc.stderr
+
+
+def test_two_process_ddp_distillation(smoke_copy):
+    shutil.rmtree(smoke_copy / "models/distilled")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kd",
+           "distill", "--preset", "smoke", "--run-dir", str(smoke_copy)]
+    proc = subprocess.run(cmd, cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("distilled: test accuracy") == 1, "only the main process reports and writes"
+    manifest = json.loads((smoke_copy / "manifest.json").read_text())
+    assert manifest["device"]["processes"] == 2
+    metrics = json.loads((smoke_copy / "models/distilled/metrics.json").read_text())
+    assert metrics["accuracy"] > 0.3 and metrics["test_rows"] == 1000
+
+
+def test_kd_help_lists_every_verb():
+    proc = kd("--help")
+    for verb in ("train-all", "eval-teacher", "train-teacher", "train-baseline", "distill", "report"):
+        assert verb in proc.stdout
+    sub = kd("distill", "--help")
+    assert "--set KEY=VALUE" in sub.stdout and "--run-dir" in sub.stdout and sub.returncode == 0
+
+
+def test_default_preset_follows_the_machine(tmp_path):
+    proc = kd("report", "--run-dir", tmp_path)  # report on an empty folder: fails, after choosing the preset
+    assert "using 'cpu' because no CUDA or MPS device was found" in proc.stderr
+    assert proc.returncode == 2 and "no trained models" in proc.stderr
+
+
+def test_full_preset_code_path_on_local_stand_ins(small_data, tmp_path):
+    """The full preset's settings and stages, pointed at tiny local models of the same architectures."""
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
+
+    from kd.models import resolve_source
+
+    vocab = resolve_source("bundled:all-MiniLM-L6-v2", "tok")
+    tok = AutoTokenizer.from_pretrained(vocab)
+    # a "trained" BERT teacher whose label order differs from the data's: it must be matched by name
+    names = ["Sports", "World", "Sci/Tech", "Business"]
+    teacher = tmp_path / "bert-base-uncased-ag_news"
+    BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=64, num_labels=4, id2label=dict(enumerate(names)),
+                                             label2id={n: i for i, n in enumerate(names)})).save_pretrained(teacher)
+    tok.save_pretrained(teacher)
+    student = tmp_path / "distilbert-base-uncased"
+    DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+                                        ).save_pretrained(student)
+    tok.save_pretrained(student)
+    run = tmp_path / "run"
+    proc = kd("train-all", "--preset", "full", "--data", small_data, "--run-dir", run,
+              "--set", f"teacher.model={teacher}", "--set", f"student.model={student}",
+              "--set", "data.validation_rows=80", "--set", "student.train.epochs=1",
+              "--set", "student.train.warmup=5")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["preset"] == "full"
+    assert results["models"]["teacher"]["train_seconds"] is None, "the full teacher is used as trained"
+    assert "reordered" in results["teacher_label_match"] and "Sports->World" in results["teacher_label_match"]
+    d = results["distillation"]
+    assert (d["temperature"], d["alpha"]) == (5.0, 0.5)
+    saved = AutoModelForSequenceClassification.from_pretrained(run / "models/teacher")
+    assert saved.config.id2label[0] == "World"
+
+
+def test_make_train_all_nproc_2_uses_torchrun(tmp_path):
+    proc = subprocess.run(["make", "-n", "train-all", "NPROC=2", "PRESET=smoke", f"RUN={tmp_path}"], cwd=REPO,
+                          env={**os.environ}, capture_output=True, text=True)
+    assert "torchrun --standalone --nproc_per_node=2 -m kd train-all --preset smoke" in proc.stdout
