@@ -150,9 +150,10 @@ class Pipeline:
         logits = self.predict(model, tokenizer, test, "fp32")
         labels = np.asarray(test["label"])
         metrics = classification_metrics(logits, labels, self.splits.label_names)
+        best = [h["eval_accuracy"] for h in log_history if "eval_accuracy" in h]
         metrics.update(
             params=count_params(model), train_seconds=seconds, eval_seconds=time.perf_counter() - started,
-            stage_key=self.stage_key(name), **(extra or {}),
+            validation_accuracy=max(best) if best else None, stage_key=self.stage_key(name), **(extra or {}),
         )
         if self.state.is_main_process:
             with atomic_dir(self.run.model_dir(name)) as tmp:

@@ -14,7 +14,8 @@ from kd.errors import KdError  # noqa: E402
 from kd.metrics import gap_closed, mcnemar  # noqa: E402
 from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text  # noqa: E402
 
-ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "params", "size_mb", "train_seconds", "f1_per_class", "test_rows")
+ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "params", "size_mb", "train_seconds", "validation_accuracy",
+              "f1_per_class", "test_rows")
 
 
 def load_models(run: RunFolder) -> dict[str, dict]:
@@ -68,11 +69,13 @@ def render_markdown(results: dict) -> str:
         lines += [f"Data: `{results['data'].get('source')}`: {rows.get('train')} train rows (students: "
                   f"{rows.get('student_train')}), {rows.get('validation')} validation rows (model selection), "
                   f"{rows.get('test')} test rows (these numbers).", ""]
-    lines += ["| model | accuracy | macro-F1 | weighted-F1 | params | size (MB) | train time (s) |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| model | accuracy | macro-F1 | weighted-F1 | params | size (MB) | train time (s) | best val. acc. |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in results["models"].items():
+        val = m.get("validation_accuracy")
         lines.append(f"| {name} | {100 * m['accuracy']:.2f} % | {m['f1_macro']:.4f} | {m['f1_weighted']:.4f} | "
-                     f"{m['params']:,} | {_fmt(m['size_mb'], '.1f')} | {_fmt(m['train_seconds'], '.0f')} |")
+                     f"{m['params']:,} | {_fmt(m['size_mb'], '.1f')} | {_fmt(m['train_seconds'], '.0f')} | "
+                     f"{_fmt(val and 100 * val, '.2f')} |")
     names = list(next(iter(results["models"].values()))["f1_per_class"])
     lines += ["", "Per-class F1:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for name, m in results["models"].items():
