@@ -73,8 +73,7 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
                 trainer = Trainer(model=model, args=args(grouped), train_dataset=train_ds, data_collator=pad)
             elif way == "dynamic":
                 train_ds = train_ds.add_column(TEACHER_LOGITS, logits[:rows].tolist())
-                collator = DistillCollator(tokenizer)
-                collator.pad = pad
+                collator = DistillCollator(tokenizer, padding, cfg.data.max_length)
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
                                               data_collator=collator, distill=cfg.distill)
             else:

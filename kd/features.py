@@ -14,7 +14,12 @@ from kd.runfolder import atomic_dir
 
 def tokenizer_fingerprint(tokenizer, max_length: int) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # Calling a fast tokenizer stores its last truncation/padding settings in this state: leave them out.
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        vocab = json.dumps(state, sort_keys=True)
+    else:
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
     blob = json.dumps([vocab, list(tokenizer.model_input_names), max_length, tokenizer.padding_side])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -92,13 +92,10 @@ def _bundled_folder(name: str) -> Path:
 
 
 def _from_pretrained(loader, source: str, what: str, cfg: RunConfig, **kwargs):
+    if loader is not AutoConfig:  # weights: safetensors only unless the run opted in
+        kwargs["use_safetensors"] = None if cfg.allow_pickle else True
     try:
-        return loader.from_pretrained(
-            source,
-            use_safetensors=None if cfg.allow_pickle else True,
-            trust_remote_code=cfg.trust_remote_code,
-            **kwargs,
-        )
+        return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KdError(f"{what}={source}: could not be loaded ({first})") from None
@@ -159,8 +156,9 @@ def match_labels(checkpoint_names: list[str], data_names: list[str], source: str
         ) from None
     if perm == list(range(len(data_names))):
         return perm, "matched by name, same order"
-    moves = ", ".join(f"{checkpoint_names[p]}->{data_names[i]}" for i, p in enumerate(perm) if p != i)
-    return perm, f"matched by name, reordered ({moves})"
+    # "Sports 0->1": the checkpoint's output 0 (Sports) becomes the data's label 1 (Sports)
+    moves = ", ".join(f"{data_names[i]} {p}->{i}" for i, p in enumerate(perm) if p != i)
+    return perm, f"matched by name, reordered checkpoint->data ({moves})"
 
 
 def _classifier_head(model: PreTrainedModel, num_labels: int) -> torch.nn.Linear:
@@ -180,16 +178,21 @@ def reorder_head(model: PreTrainedModel, perm: list[int], label_names: list[str]
 
 
 def set_label_names(model: PreTrainedModel, label_names: list[str]) -> None:
-    model.config.id2label = dict(enumerate(label_names))
-    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+    labels = label_kwargs(label_names)
+    model.config.id2label, model.config.label2id = labels["id2label"], labels["label2id"]
+
+
+def label_kwargs(label_names: list[str]) -> dict:
+    """Config fields that make a new classification head for these labels."""
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {n: i for i, n in enumerate(label_names)}}
 
 
 def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
     tc = cfg.teacher
     if tc.finetune not in ("auto", "always", "never"):
         raise KdError(f"teacher.finetune={tc.finetune!r}: expected auto, always or never")
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-              "label2id": {n: i for i, n in enumerate(label_names)}}
+    labels = label_kwargs(label_names)
     if tc.model is None:
         if not tc.tokenizer:
             raise KdError("teacher.model is empty: a teacher built from teacher.arch needs teacher.tokenizer")
@@ -222,14 +225,15 @@ def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
 def build_student(cfg: RunConfig, label_names: list[str], teacher_tokenizer_source: str | None):
     """The students' common starting point: the same seed gives baseline and distilled the same weights."""
     sc = cfg.student
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-              "label2id": {n: i for i, n in enumerate(label_names)}}
+    labels = label_kwargs(label_names)
     torch.manual_seed(sc.train.seed)
     if sc.init == "pretrained":
         if not sc.model:
             raise KdError("student.init=pretrained needs student.model (a hub id or folder)")
         source = resolve_source(sc.model, "student.model", cfg.allow_pickle)
-        model = _from_pretrained(AutoModelForSequenceClassification, source, "student.model", cfg, **labels)
+        # the student always gets a new head for these labels, whatever head the checkpoint had
+        model = _from_pretrained(AutoModelForSequenceClassification, source, "student.model", cfg,
+                                 ignore_mismatched_sizes=True, **labels)
         tok_source = sc.tokenizer or source
     elif sc.init.startswith("from-teacher"):
         layers = parse_layers(sc.init)

@@ -8,6 +8,7 @@ process writes files.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import time
 from pathlib import Path
@@ -21,9 +22,10 @@ from kd.config import RunConfig
 from kd.data import Splits, fingerprint, load_splits, stratified_take
 from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
-from kd.features import length_order, tokenized
+from kd.features import length_order, tokenized, tokenizer_fingerprint
 from kd.metrics import classification_metrics
 from kd.models import build_student, count_params, load_teacher, resolve_source, sha256_file
+from kd.report import write_report
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, write_json, write_npy
 from kd.trainer import (
     TEACHER_LOGITS,
@@ -46,8 +48,9 @@ class Pipeline:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.cfg = cfg
         self.run = RunFolder(Path(run_dir))
-        self.state = PartialState()
         self.device = detect_device()
+        # cpu=True is what makes accelerate see a torchrun launch on CPU as multi-process (gloo), not as N copies
+        self.state = PartialState(cpu=self.device == "cpu")
         self.precision = resolve_precision(cfg.teacher.train.precision, self.device)
 
     # ---- inputs, loaded once and checked before anything is written ----------------------------
@@ -122,8 +125,6 @@ class Pipeline:
         metrics = self.run.model_dir(stage) / "metrics.json"
         if not metrics.is_file():
             return False
-        import json
-
         return json.loads(metrics.read_text()).get("stage_key") == self.stage_key(stage)
 
     def train(self, name, trainer_cls, model, tokenizer, train_ds, collator, tc, **extra):
@@ -213,8 +214,6 @@ class Pipeline:
         if not (folder / "metrics.json").is_file():
             raise KdError(f"{folder}: no trained teacher in this run; run `kd train-teacher` first")
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        from kd.features import tokenizer_fingerprint
-
         key = "-".join([sha256_file(folder / "model.safetensors")[:16], self.fingerprints["student_train"],
                         tokenizer_fingerprint(tokenizer, self.cfg.data.max_length)])
         path = self.run.cache_dir("teacher_logits") / f"{key}.npy"
@@ -245,7 +244,5 @@ class Pipeline:
                 self.log(f"{name}: already done with this config, skipped ({self.run.model_dir(name)})")
                 continue
             stages[name]()
-        from kd.report import write_report
-
         if self.state.is_main_process:
             write_report(self.run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import matplotlib
@@ -102,8 +103,6 @@ def render_markdown(results: dict) -> str:
 
 
 def _png(fig) -> bytes:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -121,7 +120,7 @@ def plot_confusion(run: RunFolder, results: dict) -> bytes:
         for (i, j), count in np.ndenumerate(cm):
             ax.text(j, i, str(count), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
         ax.set_xticks(range(len(names)), names, rotation=30)
-        ax.set_yticks(range(len(names)), names)
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [])
         ax.set_title(f"{name} ({100 * models[name]['accuracy']:.2f} %)")
         ax.set_xlabel("predicted")
     axes[0][0].set_ylabel("true")

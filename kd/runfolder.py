@@ -13,6 +13,7 @@ runs/<name>/
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -95,8 +96,6 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array)
     write_bytes(path, buf.getvalue())

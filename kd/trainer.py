@@ -83,8 +83,8 @@ def early_stopping(tc: TrainConfig) -> list:
 class DistillCollator:
     """Pads the model inputs per batch and stacks each example's cached teacher logits beside them."""
 
-    def __init__(self, tokenizer):
-        self.pad = DataCollatorWithPadding(tokenizer)
+    def __init__(self, tokenizer, padding: bool | str = True, max_length: int | None = None):
+        self.pad = DataCollatorWithPadding(tokenizer, padding=padding, max_length=max_length)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         has_teacher = TEACHER_LOGITS in features[0]

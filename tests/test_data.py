@@ -80,3 +80,19 @@ def test_bad_data_gives_one_clear_error(tmp_path, make, message):
 def test_too_many_validation_rows(tmp_path):
     with pytest.raises(KdError, match="data.validation_rows=500"):
         load_splits(cfg(good(tmp_path), validation_rows=500))
+
+
+def test_tokenizer_fingerprint_ignores_call_state_but_not_vocab():
+    from transformers import AutoTokenizer
+
+    from kd.features import tokenizer_fingerprint
+    from kd.models import resolve_source
+
+    tok = AutoTokenizer.from_pretrained(resolve_source("bundled:all-MiniLM-L6-v2", "t"))
+    before = tokenizer_fingerprint(tok, 128)
+    tok(["some text"], truncation=True, max_length=16)
+    tok.pad({"input_ids": [[1, 2], [3]]})
+    assert tokenizer_fingerprint(tok, 128) == before
+    assert tokenizer_fingerprint(tok, 64) != before
+    tok.add_tokens(["zzzunseen"])
+    assert tokenizer_fingerprint(tok, 128) != before

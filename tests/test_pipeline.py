@@ -126,7 +126,10 @@ def test_two_process_ddp_distillation(smoke_run, smoke_copy):
     (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
     (single,) = (smoke_run / "cache/teacher_logits").glob("*.npy")
     # the two processes' shares come back in row order: the same logits as one process computed
-    np.testing.assert_allclose(np.load(cached), np.load(single), atol=1e-3)
+    # (within bf16 rounding: one process ran with other thread counts); a shuffled order would be far off
+    ddp, one = np.load(cached), np.load(single)
+    np.testing.assert_allclose(ddp, one, atol=0.02)
+    assert (ddp.argmax(-1) == one.argmax(-1)).mean() > 0.995
     manifest = json.loads((smoke_copy / "manifest.json").read_text())
     assert manifest["device"]["processes"] == 2
     metrics = json.loads((smoke_copy / "models/distilled/metrics.json").read_text())
@@ -181,7 +184,7 @@ def test_full_preset_code_path_on_local_stand_ins(small_data, tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert results["preset"] == "full"
     assert results["models"]["teacher"]["train_seconds"] is None, "the full teacher is used as trained"
-    assert "reordered" in results["teacher_label_match"] and "Sports->World" in results["teacher_label_match"]
+    assert "reordered" in results["teacher_label_match"] and "Sports 0->1" in results["teacher_label_match"]
     d = results["distillation"]
     assert (d["temperature"], d["alpha"]) == (5.0, 0.5)
     saved = AutoModelForSequenceClassification.from_pretrained(run / "models/teacher")
