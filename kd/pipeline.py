@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
+from accelerate.state import AcceleratorState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from kd import manifest
@@ -109,6 +110,7 @@ class Pipeline:
     def predict(self, model, tokenizer, tok_ds, precision: str) -> np.ndarray:
         """Logits in the dataset's row order, computed over length-sorted batches."""
         order = length_order(tok_ds)
+        fresh_precision()
         args = prediction_arguments(self.run.work_dir("predict"), self.cfg.student.train.eval_batch_size,
                                     self.device, precision)
         trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
@@ -128,6 +130,7 @@ class Pipeline:
         return json.loads(metrics.read_text()).get("stage_key") == self.stage_key(stage)
 
     def train(self, name, trainer_cls, model, tokenizer, train_ds, collator, tc, **extra):
+        fresh_precision()
         args = training_arguments(tc, self.run.work_dir(name), len(train_ds), self.device,
                                   resolve_precision(tc.precision, self.device), self.state.num_processes)
         trainer = trainer_cls(
@@ -159,6 +162,7 @@ class Pipeline:
         if self.state.is_main_process:
             with atomic_dir(self.run.model_dir(name)) as tmp:
                 model.save_pretrained(tmp)
+                tokenizer.model_max_length = self.cfg.data.max_length  # users of the folder truncate the same
                 tokenizer.save_pretrained(tmp)
                 metrics["size_mb"] = (tmp / "model.safetensors").stat().st_size / 2**20
                 write_npy(tmp / "test_logits.npy", logits)
@@ -246,3 +250,10 @@ class Pipeline:
             stages[name]()
         if self.state.is_main_process:
             write_report(self.run)
+
+
+def fresh_precision() -> None:
+    """Let the next Trainer set its own mixed precision. accelerate keeps the first Trainer's setting in a
+    process-wide state and silently reuses it: after bf16 training, "fp32" test predictions ran in bf16.
+    (transformers' own hyper-parameter search resets it the same way; the process group is kept.)"""
+    AcceleratorState._reset_state(reset_partial_state=False)

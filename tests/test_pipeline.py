@@ -195,3 +195,21 @@ def test_make_train_all_nproc_2_uses_torchrun(tmp_path):
     proc = subprocess.run(["make", "-n", "train-all", "NPROC=2", "PRESET=smoke", f"RUN={tmp_path}"], cwd=REPO,
                           env={**os.environ}, capture_output=True, text=True)
     assert "torchrun --standalone --nproc_per_node=2 -m kd train-all --preset smoke" in proc.stdout
+
+
+def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_run):
+    """Test numbers are computed in fp32: the saved logits equal a fresh fp32 pass (bf16 would be ~1e-2 off)."""
+    from transformers import AutoTokenizer
+
+    from export.inference import logits_over, torch_runner
+    from export.run import run_split
+    from kd.runfolder import RunFolder
+
+    texts, _, max_length = run_split(RunFolder(smoke_run), None, "test")
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    assert manifest["device"]["precision"] in ("bf16", "fp32")
+    for name in ("teacher", "distilled"):
+        folder = smoke_run / "models" / name
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        fresh = logits_over(torch_runner(model), AutoTokenizer.from_pretrained(folder), texts, max_length, 64)
+        np.testing.assert_allclose(np.load(folder / "test_logits.npy"), fresh, atol=1e-4)
