@@ -16,7 +16,7 @@ else
 KD := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m kd
 endif
 
-.PHONY: setup train-all bench-train report test lint clean
+.PHONY: setup train-all bench-train report export export-check export-speed test lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,18 @@ train-all: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/kd report $(KD_ARGS)
+
+# ONNX fp32 + int8 for every trained model of the run, each checked against PyTorch (runs/<preset>/onnx/).
+export: $(STAMP)
+	$(BIN)/kd export $(KD_ARGS)
+
+# Every export, loaded with a plain onnxruntime.InferenceSession, on the whole test split vs PyTorch's predictions.
+export-check: $(STAMP)
+	$(BIN)/kd export-check $(KD_ARGS)
+
+# The distilled student as PyTorch fp32 vs ONNX Runtime fp32 vs int8, timed side by side on test texts.
+export-speed: $(STAMP)
+	$(BIN)/kd export-speed $(KD_ARGS)
 
 # Training speed: one epoch of baseline vs distillation (cached logits) vs the seed's way, on a trained run.
 bench-train: $(STAMP)

@@ -113,12 +113,18 @@ def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
     except yaml.YAMLError as exc:
         raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     raw.setdefault("preset", path.stem)
+    return build_dataclass(RunConfig, raw, overrides)
+
+
+def build_dataclass(cls, raw: dict[str, Any], overrides: list[str] = ()):
+    """Fill a (nested) config dataclass from a mapping and `key=value` overrides; unknown keys are errors."""
+    raw = json.loads(json.dumps(raw))  # a copy: overrides must not reach the caller's mapping
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise KdError(f"--set {item!r}: expected key=value, e.g. --set distill.temperature=4")
         _set(raw, key.strip().split("."), yaml.safe_load(value))
-    return _build(RunConfig, raw, "")
+    return _build(cls, raw, "")
 
 
 def _build(cls, raw: dict[str, Any], where: str):

@@ -1,0 +1,80 @@
+"""`kd export-check`: the exported folders, loaded with a plain `onnxruntime.InferenceSession` (no options),
+classify the whole test split; their predictions are compared with the PyTorch test logits the training run
+saved (models/<model>/test_logits.npy)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from export.inference import length_sorted_batches
+from export.run import run_split
+from kd.errors import KdError
+from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
+
+
+def plain_logits(path: Path, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    out = np.empty((len(texts), sess.get_outputs()[0].shape[-1] or 0), dtype=np.float32)
+    batches = list(length_sorted_batches(tokenizer, texts, max_length, batch_size))
+    for rows, batch in tqdm(batches, desc=path.name, leave=False):
+        logits = sess.run(None, {n: batch[n].astype(np.int64) for n in names})[0]
+        if out.shape[1] != logits.shape[1]:
+            out = np.empty((len(texts), logits.shape[1]), dtype=np.float32)
+        out[rows] = logits
+    return out
+
+
+def export_check(run_dir: Path, data: str | None = None) -> dict:
+    run = RunFolder(Path(run_dir))
+    names = [m for m in MODEL_NAMES if (run.root / "onnx" / m / "model.onnx").is_file()]
+    if not names:
+        raise KdError(f"{run.root / 'onnx'}: no exported models; run `make export` first")
+    texts, labels, max_length = run_split(run, data, "test")
+    rows = {}
+    for name in names:
+        folder = run.root / "onnx" / name
+        torch_logits = np.load(run.model_dir(name) / "test_logits.npy", allow_pickle=False)
+        if len(torch_logits) != len(texts):
+            raise KdError(f"{run.model_dir(name)}/test_logits.npy has {len(torch_logits)} rows, the test split "
+                          f"{len(texts)}: was the model trained on other data?")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        torch_pred = torch_logits.argmax(-1)
+        row = {"test_rows": len(texts), "pytorch_accuracy": float((torch_pred == labels).mean())}
+        for precision, file in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")):
+            started = time.perf_counter()
+            logits = plain_logits(folder / file, tokenizer, texts, max_length)
+            pred = logits.argmax(-1)
+            row[precision] = {"accuracy": float((pred == labels).mean()),
+                              "agreement": float((pred == torch_pred).mean()),
+                              "differing_predictions": int((pred != torch_pred).sum()),
+                              "max_abs_diff": float(np.abs(logits - torch_logits).max()),
+                              "seconds": time.perf_counter() - started}
+        row["fp32_identical"] = row["fp32"]["differing_predictions"] == 0
+        row["int8_accuracy_drop_pt"] = 100 * (row["pytorch_accuracy"] - row["int8"]["accuracy"])
+        rows[name] = row
+        print(f"kd: {name}: fp32 {row['fp32']['differing_predictions']} of {len(texts)} predictions differ from "
+              f"PyTorch; int8 accuracy {row['int8']['accuracy']:.2%} vs PyTorch {row['pytorch_accuracy']:.2%}",
+              flush=True)
+    write_json(run.root / "onnx" / "test_check.json", rows)
+    md = render(rows)
+    write_text(run.root / "onnx" / "test_check.md", md)
+    print(md)
+    return rows
+
+
+def render(rows: dict) -> str:
+    lines = ["| model | test rows | PyTorch acc | ONNX fp32 acc | fp32 predictions differing | fp32 max abs Δ | "
+             "int8 acc | int8 agreement | int8 drop (pt) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['test_rows']} | {r['pytorch_accuracy']:.2%} | {r['fp32']['accuracy']:.2%} | "
+                     f"{r['fp32']['differing_predictions']} | {r['fp32']['max_abs_diff']:.1e} | "
+                     f"{r['int8']['accuracy']:.2%} | {r['int8']['agreement']:.2%} | "
+                     f"{r['int8_accuracy_drop_pt']:+.2f} |")
+    return "\n".join(lines) + "\n"

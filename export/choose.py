@@ -1,0 +1,121 @@
+"""The two choices an export makes by measurement: which fp32 graph to ship (plain or fused) and which int8
+variant (weight type, per-channel), each checked against the PyTorch reference."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from export.config import ExportConfig
+from export.inference import ort_runner
+from export.optimize import heads_and_hidden, optimize_graph
+from export.ort import ORT_ERRORS, session
+from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
+from export.quantize import quantize
+from export.timing import faster
+
+
+def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True) -> Outputs:
+    """A graph's outputs on the parity set; one that cannot even run on the tokenizer's arrays fails the gate."""
+    try:
+        return parity.run(ort_runner(session(path)), full)
+    except (KeyError, *ORT_ERRORS) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise ExportGateError(f"{what} does not run on the tokenizer's inputs: {message}") from None
+
+
+def checked(parity: ParitySet, path: Path, reference: Outputs, what: str, full: bool = True) -> Check:
+    return parity.compare(run_graph(parity, path, what, full), reference)
+
+
+def choose_fp32(plain_path: Path, fused_path: Path, config, parity: ParitySet, reference: Outputs,
+                speed_batches: list[dict], cfg: ExportConfig, name: str, report: dict) -> tuple[str, Check, Path]:
+    """(graph kept, its check, the graph to quantize). Both graphs are checked on the probes and timed; the
+    whole validation split then checks the one kept (and the plain one when the fused one fails there)."""
+    plain = checked(parity, plain_path, reference, f"{name}: fp32 ONNX", full=False)
+    report["fp32_candidates"] = {"plain": plain.to_dict()}
+    graph, int8_source = "plain", plain_path
+    if cfg.optimize == "never":
+        report["graph_choice"] = "plain (optimize=never)"
+    else:
+        t0 = time.perf_counter()
+        fused_ops = optimize_graph(plain_path, fused_path, *heads_and_hidden(config))
+        optimize_seconds = time.perf_counter() - t0
+        fused = checked(parity, fused_path, reference, f"{name}: fused fp32 ONNX", full=False)
+        times = faster({"plain": ort_runner(session(plain_path)), "fused": ort_runner(session(fused_path))},
+                       speed_batches, rounds=2)
+        report["fp32_candidates"]["fused"] = {**fused.to_dict(), "fused_ops": fused_ops,
+                                              "optimize_seconds": optimize_seconds}
+        for which in ("plain", "fused"):
+            report["fp32_candidates"][which]["timed_seconds"] = times[which]
+        probes_pass = not fp32_failures(fused, cfg.gates)
+        if probes_pass:
+            int8_source = fused_path  # fused attention quantizes better and runs faster as int8
+        faster_fused = times["fused"] < times["plain"]
+        why = ("optimize=always" if cfg.optimize == "always" else "fused graph fails the gates" if not probes_pass
+               else "passes the gates and is faster" if faster_fused else "fused graph is not faster")
+        if cfg.optimize == "always" or (probes_pass and faster_fused):
+            fused = checked(parity, fused_path, reference, f"{name}: fused fp32 ONNX")
+            report["fp32_candidates"]["fused"].update(fused.to_dict())
+            if cfg.optimize == "always" or not fp32_failures(fused, cfg.gates):
+                graph = "fused"
+            else:
+                why = "fused graph fails the gates on the validation split"
+        report["graph_choice"] = (f"{graph} ({why}: fused {times['fused'] * 1e3:.0f} ms vs plain "
+                                  f"{times['plain'] * 1e3:.0f} ms on the timing batches)")
+    if graph == "fused":
+        return graph, fused, int8_source
+    plain = checked(parity, plain_path, reference, f"{name}: fp32 ONNX")
+    report["fp32_candidates"]["plain"].update(plain.to_dict())
+    return graph, plain, int8_source
+
+
+def choose_int8(source: Path, folder: Path, fp32: Check, parity: ParitySet, reference: Outputs,
+                cfg: ExportConfig, name: str, say, report: dict) -> tuple[str, str]:
+    """(variant, why); each candidate's record goes into report["int8_candidates"], also when all fail.
+
+    Every variant is screened on the first `int8_screen_rows` validation
+    rows; the `int8_finalists` most accurate then run the rest of the split (more if none passes), and the
+    most accurate finalist that passes the gates wins, the fastest when within `int8_tie` of each other."""
+    head, tail = parity.split(cfg.int8_screen_rows)
+    head_ref = reference.head(cfg.int8_screen_rows)
+    records, screened = report.setdefault("int8_candidates", {}), {}
+    for candidate in cfg.int8_candidates:
+        path = folder / f"int8-{candidate}.onnx"
+        t0 = time.perf_counter()
+        quantize(source, path, candidate)
+        records[candidate] = {"quantize_seconds": time.perf_counter() - t0, "size_mb": path.stat().st_size / 2**20}
+        t0 = time.perf_counter()
+        screened[candidate] = run_graph(head, path, f"{name}: int8 {candidate}")
+        records[candidate]["seconds"] = time.perf_counter() - t0
+        screen = head.compare(screened[candidate], head_ref)
+        records[candidate]["screen"] = {"rows": len(head.texts), "accuracy": screen.accuracy,
+                                        "agreement": screen.agreement}
+    ranked = sorted(cfg.int8_candidates, key=lambda c: (-records[c]["screen"]["accuracy"],
+                                                        -records[c]["screen"]["agreement"]))
+    passing = []
+    for i, candidate in enumerate(ranked):
+        if i >= cfg.int8_finalists and passing:
+            break
+        outputs = screened[candidate]
+        if tail.texts:  # (a validation split no larger than the screen has no rest)
+            t0 = time.perf_counter()
+            outputs = outputs.join(run_graph(tail, folder / f"int8-{candidate}.onnx", f"{name}: int8 {candidate}"))
+            records[candidate]["seconds"] += time.perf_counter() - t0
+        check = parity.compare(outputs, reference)
+        failures = int8_failures(check, fp32, cfg.gates)
+        records[candidate].update(check.to_dict(), failures=failures)
+        say(f"int8 {candidate}: validation accuracy {check.accuracy:.2%}, agreement {check.agreement:.2%}"
+            + (f" (fails: {'; '.join(failures)})" if failures else ""))
+        if not failures:
+            passing.append(candidate)
+    if not passing:
+        worst = "; ".join(f"{c}: {', '.join(records[c]['failures'])}" for c in ranked if "failures" in records[c])
+        raise ExportGateError(f"{name}: no int8 variant passes the gates ({worst})")
+    best = max(records[c]["accuracy"] for c in passing)
+    tied = [c for c in passing if records[c]["accuracy"] >= best - cfg.int8_tie]
+    chosen = min(tied, key=lambda c: records[c]["seconds"])  # the same rows and batches for every candidate
+    why = (f"{chosen} (best validation accuracy of the finalists that pass the gates"
+                         + (f"; the fastest of {', '.join(tied)}, within {cfg.int8_tie * 100:.2g} pt" if len(tied) > 1
+                            else "") + f"; screened on {len(head.texts)} rows: {', '.join(ranked)})")
+    return chosen, why

@@ -1,0 +1,38 @@
+"""Export settings: a dataclass with defaults that pass on this project's models, overridable by --set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Gates:
+    fp32_max_abs_diff: float = 1e-4  # max |logits_onnx - logits_torch| over every parity probe
+    fp32_min_agreement: float = 1.0  # argmax agreement with PyTorch, fraction of rows
+    int8_min_agreement: float = 0.99
+    int8_max_accuracy_drop: float = 0.005  # validation accuracy, int8 vs fp32 ONNX (0.005 = 0.5 pt)
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    # legacy: torch.onnx's TorchScript exporter, whose graphs ONNX Runtime's transformer optimizer knows how to
+    # fuse; dynamo: torch.export-based (torch's default).
+    exporter: str = "legacy"
+    # auto: run ONNX Runtime's transformer optimizer and keep its graph only if it passes the gates and is
+    # faster; always / never.
+    optimize: str = "auto"
+    # int8 variants tried (dynamic quantization: weights int8 ahead of time, activations at run time);
+    # the one with the best validation accuracy wins, the faster one when within `int8_tie` of each other
+    # (see export/choose.py for the screening that keeps this within the time budget).
+    int8_candidates: list[str] = field(default_factory=lambda: ["qint8", "qint8-per-channel", "quint8",
+                                                                 "quint8-per-channel"])
+    int8_screen_rows: int = 400  # every variant runs these validation rows; the finalists run the rest
+    int8_finalists: int = 2
+    int8_tie: float = 0.0025  # 0.25 pt: 4 rows of 1,600, below what one validation split can tell apart
+    validation_rows: int | None = None  # rows of the validation split to check on (None: all)
+    probe_rows: int = 32  # rows in each parity probe (several batch sizes and lengths, with padding)
+    probe_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    probe_max_lengths: list[int] = field(default_factory=lambda: [16, 128])
+    batch_size: int = 32  # batches of the full validation pass
+    gates: Gates = field(default_factory=Gates)

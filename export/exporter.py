@@ -1,0 +1,111 @@
+"""Export one trained model: fp32 ONNX, the fused graph where it is faster, the best int8, each gated
+against PyTorch. The folder appears whole or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from export.choose import choose_fp32, choose_int8
+from export.config import ExportConfig
+from export.inference import torch_runner
+from export.onnx_export import export_onnx
+from export.parity import ExportGateError, ParitySet, fp32_failures
+from export.quantize import check_candidates
+from export.timing import timing_batches
+from kd.errors import KdError
+from kd.models import sha256_file
+from kd.runfolder import atomic_dir, write_json
+
+REPORT = "export_report.json"
+
+
+def export_key(model_dir: Path, cfg: ExportConfig) -> str:
+    """What an export was made from: the weights and the export settings."""
+    blob = json.dumps([sha256_file(model_dir / "model.safetensors"), asdict(cfg)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def is_current(out_dir: Path, key: str) -> bool:
+    report = out_dir / REPORT
+    return report.is_file() and json.loads(report.read_text()).get("key") == key
+
+
+def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], labels: np.ndarray,
+                 cfg: ExportConfig, max_length: int, log=print) -> dict:
+    check_candidates(cfg.int8_candidates)
+    if cfg.optimize not in ("auto", "always", "never"):
+        raise KdError(f"export.optimize={cfg.optimize!r}: expected auto, always or never")
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        log(f"{name}: {message} [{time.perf_counter() - started:.0f} s]")
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # The reference is the model as users run it (default attention). The graph is traced from a copy with
+    # eager attention: the same math, in the pattern ONNX Runtime's optimizer fuses into its Attention op
+    # (SDPA's traced pattern is left unfused).
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+    traced = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True,
+                                                                attn_implementation="eager").eval()
+    parity = ParitySet(tokenizer, texts, labels, cfg, max_length)
+    reference = parity.run(torch_runner(model))
+    say("PyTorch reference logits computed")
+    report: dict = {"model": name, "key": export_key(model_dir, cfg), "source": str(model_dir),
+                    "validation_rows": len(texts), "gates": asdict(cfg.gates),
+                    "pytorch_validation_accuracy": float((reference.validation.argmax(-1) == labels).mean())}
+    speed_batches = (timing_batches(tokenizer, texts, max_length, 1, 8)
+                     + timing_batches(tokenizer, texts[8:], max_length, cfg.batch_size, 2))
+
+    with atomic_dir(out_dir) as tmp:
+        plain_path, fused_path = tmp / "model.onnx", tmp / "model_fused.onnx"
+        t0 = time.perf_counter()
+        inputs = export_onnx(traced, tokenizer, texts, plain_path, cfg.opset, cfg.exporter)
+        report["export_seconds"] = time.perf_counter() - t0
+        try:
+            graph, fp32, int8_source = choose_fp32(plain_path, fused_path, model.config, parity, reference,
+                                                   speed_batches, cfg, name, report)
+            say(f"fp32 ONNX graph: {report['graph_choice']}")
+            problems = fp32_failures(fp32, cfg.gates)
+            if problems:
+                raise ExportGateError(f"{name}: fp32 ONNX ({graph}) does not match PyTorch: " + "; ".join(problems))
+            report["int8_source"] = "fused" if int8_source == fused_path else "plain"
+            chosen, why = choose_int8(int8_source, tmp, fp32, parity, reference, cfg, name, say, report)
+        except ExportGateError as exc:
+            # the evidence goes beside (not inside) the export folder, which stays as it was
+            failed = out_dir.parent / f"{name}.failed.json"
+            write_json(failed, {**report, "error": str(exc)})
+            raise ExportGateError(f"{exc} (details: {failed})") from None
+        report["int8_choice"] = f"{why}; quantized from the {report['int8_source']} graph"
+        say(f"int8 choice: {report['int8_choice']}")
+
+        # the folder keeps model.onnx (the chosen fp32 graph) and model_int8.onnx, nothing else
+        if graph == "fused":
+            os.replace(fused_path, plain_path)
+        fused_path.unlink(missing_ok=True)
+        for candidate in cfg.int8_candidates:
+            path = tmp / f"int8-{candidate}.onnx"
+            if candidate == chosen:
+                os.replace(path, tmp / "model_int8.onnx")
+            else:
+                path.unlink()
+        model.config.save_pretrained(tmp)
+        tokenizer.model_max_length = max_length  # what the checks ran with; `kd predict` truncates the same
+        tokenizer.save_pretrained(tmp)
+        report.update(
+            inputs=inputs,
+            fp32={"graph": graph, **fp32.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
+            int8={"variant": chosen, **{k: v for k, v in report["int8_candidates"][chosen].items() if k != "failures"}},
+            pytorch_size_mb=(model_dir / "model.safetensors").stat().st_size / 2**20,
+            total_seconds=time.perf_counter() - started,
+        )
+        write_json(tmp / REPORT, report)
+    (out_dir.parent / f"{name}.failed.json").unlink(missing_ok=True)
+    return report

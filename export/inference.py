@@ -1,0 +1,60 @@
+"""Run a PyTorch model or an ONNX Runtime session over real texts, in the same batches, with dynamic padding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from export.ort import run_logits
+
+Runner = Callable[[dict], np.ndarray]  # a padded batch from the tokenizer (numpy arrays) -> logits
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    return {k: v for k, v in enc.items() if k in tokenizer.model_input_names}
+
+
+def length_sorted_batches(tokenizer, texts: list[str], max_length: int, batch_size: int
+                          ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """(row indices, padded batch), longest first, so each batch pads little."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, encode(tokenizer, [texts[i] for i in rows], max_length)
+
+
+def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
+    """Logits for every text, in the texts' order."""
+    out = None
+    for rows, batch in length_sorted_batches(tokenizer, texts, max_length, batch_size):
+        logits = runner(batch)
+        if out is None:
+            out = np.empty((len(texts), logits.shape[-1]), dtype=np.float32)
+        out[rows] = logits
+    return out
+
+
+def torch_runner(model: torch.nn.Module) -> Runner:
+    names = set(_forward_inputs(model))
+    device = next(model.parameters()).device
+
+    def run(batch: dict) -> np.ndarray:
+        inputs = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in batch.items() if k in names}
+        with torch.inference_mode():
+            return model(**inputs).logits.float().cpu().numpy()
+
+    return run
+
+
+def ort_runner(sess) -> Runner:
+    return lambda batch: run_logits(sess, batch)
+
+
+def _forward_inputs(model) -> list[str]:
+    from kd.models import model_input_names
+
+    return model_input_names(model)

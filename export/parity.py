@@ -1,0 +1,109 @@
+"""Does an exported graph compute what the PyTorch model computes? Logits on real validation texts at several
+batch sizes and lengths (padded batches included), argmax agreement, and validation accuracy."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from export.config import ExportConfig, Gates
+from export.inference import Runner, encode, logits_over
+from kd.errors import KdError
+
+
+class ExportGateError(KdError):
+    """An export that does not match its PyTorch model: nothing is written in its place."""
+
+    exit_code = 1
+
+
+@dataclass
+class Outputs:
+    probes: list[np.ndarray]  # one logits array per (batch size, max length) probe
+    validation: np.ndarray | None  # logits over the validation texts, in their order (None: probes only)
+
+    def head(self, rows: int) -> Outputs:
+        return Outputs(self.probes, self.validation[:rows])
+
+    def join(self, tail: Outputs) -> Outputs:
+        return Outputs(self.probes, np.concatenate([self.validation, tail.validation]))
+
+
+@dataclass
+class Check:
+    max_abs_diff: float  # against PyTorch fp32, over every probe and the whole validation pass
+    mean_abs_diff: float
+    agreement: float  # argmax agreement with PyTorch fp32 on the validation split (probes only: on the probes)
+    probe_agreement: float  # the lowest argmax agreement of any probe (short truncations are the hardest)
+    accuracy: float | None  # on the validation split (None: probes only)
+    probes: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ParitySet:
+    def __init__(self, tokenizer, texts: list[str], labels: np.ndarray, cfg: ExportConfig, max_length: int,
+                 with_probes: bool = True):
+        self.tokenizer, self.texts, self.labels = tokenizer, list(texts), np.asarray(labels)
+        self.max_length, self.batch_size = max_length, cfg.batch_size
+        # in file order, so that batches mix lengths and carry padding
+        self.probe_texts = self.texts[:cfg.probe_rows]
+        self.probes = ([(b, min(m, max_length)) for b in cfg.probe_batch_sizes for m in cfg.probe_max_lengths]
+                       if with_probes else [])
+
+    def split(self, rows: int) -> tuple[ParitySet, ParitySet]:
+        """The first `rows` validation rows with the probes, and the rest without them."""
+        head, tail = copy.copy(self), copy.copy(self)
+        head.texts, head.labels = self.texts[:rows], self.labels[:rows]
+        tail.texts, tail.labels, tail.probes = self.texts[rows:], self.labels[rows:], []
+        return head, tail
+
+    def run(self, runner: Runner, full: bool = True) -> Outputs:
+        """The probes, and (full) the whole validation split."""
+        probes = []
+        for batch_size, max_length in self.probes:
+            chunks = [self.probe_texts[i:i + batch_size] for i in range(0, len(self.probe_texts), batch_size)]
+            probes.append(np.concatenate([runner(encode(self.tokenizer, c, max_length)) for c in chunks]))
+        validation = logits_over(runner, self.tokenizer, self.texts, self.max_length, self.batch_size) if full else None
+        return Outputs(probes, validation)
+
+    def compare(self, out: Outputs, ref: Outputs) -> Check:
+        pairs = list(zip(out.probes, ref.probes))
+        if out.validation is not None:
+            pairs.append((out.validation, ref.validation))
+        diffs = [np.abs(o - r) for o, r in pairs]
+        agree = [o.argmax(-1) == r.argmax(-1) for o, r in pairs]
+        probes = [{"batch_size": b, "max_length": m, "max_abs_diff": float(d.max()),
+                   "agreement": float(a.mean())} for (b, m), d, a in zip(self.probes, diffs, agree)]
+        return Check(
+            max_abs_diff=float(max(d.max() for d in diffs)),
+            mean_abs_diff=float(np.concatenate([d.ravel() for d in diffs]).mean()),
+            agreement=float(agree[-1].mean()) if out.validation is not None else float(np.concatenate(agree).mean()),
+            probe_agreement=float(min((a.mean() for a in agree[:len(self.probes)]), default=1.0)),
+            accuracy=None if out.validation is None else float((out.validation.argmax(-1) == self.labels).mean()),
+            probes=probes,
+        )
+
+
+def fp32_failures(check: Check, gates: Gates) -> list[str]:
+    problems = []
+    if not check.max_abs_diff <= gates.fp32_max_abs_diff:  # `not <=` also catches NaN
+        problems.append(f"max |Δlogits| {check.max_abs_diff:.2e} > {gates.fp32_max_abs_diff:.0e}")
+    if min(check.agreement, check.probe_agreement) < gates.fp32_min_agreement:
+        problems.append(f"argmax agreement {min(check.agreement, check.probe_agreement):.2%} < "
+                        f"{gates.fp32_min_agreement:.2%}")
+    return problems
+
+
+def int8_failures(check: Check, fp32: Check, gates: Gates) -> list[str]:
+    problems = []
+    if check.agreement < gates.int8_min_agreement - 1e-9:
+        problems.append(f"argmax agreement {check.agreement:.2%} < {gates.int8_min_agreement:.2%}")
+    drop = fp32.accuracy - check.accuracy
+    if drop > gates.int8_max_accuracy_drop + 1e-9:  # exactly at the limit passes (0.75 - 0.745 > 0.005 in floats)
+        problems.append(f"validation accuracy {check.accuracy:.2%} is {drop * 100:.2f} pt below fp32's "
+                        f"{fp32.accuracy:.2%} (allowed {gates.int8_max_accuracy_drop * 100:.2f} pt)")
+    return problems

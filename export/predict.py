@@ -1,0 +1,98 @@
+"""`kd predict`: label and probability for each text, from a PyTorch folder, an ONNX folder or an .onnx file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.inference import encode, logits_over, ort_runner, torch_runner
+from kd.errors import KdError
+
+
+@dataclass
+class Loaded:
+    runner: object
+    tokenizer: object
+    label_names: list[str]
+    max_length: int
+    backend: str
+
+
+def load(target: Path, allow_pickle: bool = False) -> Loaded:
+    """A save_pretrained folder (PyTorch), an export folder (its model.onnx), or an .onnx file."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    target = Path(target)
+    if not target.exists():
+        raise KdError(f"--model {target}: no such file or folder")
+    folder = target.parent if target.is_file() else target
+    if target.is_file() and target.suffix != ".onnx":
+        raise KdError(f"--model {target}: expected a model folder or an .onnx file")
+    if not (folder / "config.json").is_file():
+        raise KdError(f"--model {target}: no config.json in {folder} (label names come from it)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise KdError(f"--model {target}: no usable tokenizer in {folder} ({str(exc).splitlines()[0]})") from None
+    config = AutoConfig.from_pretrained(folder)
+    labels = [config.id2label[i] for i in range(len(config.id2label))]
+    # the run saves its training max_length as the tokenizer's model_max_length: predict truncates the same way
+    max_length = min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", 512))
+    onnx_file = target if target.is_file() else folder / "model.onnx"
+    if onnx_file.is_file():
+        from export.ort import session
+
+        return Loaded(ort_runner(session(onnx_file)), tokenizer, labels, max_length, f"onnxruntime:{onnx_file.name}")
+    from kd.models import resolve_source
+
+    resolve_source(str(folder), "--model", allow_pickle)  # safetensors only unless opted in
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, use_safetensors=None if allow_pickle else True).eval()
+    return Loaded(torch_runner(model), tokenizer, labels, max_length, "pytorch")
+
+
+def predict(loaded: Loaded, texts: list[str], batch_size: int = 32) -> list[dict]:
+    empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise KdError(f"text {empty[0]} is empty: give non-empty texts")
+    if len(texts) == 1:  # no sorting or padding needed
+        logits = loaded.runner(encode(loaded.tokenizer, texts, loaded.max_length))
+    else:
+        logits = logits_over(loaded.runner, loaded.tokenizer, texts, loaded.max_length, batch_size)
+    shifted = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    out = []
+    for text, p in zip(texts, probs):
+        k = int(p.argmax())
+        out.append({"text": text, "label": loaded.label_names[k], "label_id": k, "probability": float(p[k]),
+                    "probabilities": {n: float(v) for n, v in zip(loaded.label_names, p)}})
+    return out
+
+
+def read_texts(path: Path) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise KdError(f"--file {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise KdError(f"--file {path}: not UTF-8 text (byte {exc.start})") from None
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise KdError(f"--file {path}: no non-empty lines")
+    return texts
+
+
+def format_lines(rows: list[dict], as_json: bool) -> str:
+    if as_json:
+        return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    return "\n".join(f"{r['label']}\t{r['probability']:.4f}\t{_snippet(r['text'])}" for r in rows)
+
+
+def _snippet(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"

@@ -1,0 +1,184 @@
+"""Export: stand-in BERT and DistilBERT models through the parity gates, planted broken exports, the run-level
+`kd export` / `export-check` on the smoke run, and `kd predict` agreeing across backends."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import kd, sample_rows, tree_state
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
+
+import export.exporter as exporter
+from export.config import ExportConfig, Gates
+from export.parity import ExportGateError
+from kd.models import resolve_source
+
+TEXTS_LABELS = sample_rows("test", 24)  # 96 real AG News texts
+TEXTS = [t for _, t in TEXTS_LABELS]
+LABELS = np.array([int(label) for label, _ in TEXTS_LABELS])
+# stand-ins are untrained: their logits sit close together, so int8 may flip argmaxes; int8 gates are tested on
+# the trained smoke models below
+LOOSE_INT8 = Gates(int8_min_agreement=0.0, int8_max_accuracy_drop=1.0)
+
+
+def stand_in(kind: str, folder):
+    tok = AutoTokenizer.from_pretrained(resolve_source("bundled:all-MiniLM-L6-v2", "tok"))
+    if kind == "bert":
+        model = BertForSequenceClassification(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                         intermediate_size=128, num_labels=4))
+    else:
+        model = DistilBertForSequenceClassification(DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+                                                                     num_labels=4))
+        tok.model_input_names = ["input_ids", "attention_mask"]
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def small_cfg(**kw) -> ExportConfig:
+    return ExportConfig(int8_candidates=["qint8", "quint8"], probe_rows=16, gates=kw.pop("gates", LOOSE_INT8), **kw)
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind, tmp_path):
+    src = stand_in(kind, tmp_path / kind)
+    out = tmp_path / "onnx" / kind
+    report = exporter.export_model(kind, src, out, TEXTS, LABELS, small_cfg(), max_length=128, log=lambda m: None)
+    assert report["fp32"]["max_abs_diff"] <= 1e-4 and report["fp32"]["agreement"] == 1.0
+    assert {p["batch_size"] for p in report["fp32"]["probes"]} == {1, 8, 32}
+    assert report["int8"]["variant"] in ("qint8", "quint8")
+    assert report["int8"]["size_mb"] < report["fp32"]["size_mb"] / 2.5, "int8 weights are a quarter of fp32's"
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "model_int8.onnx", "config.json", "tokenizer.json", "export_report.json"} <= names
+    assert not any(n.startswith("int8-") or n == "model_fused.onnx" for n in names), "candidates are cleaned up"
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = ["input_ids", "token_type_ids", "attention_mask"] if kind == "bert" else ["input_ids", "attention_mask"]
+    assert [i.name for i in sess.get_inputs()] == expected
+    # dynamic batch and sequence: a batch of 3 padded to 40 tokens runs
+    tok = AutoTokenizer.from_pretrained(out)
+    enc = tok(TEXTS[:3], padding="max_length", max_length=40, truncation=True, return_tensors="np")
+    logits = sess.run(None, {n: enc[n].astype(np.int64) for n in expected})[0]
+    assert logits.shape == (3, 4)
+
+
+def tampered(tamper):
+    """export_onnx followed by a planted fault in the written graph."""
+    real = exporter.export_onnx
+
+    def export_then_tamper(model, tokenizer, texts, path, opset, kind):
+        names = real(model, tokenizer, texts, path, opset, kind)
+        graph = onnx.load(str(path))
+        tamper(graph)
+        onnx.save(graph, str(path))
+        return names
+
+    return export_then_tamper
+
+
+def bump_largest_weight(graph):
+    init = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[::97] += 0.05
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+
+
+def swap_input_names(graph):
+    a, b = graph.graph.input[0], graph.graph.input[-1]  # input_ids <-> attention_mask
+    for node in graph.graph.node:
+        node.input[:] = [{a.name: b.name, b.name: a.name}.get(i, i) for i in node.input]
+    a.name, b.name = b.name, a.name
+
+
+def rename_input(graph):
+    old = graph.graph.input[-1].name
+    for node in graph.graph.node:
+        node.input[:] = ["mask" if i == old else i for i in node.input]
+    graph.graph.input[-1].name = "mask"
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (bump_largest_weight, r"fp32 ONNX \(\w+\) does not match PyTorch: max \|Δlogits\|"),
+    (swap_input_names, r"does not match PyTorch"),
+    (rename_input, r"does not run on the tokenizer's inputs: the ONNX graph wants input 'mask'"),
+])
+def test_planted_broken_export_is_caught_and_leaves_the_old_export_alone(tamper, message, tmp_path, monkeypatch):
+    src = stand_in("distilbert", tmp_path / "distilbert")
+    out = tmp_path / "onnx" / "distilbert"
+    exporter.export_model("distilbert", src, out, TEXTS, LABELS, small_cfg(), 128, log=lambda m: None)
+    before = tree_state(out)
+    monkeypatch.setattr(exporter, "export_onnx", tampered(tamper))
+    with pytest.raises(ExportGateError, match=message):
+        exporter.export_model("distilbert", src, out, TEXTS, LABELS, small_cfg(optimize="never"), 128,
+                              log=lambda m: None)
+    assert tree_state(out) == before, "the good export is untouched"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no scratch folder left behind"
+
+
+def test_int8_gate_failure_names_the_numbers_and_writes_nothing(tmp_path):
+    src = stand_in("bert", tmp_path / "bert")
+    out = tmp_path / "onnx" / "bert"
+    impossible = Gates(int8_min_agreement=1.01)
+    with pytest.raises(ExportGateError, match=r"no int8 variant passes the gates \(qint8: argmax agreement"):
+        exporter.export_model("bert", src, out, TEXTS, LABELS, small_cfg(gates=impossible), 128, log=lambda m: None)
+    assert not out.exists()
+    failed = json.loads((out.parent / "bert.failed.json").read_text())
+    assert "no int8 variant" in failed["error"] and set(failed["int8_candidates"]) == {"qint8", "quint8"}
+
+
+@pytest.mark.slow
+def test_kd_export_on_the_smoke_run(smoke_copy):
+    proc = kd("export", "--run-dir", smoke_copy, "--preset", "smoke")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((smoke_copy / "onnx/report.json").read_text())
+    assert set(summary["models"]) == {"teacher", "baseline", "distilled"}
+    for name, r in summary["models"].items():
+        assert r["fp32"]["max_abs_diff"] <= 1e-4 and r["fp32"]["agreement"] == 1.0, name
+        assert r["int8"]["agreement"] >= 0.99 and r["fp32"]["accuracy"] - r["int8"]["accuracy"] <= 0.005 + 1e-9, name
+        assert set(r["int8_candidates"]) == {"qint8", "qint8-per-channel", "quint8", "quint8-per-channel"}
+        assert r["validation_rows"] == 400
+    assert "| distilled | int8 |" in (smoke_copy / "onnx/report.md").read_text()
+    again = kd("export", "--run-dir", smoke_copy, "--preset", "smoke")
+    assert again.stdout.count("already exported with these weights and settings, skipped") == 3
+
+    check = kd("export-check", "--run-dir", smoke_copy, "--preset", "smoke")
+    assert check.returncode == 0, check.stderr[-2000:]
+    rows = json.loads((smoke_copy / "onnx/test_check.json").read_text())
+    for name, r in rows.items():
+        assert r["fp32_identical"] and r["fp32"]["max_abs_diff"] <= 1e-4, name
+        assert abs(r["int8_accuracy_drop_pt"]) <= 1.0, name
+
+    texts = smoke_copy / "texts.txt"
+    texts.write_text("\n".join(TEXTS[:20]) + "\n\n")
+    outputs = {}
+    for target in ("models/distilled", "onnx/distilled", "onnx/distilled/model_int8.onnx"):
+        proc = kd("predict", "--model", smoke_copy / target, "--file", texts, "--json")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[target] = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert len(outputs[target]) == 20, "the blank line is skipped"
+    torch_rows, fp32_rows, int8_rows = outputs.values()
+    assert [r["label"] for r in torch_rows] == [r["label"] for r in fp32_rows]
+    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(torch_rows, fp32_rows)) < 1e-4
+    assert sum(a["label"] == b["label"] for a, b in zip(torch_rows, int8_rows)) >= 19
+    plain = kd("predict", "--model", smoke_copy / "onnx/distilled", TEXTS[0])
+    label, prob, _ = plain.stdout.split("\t")
+    assert label in {"World", "Sports", "Business", "Sci/Tech"} and 0.25 <= float(prob) <= 1.0
+
+
+def test_export_and_predict_errors_are_one_line(tmp_path):
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    proc = kd("export", "--run-dir", empty_run, "--preset", "smoke")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "no trained models" in proc.stderr and "make train-all" in proc.stderr
+    proc = kd("predict", "--model", tmp_path / "nowhere", "some text")
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr
+    proc = kd("predict", "--model", stand_in("distilbert", tmp_path / "m"), "  ")
+    assert proc.returncode == 2 and "text 1 is empty" in proc.stderr
