@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
-from accelerate.state import AcceleratorState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from kd import manifest
@@ -110,7 +109,6 @@ class Pipeline:
     def predict(self, model, tokenizer, tok_ds, precision: str) -> np.ndarray:
         """Logits in the dataset's row order, computed over length-sorted batches."""
         order = length_order(tok_ds)
-        fresh_precision()
         args = prediction_arguments(self.run.work_dir("predict"), self.cfg.student.train.eval_batch_size,
                                     self.device, precision)
         trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
@@ -130,7 +128,6 @@ class Pipeline:
         return json.loads(metrics.read_text()).get("stage_key") == self.stage_key(stage)
 
     def train(self, name, trainer_cls, model, tokenizer, train_ds, collator, tc, **extra):
-        fresh_precision()
         args = training_arguments(tc, self.run.work_dir(name), len(train_ds), self.device,
                                   resolve_precision(tc.precision, self.device), self.state.num_processes)
         trainer = trainer_cls(
@@ -144,7 +141,10 @@ class Pipeline:
         self.log(f"{name}: trained on {len(train_ds)} rows in {seconds:.0f} s "
                  f"({len(train_ds) * tc.epochs / seconds:.1f} examples/s); best validation checkpoint "
                  f"{trainer.state.best_model_checkpoint}")
-        return trainer.model, seconds, trainer.state.log_history
+        # bf16/fp16 training wraps the model's forward in autocast in place; without unwrapping, the "fp32"
+        # test predictions that follow would still run in bf16 (2e-2 off, a few predictions different)
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        return model, seconds, trainer.state.log_history
 
     def finish(self, name, model, tokenizer, seconds, log_history, extra=None) -> dict:
         """Evaluate on test (fp32), then write the model folder whole: weights, tokenizer, metrics."""
@@ -251,9 +251,3 @@ class Pipeline:
         if self.state.is_main_process:
             write_report(self.run)
 
-
-def fresh_precision() -> None:
-    """Let the next Trainer set its own mixed precision. accelerate keeps the first Trainer's setting in a
-    process-wide state and silently reuses it: after bf16 training, "fp32" test predictions ran in bf16.
-    (transformers' own hyper-parameter search resets it the same way; the process group is kept.)"""
-    AcceleratorState._reset_state(reset_partial_state=False)
