@@ -9,26 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from export.inference import length_sorted_batches
+from export.inference import logits_over
+from export.ort import run_logits
 from export.run import run_split
 from kd.errors import KdError
 from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
 
 
 def plain_logits(path: Path, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    out = np.empty((len(texts), sess.get_outputs()[0].shape[-1] or 0), dtype=np.float32)
-    batches = list(length_sorted_batches(tokenizer, texts, max_length, batch_size))
-    for rows, batch in tqdm(batches, desc=path.name, leave=False):
-        logits = sess.run(None, {n: batch[n].astype(np.int64) for n in names})[0]
-        if out.shape[1] != logits.shape[1]:
-            out = np.empty((len(texts), logits.shape[1]), dtype=np.float32)
-        out[rows] = logits
-    return out
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # no options: as a user would
+    return logits_over(lambda batch: run_logits(sess, batch), tokenizer, texts, max_length, batch_size,
+                       progress=path.name)
 
 
 def export_check(run_dir: Path, data: str | None = None) -> dict:

@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from export.ort import run_logits
+from kd.models import model_input_names
 
 Runner = Callable[[dict], np.ndarray]  # a padded batch from the tokenizer (numpy arrays) -> logits
 
@@ -27,10 +29,14 @@ def length_sorted_batches(tokenizer, texts: list[str], max_length: int, batch_si
         yield rows, encode(tokenizer, [texts[i] for i in rows], max_length)
 
 
-def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    """Logits for every text, in the texts' order."""
+def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, batch_size: int,
+                progress: str | None = None) -> np.ndarray:
+    """Logits for every text, in the texts' order (with a progress bar named `progress`, if given)."""
     out = None
-    for rows, batch in length_sorted_batches(tokenizer, texts, max_length, batch_size):
+    batches = length_sorted_batches(tokenizer, texts, max_length, batch_size)
+    if progress:
+        batches = tqdm(list(batches), desc=progress, leave=False)
+    for rows, batch in batches:
         logits = runner(batch)
         if out is None:
             out = np.empty((len(texts), logits.shape[-1]), dtype=np.float32)
@@ -39,7 +45,7 @@ def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, ba
 
 
 def torch_runner(model: torch.nn.Module) -> Runner:
-    names = set(_forward_inputs(model))
+    names = set(model_input_names(model))
     device = next(model.parameters()).device
 
     def run(batch: dict) -> np.ndarray:
@@ -53,8 +59,3 @@ def torch_runner(model: torch.nn.Module) -> Runner:
 def ort_runner(sess) -> Runner:
     return lambda batch: run_logits(sess, batch)
 
-
-def _forward_inputs(model) -> list[str]:
-    from kd.models import model_input_names
-
-    return model_input_names(model)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.inference import encode, logits_over, ort_runner, torch_runner
+from export.inference import logits_over, ort_runner, torch_runner
 from kd.errors import KdError
 
 
@@ -60,10 +60,7 @@ def predict(loaded: Loaded, texts: list[str], batch_size: int = 32) -> list[dict
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise KdError(f"text {empty[0]} is empty: give non-empty texts")
-    if len(texts) == 1:  # no sorting or padding needed
-        logits = loaded.runner(encode(loaded.tokenizer, texts, loaded.max_length))
-    else:
-        logits = logits_over(loaded.runner, loaded.tokenizer, texts, loaded.max_length, batch_size)
+    logits = logits_over(loaded.runner, loaded.tokenizer, texts, loaded.max_length, batch_size)
     shifted = logits - logits.max(-1, keepdims=True)
     probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
     out = []

@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def default_run_dir(preset: str) -> Path:
+    return Path(os.environ.get("KD_RUNS", "runs")) / preset
+
+
 def run(args) -> int:
     if args.verb in EXPORT_VERBS:
         return run_export_verb(args)
@@ -100,7 +104,7 @@ def run(args) -> int:
     if args.data:
         overrides.append(f"data.source={args.data}")
     cfg = load_config(preset, overrides)
-    run_dir = args.run_dir or Path(os.environ.get("KD_RUNS", "runs")) / cfg.preset
+    run_dir = args.run_dir or default_run_dir(cfg.preset)
     if args.verb == "report":
         from kd.report import write_report
         from kd.runfolder import RunFolder
@@ -144,7 +148,7 @@ def run_export_verb(args) -> int:
         loaded = load(args.model, args.allow_pickle)
         print(format_lines(predict(loaded, texts, args.batch_size), args.json))
         return 0
-    run_dir = args.run_dir or Path(os.environ.get("KD_RUNS", "runs")) / Path(choose_preset(args.preset)).stem
+    run_dir = args.run_dir or default_run_dir(Path(choose_preset(args.preset)).stem)
     if args.verb == "export":
         from export.config import ExportConfig
         from export.run import export_run
