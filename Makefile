@@ -4,6 +4,8 @@ PRESET ?=
 DATA ?=
 RUN ?=
 NPROC ?= 1
+BENCH_ARGS ?=
+REPEAT ?= 3
 PYTHON ?= python3
 
 VENV := .venv
@@ -16,7 +18,8 @@ else
 KD := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m kd
 endif
 
-.PHONY: setup train-all bench-train report export export-check export-speed test lint clean
+.PHONY: setup train-all bench-train report export export-check export-speed bench bench-check bench-baseline \
+	gpu-check test lint clean
 
 setup: $(STAMP)
 
@@ -43,6 +46,24 @@ export-check: $(STAMP)
 # The distilled student as PyTorch fp32 vs ONNX Runtime fp32 vs int8, timed side by side on test texts.
 export-speed: $(STAMP)
 	$(BIN)/kd export-speed $(KD_ARGS)
+
+# pytest-benchmark over every model x backend x device of the run: runs/<preset>/bench/summary.md, .json,
+# pareto.png, pytest-benchmark.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--bench-samples 1000".
+bench: $(STAMP)
+	$(BIN)/kd bench $(KD_ARGS) $(BENCH_ARGS)
+
+# The regression gate: accuracy/F1 and within-run speed ratios vs bench/baselines/<preset>-<device>.json.
+bench-check: $(STAMP)
+	$(BIN)/kd bench-check $(KD_ARGS)
+
+# Record that baseline: the lowest of REPEAT fresh bench runs (REPEAT=0: the run's last bench as it is).
+bench-baseline: $(STAMP)
+	$(BIN)/kd bench-baseline $(KD_ARGS) --repeat $(REPEAT) $(BENCH_ARGS)
+
+# For a short loan of an NVIDIA machine: smoke preset trained on CUDA, exported, CUDA rows benched, all in
+# runs/gpu-check/ (≤ 8 minutes after make setup).
+gpu-check: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gpu-check.sh $(or $(RUN),runs/gpu-check)
 
 # Training speed: one epoch of baseline vs distillation (cached logits) vs the seed's way, on a trained run.
 bench-train: $(STAMP)

@@ -44,14 +44,25 @@ def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, ba
     return out
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the accelerator: its calls return before the work is done, so a timer must wait too."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def torch_runner(model: torch.nn.Module) -> Runner:
+    """Host arrays in, host logits out: the copies to and from the device and a synchronize are part of the call."""
     names = set(model_input_names(model))
     device = next(model.parameters()).device
 
     def run(batch: dict) -> np.ndarray:
         inputs = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in batch.items() if k in names}
         with torch.inference_mode():
-            return model(**inputs).logits.float().cpu().numpy()
+            logits = model(**inputs).logits
+            synchronize(device)
+            return logits.float().cpu().numpy()
 
     return run
 

@@ -25,6 +25,11 @@ EXPORT_VERBS = {
     "export-speed": "time one model as PyTorch fp32, ONNX Runtime fp32 and int8, side by side on test texts",
     "predict": "label and probability per text, from a PyTorch folder, an ONNX folder or an .onnx file",
 }
+BENCH_VERBS = {
+    "bench": "pytest-benchmark suite: accuracy, F1, size, latency, throughput of every model x backend x device",
+    "bench-check": "compare the run's bench summary with a committed baseline; exit 1 on a regression",
+    "bench-baseline": "record the run's bench summary as the baseline bench-check compares with",
+}
 
 
 def choose_preset(requested: str | None) -> str:
@@ -43,7 +48,7 @@ def choose_preset(requested: str | None) -> str:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kd", description="Distil a BERT teacher into a DistilBERT student.")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verb, summary in {**VERBS, **EXPORT_VERBS}.items():
+    for verb, summary in {**VERBS, **EXPORT_VERBS, **BENCH_VERBS}.items():
         p = verbs.add_parser(verb, help=summary, description=summary)
         if verb == "predict":
             p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
@@ -60,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="data folder (train/test .csv/.jsonl/.parquet) or hub dataset id "
                        "(default: $KD_DATA, data/ag_news/, ../shared/data/ag_news/, then the preset's hub id)")
         p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>)")
+        if verb in BENCH_VERBS:
+            add_bench_options(p, verb)
+            continue
         if verb == "export":
             p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                            help="override an export setting (export/config.py), e.g. --set opset=18")
@@ -78,6 +86,34 @@ def parser() -> argparse.ArgumentParser:
         if verb == "bench-train":
             p.add_argument("--rows", type=int, default=2000, help="training rows per timed epoch")
     return top
+
+
+def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
+    from bench.config import DEVICES, BenchConfig
+
+    if verb in ("bench", "bench-baseline"):
+        p.add_argument("--bench-samples", type=int, help="test rows to score and time (default: all)")
+        p.add_argument("--order", choices=["length", "file"], default=BenchConfig.order,
+                       help="throughput batches sorted by length (bulk scoring) or in file order (default: length)")
+        p.add_argument("--latency-texts", type=int, default=BenchConfig.latency_texts,
+                       help=f"single texts timed at batch 1 (default: {BenchConfig.latency_texts})")
+        p.add_argument("--devices", default=",".join(DEVICES), help="devices to bench, comma-separated")
+        p.add_argument("--models", default="teacher,baseline,distilled", help="models to bench, comma-separated")
+        p.add_argument("--min-seconds", type=float, default=BenchConfig.min_seconds,
+                       help="repeat a measurement shorter than this (default: %(default)s)")
+    if verb != "bench":
+        p.add_argument("--baseline", type=Path, help="baseline file (default: bench/baselines/<preset>-<device>.json)")
+    if verb == "bench-baseline":
+        p.add_argument("--repeat", type=int, default=0,
+                       help="bench this many times and keep the lowest of each figure (default: 0, use the "
+                       "run's last bench)")
+    if verb == "bench-check":
+        from bench.gate import GateConfig
+
+        p.add_argument("--max-accuracy-drop", type=float, default=GateConfig.max_accuracy_drop_pt,
+                       help="points of accuracy or macro-F1 a row may lose (default: %(default)s)")
+        p.add_argument("--max-ratio-drop", type=float, default=GateConfig.max_ratio_drop,
+                       help="share a within-run speed ratio may fall below the baseline's (default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +135,8 @@ def default_run_dir(preset: str) -> Path:
 def run(args) -> int:
     if args.verb in EXPORT_VERBS:
         return run_export_verb(args)
+    if args.verb in BENCH_VERBS:
+        return run_bench_verb(args)
     preset = choose_preset(args.preset)
     overrides = list(args.overrides)
     if args.data:
@@ -164,6 +202,31 @@ def run_export_verb(args) -> int:
 
         export_speed(run_dir, args.model, args.data, args.single, args.batches)
     return 0
+
+
+def run_bench_verb(args) -> int:
+    run_dir = args.run_dir or default_run_dir(Path(choose_preset(args.preset)).stem)
+    if args.verb in ("bench", "bench-baseline"):
+        from bench.config import BenchConfig
+        from bench.gate import read_summary, record_baseline
+        from bench.run import bench
+
+        cfg = BenchConfig(run_dir=run_dir, data=args.data, samples=args.bench_samples, order=args.order,
+                          latency_texts=args.latency_texts, devices=args.devices.split(","),
+                          models=args.models.split(","), min_seconds=args.min_seconds)
+        if args.verb == "bench":
+            return bench(cfg)
+        summaries = []
+        for i in range(args.repeat):
+            print(f"kd: bench {i + 1} of {args.repeat} for the baseline", flush=True)
+            if bench(cfg):
+                raise KdError(f"bench {i + 1} of {args.repeat} had failing tests; no baseline written")
+            summaries.append(read_summary(run_dir))
+        record_baseline(summaries or [read_summary(run_dir)], args.baseline)
+        return 0
+    from bench.gate import GateConfig, check
+
+    return check(run_dir, args.baseline, GateConfig(args.max_accuracy_drop, args.max_ratio_drop))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""pytest-benchmark suites over a run folder: every model x backend x device the machine has."""

@@ -1,0 +1,133 @@
+"""Options, fixtures and reporting of the bench suite (`kd bench` / `make bench` run it; plain
+`pytest bench --run-dir runs/cpu` works too)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from bench.backends import Row, load, missing, rows_for
+from bench.config import DEVICES, BenchConfig
+from bench.workload import Workload
+from kd.device import cpu_count
+from kd.runfolder import MODEL_NAMES, RunFolder
+
+SKIPPED: list[dict] = []
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("kd-bench", "kd-bench: what to measure")
+    group.addoption("--run-dir", default="runs/cpu", help="run folder with models/ (and onnx/) to bench")
+    group.addoption("--bench-data", default=None, help="data source if not the run's own (fingerprint-checked)")
+    group.addoption("--bench-samples", type=int, default=None, help="test rows to score and time (default: all)")
+    group.addoption("--bench-order", default="length", help="throughput batches: length (sorted) or file order")
+    group.addoption("--bench-latency-texts", type=int, default=BenchConfig.latency_texts,
+                    help="single texts timed at batch 1")
+    group.addoption("--bench-min-seconds", type=float, default=BenchConfig.min_seconds,
+                    help="repeat a measurement shorter than this over its texts")
+    group.addoption("--bench-devices", default=",".join(DEVICES), help="devices to bench, comma-separated")
+    group.addoption("--bench-models", default=",".join(MODEL_NAMES), help="models to bench, comma-separated")
+
+
+def bench_config(config) -> BenchConfig:
+    if not hasattr(config, "_kd_bench"):
+        opt = config.getoption
+        config._kd_bench = BenchConfig(
+            run_dir=Path(opt("--run-dir")), data=opt("--bench-data"), samples=opt("--bench-samples"),
+            order=opt("--bench-order"), latency_texts=opt("--bench-latency-texts"),
+            min_seconds=opt("--bench-min-seconds"),
+            devices=[d for d in opt("--bench-devices").split(",") if d],
+            models=[m for m in opt("--bench-models").split(",") if m])
+        config._kd_bench.check()
+    return config._kd_bench
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(cpu_count())  # the CPUs this process may use, not the host's count
+
+
+def pytest_generate_tests(metafunc):
+    cfg = bench_config(metafunc.config)
+    if "row" in metafunc.fixturenames:
+        metafunc.parametrize("row", rows_for(cfg.models, cfg.devices), ids=lambda r: r.id)
+    if "tokenizer_model" in metafunc.fixturenames:
+        metafunc.parametrize("tokenizer_model", cfg.models)
+
+
+@pytest.fixture(scope="session")
+def bench_cfg(request) -> BenchConfig:
+    return bench_config(request.config)
+
+
+@pytest.fixture(scope="session")
+def run(bench_cfg) -> RunFolder:
+    return RunFolder(bench_cfg.run_dir)
+
+
+@pytest.fixture(scope="session")
+def workload(bench_cfg) -> Workload:
+    return Workload.load(bench_cfg)
+
+
+@pytest.fixture(scope="session")
+def _loaded_rows() -> dict:
+    return {}
+
+
+@pytest.fixture
+def loaded(row: Row, run: RunFolder, _loaded_rows: dict):
+    """The row's model, loaded once for the latency and the throughput test; a skip when the machine or the run
+    lacks it."""
+    reason = missing(row, run)
+    if reason:
+        pytest.skip(reason)
+    if row not in _loaded_rows:
+        _loaded_rows[row] = load(row, run)
+    return _loaded_rows[row]
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+        SKIPPED.append({"test": report.nodeid.split("::")[-1], "reason": reason})
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """What the summary needs beyond the timings: the settings, the skips and their reasons, the machine."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    cfg = bench_config(config)
+    run = RunFolder(cfg.run_dir)
+    manifest = run.read_manifest()
+    accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else (
+        "Apple MPS" if torch.backends.mps.is_available() else None)
+    output_json["kd_bench"] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "preset": manifest.get("config", {}).get("preset"),
+        "skipped": SKIPPED,
+        "machine": {
+            "cpu": cpu_name(), "cpus_usable": cpu_count(), "cpus_host": os.cpu_count(),
+            "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count()},
+            "accelerator": accelerator, "platform": platform.platform(),
+        },
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                     "transformers": transformers.__version__},
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,58 @@
+"""The Pareto view: accuracy against batch-1 latency and against batch-32 throughput, one point per row; the
+rows no other row beats on both axes are joined (those are the ones worth shipping)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"teacher": "tab:blue", "baseline": "tab:orange", "distilled": "tab:green"}
+MARKERS = {("pytorch", "fp32"): "o", ("pytorch", "fp16"): "^", ("pytorch", "bf16"): "v",
+           ("onnxruntime", "fp32"): "s", ("onnxruntime", "int8"): "D"}
+
+
+def frontier(points: list[tuple[float, float]], lower_is_better: bool) -> list[tuple[float, float]]:
+    """Points not beaten on both axes (x: speed measure, y: accuracy), in x order."""
+    ordered = sorted(points, key=lambda p: (p[0], -p[1]) if lower_is_better else (-p[0], -p[1]))
+    best, kept = float("-inf"), []
+    for x, y in ordered:
+        if y > best:
+            kept.append((x, y))
+            best = y
+    return kept
+
+
+def pareto_png(summary: dict) -> bytes:
+    rows = [r for r in summary["rows"] if r.get("accuracy") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    panels = ((axes[0], "p50_ms", "batch-1 latency p50 (ms, log scale) — lower is better", True),
+              (axes[1], "samples_per_s", "batch-32 throughput (samples/s, log scale) — higher is better", False))
+    for ax, key, label, lower in panels:
+        points = []
+        for r in rows:
+            if r.get(key) is None:
+                continue
+            x, y = r[key], 100 * r["accuracy"]
+            points.append((x, y))
+            ax.scatter(x, y, color=COLORS.get(r["model"], "gray"), s=60, edgecolor="black", linewidth=0.5,
+                       marker=MARKERS.get((r["backend"], r["precision"]), "x"))
+            ax.annotate(f"{r['model']} {r['backend']} {r['precision']}" + ("" if r["device"] == "cpu" else
+                        f" ({r['device']})"), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        front = frontier(points, lower)
+        if len(front) > 1:
+            ax.plot(*zip(*front), "--", color="gray", linewidth=1, label="Pareto front")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{summary['config'].get('run_dir')}: which model and backend to ship")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

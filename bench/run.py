@@ -1,0 +1,66 @@
+"""`kd bench`: run the pytest-benchmark suite on a run folder, then write runs/<name>/bench/{pytest-benchmark.json,
+summary.json, summary.md, pareto.png} and print the summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bench.config import BenchConfig
+from kd.errors import KdError
+from kd.runfolder import RunFolder, write_bytes, write_json, write_text
+
+SUITE = Path(__file__).resolve().parent
+
+
+def pytest_args(cfg: BenchConfig, json_path: Path) -> list[str]:
+    args = [str(SUITE), "-q", "-p", "no:cacheprovider", f"--run-dir={cfg.run_dir}",
+            f"--bench-order={cfg.order}", f"--bench-latency-texts={cfg.latency_texts}",
+            f"--bench-devices={','.join(cfg.devices)}", f"--bench-models={','.join(cfg.models)}",
+            f"--bench-min-seconds={cfg.min_seconds}",
+            f"--benchmark-json={json_path}", "--benchmark-disable-gc", "--benchmark-sort=fullname",
+            "--benchmark-columns=min,median,max,rounds"]
+    if cfg.samples:
+        args.append(f"--bench-samples={cfg.samples}")
+    if cfg.data:
+        args.append(f"--bench-data={cfg.data}")
+    return args
+
+
+def check_run(cfg: BenchConfig) -> RunFolder:
+    from export.run import run_split, trained_models
+
+    cfg.check()
+    run = RunFolder(Path(cfg.run_dir))
+    trained_models(run, None)  # a clear error for a folder without models
+    texts, _, _ = run_split(run, cfg.data, "test")  # and for data that is not the run's own
+    if cfg.samples and cfg.samples > len(texts):
+        raise KdError(f"--bench-samples {cfg.samples}: the test split of {run.root} has only {len(texts)} rows")
+    return run
+
+
+def bench(cfg: BenchConfig) -> int:
+    import pytest
+
+    from bench.plot import pareto_png
+    from bench.summary import build_summary, render
+
+    run = check_run(cfg)
+    out = run.root / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / ".pytest-benchmark.json.partial"
+    partial.unlink(missing_ok=True)
+    code = int(pytest.main(pytest_args(cfg, partial)))
+    if not partial.is_file():
+        raise KdError(f"bench on {run.root}: the suite measured nothing (pytest exit code {code})")
+    os.replace(partial, out / "pytest-benchmark.json")  # only a finished suite replaces the last one
+    summary = build_summary(json.loads((out / "pytest-benchmark.json").read_text()))
+    write_json(out / "summary.json", summary)
+    md = render(summary)
+    write_text(out / "summary.md", md)
+    write_bytes(out / "pareto.png", pareto_png(summary))
+    print("\n" + md + f"\nkd: bench results in {out}/ (summary.md, summary.json, pareto.png, pytest-benchmark.json)")
+    if code:
+        print(f"kd: some bench tests failed (pytest exit code {code}); the summary holds the rows that ran")
+    return code

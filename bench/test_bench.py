@@ -1,0 +1,111 @@
+"""The measurements. Every timed call is a model call on an already-tokenized batch (host arrays in, host
+logits out, the device synchronised before it returns); tokenization is timed on its own. Figures that
+pytest-benchmark does not compute (percentiles, throughput, accuracy, FLOPs) go into `extra_info`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bench.flops import flops_of
+from bench.workload import token_counts
+from export.inference import encode
+from kd.metrics import classification_metrics
+
+
+def feeder(items: list, warmup: int):
+    """pytest-benchmark `setup` handing out one item per round: the first `warmup` items, then all of them."""
+    queue = iter(items[:warmup] + items)
+    return lambda: ((next(queue),), {})
+
+
+def passes_needed(runner, probe, calls: int, cfg) -> int:
+    """Passes over `calls` items that take at least cfg.min_seconds, judged from one warm call on `probe`."""
+    runner(probe)
+    start = time.perf_counter()
+    runner(probe)
+    per_pass = (time.perf_counter() - start) * calls
+    return int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / per_pass))))
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    values = np.asarray(seconds) * 1e3
+    return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 90, 95, 99)} | {
+        "mean_ms": float(values.mean())}
+
+
+def row_info(row, loaded) -> dict:
+    return {**row.fields(), "params": loaded.params, "size_mb": loaded.size_mb, "file": str(loaded.file)}
+
+
+def test_cpu_fp32_peak(benchmark, bench_cfg):
+    """The fp32 rate this CPU reaches on a large matrix product: the yardstick for the models' GFLOP/s."""
+    if "cpu" not in bench_cfg.devices:
+        pytest.skip("cpu not among --bench-devices")
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    benchmark.pedantic(torch.mm, args=(a, b), rounds=10, warmup_rounds=2)
+    best = min(benchmark.stats.stats.data)
+    benchmark.extra_info.update(kind="peak", device="cpu", matrix=n, threads=torch.get_num_threads(),
+                                gflops_per_s=2 * n**3 / best / 1e9)
+
+
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_tokenize(benchmark, tokenizer_model, batch_size, run, workload):
+    """The model's tokenizer as the bench calls it (padding to the longest, truncation, numpy arrays)."""
+    from transformers import AutoTokenizer
+
+    folder = run.model_dir(tokenizer_model)
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{folder} is missing: run `make train-all` for {run.root}")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = [workload.texts[i] for i in workload.latency_rows] if batch_size == 1 else workload.texts
+    chunks = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    benchmark.pedantic(lambda chunk: encode(tokenizer, chunk, workload.max_length), setup=feeder(chunks, 5),
+                       rounds=len(chunks), warmup_rounds=min(5, len(chunks)))
+    seconds = benchmark.stats.stats.data
+    benchmark.extra_info.update(kind="tokenize", model=tokenizer_model, batch_size=batch_size, calls=len(chunks),
+                                ms_per_call=float(np.median(seconds) * 1e3),
+                                texts_per_s=len(texts) / float(np.sum(seconds)))
+
+
+def test_latency(benchmark, row, loaded, workload, bench_cfg):
+    """Batch 1 over real test texts: p50/p90/p95/p99 of single calls, after warm-up calls."""
+    singles = workload.single_texts(loaded.tokenizer)
+    passes = passes_needed(loaded.runner, singles[len(singles) // 2], len(singles), bench_cfg)
+    benchmark.pedantic(loaded.runner, setup=feeder(singles * passes, bench_cfg.latency_warmup),
+                       rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
+    _, real = token_counts(singles)
+    benchmark.extra_info.update(kind="latency", batch_size=1, texts=len(singles), passes=passes,
+                                mean_tokens=real / len(singles), **row_info(row, loaded),
+                                **percentiles_ms(benchmark.stats.stats.data))
+
+
+def test_throughput(benchmark, row, loaded, workload, bench_cfg):
+    """Batches of 32 with dynamic padding over the whole (or --bench-samples) test split, samples/s from the
+    median pass; the same pass gives accuracy and macro-F1."""
+    batches = workload.throughput_batches(loaded.tokenizer, bench_cfg)
+    padded_batches = [b for _, b in batches]
+    passes = passes_needed(loaded.runner, padded_batches[len(batches) // 2], len(batches), bench_cfg)
+    outputs = []
+    warmup = min(bench_cfg.throughput_warmup, len(batches))
+    benchmark.pedantic(lambda batch: outputs.append(loaded.runner(batch)), setup=feeder(padded_batches * passes,
+                       warmup), rounds=len(batches) * passes, warmup_rounds=warmup)
+    logits = np.empty((len(workload.texts), outputs[-1].shape[-1]), dtype=np.float32)
+    for (rows, _), out in zip(batches, outputs[-len(batches):]):  # the last pass
+        logits[rows] = out
+    assert np.isfinite(logits).all(), f"{row.id}: non-finite logits"
+    metrics = classification_metrics(logits, workload.labels, workload.label_names)
+    pass_seconds = np.asarray(benchmark.stats.stats.data).reshape(passes, len(batches)).sum(axis=1)
+    seconds = float(np.median(pass_seconds))
+    padded, real = token_counts(padded_batches)
+    flops = flops_of(loaded.config, padded_batches)
+    benchmark.extra_info.update(
+        kind="throughput", batch_size=bench_cfg.batch_size, order=bench_cfg.order, samples=len(workload.texts),
+        batches=len(batches), passes=passes, seconds=seconds, samples_per_s=len(workload.texts) / seconds,
+        accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"], padded_tokens=padded, real_tokens=real,
+        gflop=flops / 1e9, gflops_per_s=flops / seconds / 1e9, **row_info(row, loaded))

@@ -1,0 +1,57 @@
+"""What the bench runs on: the run's own test split (re-made and fingerprint-checked), tokenized outside the
+timed calls into batches of 32 with dynamic padding and into single texts for latency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.config import BenchConfig
+from export.inference import encode, length_sorted_batches
+from kd.runfolder import RunFolder
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass
+class Workload:
+    texts: list[str]
+    labels: np.ndarray
+    label_names: list[str]
+    max_length: int
+    latency_rows: np.ndarray  # indices of the texts timed one at a time
+
+    @classmethod
+    def load(cls, cfg: BenchConfig) -> Workload:
+        from export.run import run_split
+        from kd.errors import KdError
+
+        run = RunFolder(cfg.run_dir)
+        texts, labels, max_length = run_split(run, cfg.data, "test")
+        if cfg.samples:
+            if cfg.samples > len(texts):
+                raise KdError(f"--bench-samples {cfg.samples}: the test split has only {len(texts)} rows")
+            texts, labels = texts[:cfg.samples], labels[:cfg.samples]
+        names = run.read_manifest().get("data", {}).get("label_names") or [str(i) for i in range(labels.max() + 1)]
+        rng = np.random.default_rng(cfg.seed)
+        latency_rows = rng.choice(len(texts), size=min(cfg.latency_texts, len(texts)), replace=False)
+        return cls(texts, labels, list(names), max_length, latency_rows)
+
+    def throughput_batches(self, tokenizer, cfg: BenchConfig) -> list[tuple[np.ndarray, Batch]]:
+        """(row indices, padded batch) covering every text once; each batch padded to its longest text."""
+        if cfg.order == "length":
+            return list(length_sorted_batches(tokenizer, self.texts, self.max_length, cfg.batch_size))
+        starts = range(0, len(self.texts), cfg.batch_size)
+        return [(np.arange(s, min(s + cfg.batch_size, len(self.texts))),
+                 encode(tokenizer, self.texts[s:s + cfg.batch_size], self.max_length)) for s in starts]
+
+    def single_texts(self, tokenizer) -> list[Batch]:
+        return [encode(tokenizer, [self.texts[i]], self.max_length) for i in self.latency_rows]
+
+
+def token_counts(batches: list[Batch]) -> tuple[int, int]:
+    """(tokens computed including padding, real tokens)."""
+    padded = sum(int(b["input_ids"].size) for b in batches)
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    return padded, real

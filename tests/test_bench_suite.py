@@ -1,0 +1,182 @@
+"""The bench suite on the smoke run: what it writes, that its accuracies are the models' own, that its FLOP
+count is right, and that bench-check catches a run made slower or less accurate on purpose."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import kd
+from onnx import TensorProto, helper, numpy_helper
+
+from bench.flops import batch_flops
+from bench.gate import GateConfig, compare
+from bench.plot import frontier
+
+QUICK = ("--bench-samples", "256", "--latency-texts", "64", "--min-seconds", "0.5")
+CPU_COMBOS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+
+
+@pytest.fixture(scope="session")
+def smoke_bench(smoke_run, tmp_path_factory):
+    """The smoke run exported and benched once (quick settings) for the tests below."""
+    run = tmp_path_factory.mktemp("bench") / "smoke"
+    shutil.copytree(smoke_run, run)
+    proc = kd("export", "--run-dir", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = kd("bench", "--run-dir", run, *QUICK)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return run
+
+
+def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
+    out = smoke_bench / "bench"
+    summary = json.loads((out / "summary.json").read_text())
+    raw = json.loads((out / "pytest-benchmark.json").read_text())
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| model | backend |" in (out / "summary.md").read_text()
+    rows = {r["row"]: r for r in summary["rows"]}
+    expected = {f"{m}-{b}-cpu-{p}" for m in ("teacher", "baseline", "distilled") for b, p in CPU_COMBOS}
+    assert expected <= set(rows)
+    for r in rows.values():
+        assert r["samples"] == 256 and r["samples_per_s"] > 0 and r["params"] > 0 and r["size_mb"] > 0
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
+    for m in ("teacher", "baseline", "distilled"):
+        assert rows[f"{m}-onnxruntime-cpu-int8"]["size_mb"] < rows[f"{m}-onnxruntime-cpu-fp32"]["size_mb"] / 2
+    assert rows["teacher-pytorch-cpu-fp32"]["throughput_speedup"] == pytest.approx(1.0)
+    # every measurement is a pytest-benchmark record with its per-call times
+    kinds = {b["extra_info"]["kind"] for b in raw["benchmarks"]}
+    assert kinds == {"peak", "tokenize", "latency", "throughput"}
+    assert all(len(b["stats"]["data"]) == b["stats"]["rounds"] for b in raw["benchmarks"])
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in summary["skipped"]["distilled-pytorch-cuda-fp16"]
+    assert summary["compute"]["fraction_of_peak"] > 0
+
+
+def test_bench_accuracy_is_the_models_own(smoke_bench):
+    """PyTorch rows score exactly what the training run saved for the same test rows; ONNX fp32 agrees."""
+    summary = json.loads((smoke_bench / "bench" / "summary.json").read_text())
+    rows = {r["row"]: r for r in summary["rows"]}
+    labels = np.load(smoke_bench / "test_labels.npy")[:256]
+    for m in ("teacher", "baseline", "distilled"):
+        saved = np.load(smoke_bench / "models" / m / "test_logits.npy")[:256]
+        expected = float((saved.argmax(-1) == labels).mean())
+        assert rows[f"{m}-pytorch-cpu-fp32"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+        assert rows[f"{m}-onnxruntime-cpu-fp32"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def permute_classifier(model_dir):
+    """Shift the classifier's rows by one: the model now names the wrong class for nearly every text."""
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    weights = load_file(path)
+    for key in ("classifier.weight", "classifier.bias"):
+        weights[key] = torch.roll(weights[key], 1, dims=0).contiguous()
+    save_file(weights, path, metadata={"format": "pt"})
+
+
+def add_slow_branch(path, n=768):
+    """Make an ONNX graph do an extra n³ matrix product per call (same logits): a slower model on purpose."""
+    model = onnx.load(path)
+    g = model.graph
+    producer = next(node for node in g.node if "logits" in node.output)
+    producer.output[list(producer.output).index("logits")] = "logits_before_slow_branch"
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "slow_w")
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "slow_zero")
+    g.initializer.extend([w, zero])
+    g.node.extend([
+        # a scalar that depends on the input, so that nothing can be folded ahead of time
+        helper.make_node("Cast", ["input_ids"], ["slow_ids"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["slow_ids"], ["slow_sum"], keepdims=0),
+        helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_scale"]),
+        helper.make_node("Add", ["slow_w", "slow_scale"], ["slow_a"]),
+        helper.make_node("MatMul", ["slow_a", "slow_w"], ["slow_b"]),
+        helper.make_node("MatMul", ["slow_b", "slow_w"], ["slow_c"]),
+        helper.make_node("ReduceSum", ["slow_c"], ["slow_total"], keepdims=0),
+        helper.make_node("Mul", ["slow_total", "slow_zero"], ["slow_nothing"]),
+        helper.make_node("Add", ["logits_before_slow_branch", "slow_nothing"], ["logits"]),
+    ])
+    onnx.save(model, path)
+
+
+def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_one(smoke_bench, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    assert kd("bench-baseline", "--run-dir", smoke_bench, "--baseline", baseline).returncode == 0
+    passed = kd("bench-check", "--run-dir", smoke_bench, "--baseline", baseline)
+    assert passed.returncode == 0, passed.stdout[-3000:]
+    assert "bench-check passed" in passed.stdout
+
+    worse = tmp_path / "worse"
+    shutil.copytree(smoke_bench, worse)
+    permute_classifier(worse / "models" / "distilled")
+    add_slow_branch(worse / "onnx" / "distilled" / "model_int8.onnx")
+    assert kd("bench", "--run-dir", worse, *QUICK).returncode == 0
+    failed = kd("bench-check", "--run-dir", worse, "--baseline", baseline)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    report = failed.stdout.split("bench-check FAILED")[1]
+    assert "- distilled-pytorch-cpu-fp32: accuracy (%)" in report
+    assert "- distilled-onnxruntime-cpu-int8 vs distilled-onnxruntime-cpu-fp32: throughput (×)" in report
+    assert "- distilled-onnxruntime-cpu-int8 vs teacher-pytorch-cpu-fp32: b1 p50 latency (×)" in report
+    assert "teacher-pytorch-cpu-fp32: accuracy" not in report  # the untouched model passes
+
+
+def test_bench_errors_are_one_line(smoke_bench, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (("bench", "--run-dir", empty), "no trained models"),
+        (("bench", "--run-dir", smoke_bench, "--bench-samples", "999999"), "--bench-samples 999999"),
+        (("bench-check", "--run-dir", empty), "run `make bench`"),
+        (("bench-check", "--run-dir", smoke_bench, "--baseline", tmp_path / "none.json"), "no such baseline"),
+    ]
+    for args, message in cases:
+        proc = kd(*args)
+        assert proc.returncode == 2, (args, proc.stdout[-1000:], proc.stderr[-1000:])
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
+    # a baseline recorded with other settings is not compared with
+    other = tmp_path / "other.json"
+    assert kd("bench-baseline", "--run-dir", smoke_bench, "--baseline", other).returncode == 0
+    data = json.loads(other.read_text())
+    data["settings"]["samples"] = 7600
+    other.write_text(json.dumps(data))
+    proc = kd("bench-check", "--run-dir", smoke_bench, "--baseline", other)
+    assert proc.returncode == 2 and "samples=7600" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_flop_count_matches_pytorchs_counter(kind):
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig
+
+    if kind == "bert":
+        config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                            num_labels=4, vocab_size=100)
+    else:
+        config = DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=96, num_labels=4, vocab_size=100)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    ids = torch.randint(0, 100, (3, 17))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(input_ids=ids)
+    assert batch_flops(config, 3, 17) == counter.get_total_flops()
+
+
+def test_gate_limits_are_inclusive_and_missing_rows_fail():
+    row = {"row": "distilled-onnxruntime-cpu-int8", "accuracy": 0.90, "f1_macro": 0.90}
+    baseline = {"rows": {row["row"]: {"accuracy": 0.91, "f1_macro": 0.91}, "gone-pytorch-cpu-fp32":
+                         {"accuracy": 0.9, "f1_macro": 0.9}}, "ratios": {"a vs b: throughput": 4.0,
+                                                                         "c vs d: throughput": 4.0}}
+    summary = {"rows": [row], "ratios": {"a vs b: throughput": 3.0, "c vs d: throughput": 2.99},
+               "skipped": {"gone-pytorch-cpu-fp32": "no such device"}}
+    _, failures = compare(summary, baseline, GateConfig(max_accuracy_drop_pt=1.0, max_ratio_drop=0.25))
+    assert [f.split(":")[0] for f in failures] == ["gone-pytorch-cpu-fp32", "c vs d"]
+    assert "no such device" in failures[0]
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    points = [(10.0, 92.0), (5.0, 91.0), (6.0, 90.0), (2.0, 91.0), (1.0, 85.0)]
+    assert frontier(points, lower_is_better=True) == [(1.0, 85.0), (2.0, 91.0), (10.0, 92.0)]
+    assert frontier([(100, 90.0), (300, 91.0), (200, 92.0)], lower_is_better=False) == [(300, 91.0), (200, 92.0)]
