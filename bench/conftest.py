@@ -29,6 +29,8 @@ def pytest_addoption(parser):
                     help="single texts timed at batch 1")
     group.addoption("--bench-min-seconds", type=float, default=BenchConfig.min_seconds,
                     help="repeat a measurement shorter than this over its texts")
+    group.addoption("--bench-parts", type=int, default=BenchConfig.parts,
+                    help="parts each row is measured in, taking turns with the other rows")
     group.addoption("--bench-devices", default=",".join(DEVICES), help="devices to bench, comma-separated")
     group.addoption("--bench-models", default=",".join(MODEL_NAMES), help="models to bench, comma-separated")
 
@@ -39,7 +41,7 @@ def bench_config(config) -> BenchConfig:
         config._kd_bench = BenchConfig(
             run_dir=Path(opt("--run-dir")), data=opt("--bench-data"), samples=opt("--bench-samples"),
             order=opt("--bench-order"), latency_texts=opt("--bench-latency-texts"),
-            min_seconds=opt("--bench-min-seconds"),
+            min_seconds=opt("--bench-min-seconds"), parts=opt("--bench-parts"),
             devices=[d for d in opt("--bench-devices").split(",") if d],
             models=[m for m in opt("--bench-models").split(",") if m])
         config._kd_bench.check()
@@ -55,7 +57,9 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     cfg = bench_config(metafunc.config)
     if "row" in metafunc.fixturenames:
-        metafunc.parametrize("row", rows_for(cfg.models, cfg.devices), ids=lambda r: r.id)
+        # part-major order: part 1 of every row, then part 2 of every row, ...
+        cases = [(part, row) for part in range(cfg.parts) for row in rows_for(cfg.models, cfg.devices)]
+        metafunc.parametrize("part,row", cases, ids=[f"{row.id}-{part + 1}of{cfg.parts}" for part, row in cases])
     if "tokenizer_model" in metafunc.fixturenames:
         metafunc.parametrize("tokenizer_model", cfg.models)
 

@@ -18,7 +18,7 @@ def pytest_args(cfg: BenchConfig, json_path: Path) -> list[str]:
     args = [str(SUITE), "-q", "-p", "no:cacheprovider", f"--run-dir={cfg.run_dir}",
             f"--bench-order={cfg.order}", f"--bench-latency-texts={cfg.latency_texts}",
             f"--bench-devices={','.join(cfg.devices)}", f"--bench-models={','.join(cfg.models)}",
-            f"--bench-min-seconds={cfg.min_seconds}",
+            f"--bench-min-seconds={cfg.min_seconds}", f"--bench-parts={cfg.parts}",
             f"--benchmark-json={json_path}", "--benchmark-disable-gc", "--benchmark-sort=fullname",
             "--benchmark-columns=min,median,max,rounds"]
     if cfg.samples:

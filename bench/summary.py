@@ -6,30 +6,28 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from bench.backends import COMBOS, Row
 
-LATENCY_FIELDS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
-THROUGHPUT_FIELDS = ("accuracy", "f1_macro", "samples_per_s", "samples", "gflops_per_s", "padded_tokens",
-                     "real_tokens")
 ROW_FIELDS = ("row", "model", "backend", "device", "precision", "params", "size_mb")
 
 
 def build_summary(bench_json: dict) -> dict:
     meta = bench_json.get("kd_bench", {})
-    rows: dict[str, dict] = {}
+    parts: dict[str, dict[str, list[dict]]] = {}
     tokenize: dict[str, dict] = {}
     peak = None
     for b in bench_json["benchmarks"]:
         info = b["extra_info"]
         kind = info.get("kind")
         if kind in ("latency", "throughput"):
-            row = rows.setdefault(info["row"], {k: info[k] for k in ROW_FIELDS})
-            fields = LATENCY_FIELDS if kind == "latency" else THROUGHPUT_FIELDS
-            row.update({k: info[k] for k in fields})
+            parts.setdefault(info["row"], {"latency": [], "throughput": []})[kind].append(b)
         elif kind == "tokenize":
             tokenize.setdefault(info["model"], {})[f"b{info['batch_size']}_ms"] = info["ms_per_call"]
         elif kind == "peak":
             peak = {"gflops_per_s": info["gflops_per_s"], "matrix": info["matrix"], "threads": info["threads"]}
+    rows = {row_id: merge_parts(p) for row_id, p in parts.items()}
     ordered = sorted(rows.values(), key=row_order)
     for row in ordered:
         row["tokenize_b1_ms"] = tokenize.get(row["model"], {}).get("b1_ms")
@@ -39,7 +37,7 @@ def build_summary(bench_json: dict) -> dict:
         row["latency_speedup"] = ratio(ref and ref.get("p50_ms"), row.get("p50_ms"))
     skipped = {}
     for s in meta.get("skipped", []):
-        match = re.search(r"\[(.+)\]", s["test"])
+        match = re.search(r"\[(.+?)(-\d+of\d+)?\]", s["test"])
         if match and match.group(1) not in rows:
             skipped[match.group(1)] = s["reason"]
     return {
@@ -48,6 +46,35 @@ def build_summary(bench_json: dict) -> dict:
         "rows": ordered, "skipped": skipped, "tokenize": tokenize, "cpu_fp32_peak": peak,
         "ratios": within_run_ratios(rows), "compute": compute_efficiency(ordered, peak),
     }
+
+
+def merge_parts(parts: dict[str, list[dict]]) -> dict:
+    """One row from its parts: latency percentiles over every call of every part; samples/s, accuracy, macro-F1
+    and GFLOP/s over the whole split (the parts' best-pass times, predictions and FLOPs added up)."""
+    first = (parts["latency"] or parts["throughput"])[0]["extra_info"]
+    row = {k: first[k] for k in ROW_FIELDS}
+    if parts["latency"]:
+        calls = np.concatenate([b["stats"]["data"] for b in parts["latency"]]) * 1e3
+        row.update({f"p{q}_ms": float(np.percentile(calls, q)) for q in (50, 90, 95, 99)},
+                   mean_ms=float(calls.mean()), latency_calls=int(calls.size))
+    if parts["throughput"]:
+        infos = [b["extra_info"] for b in parts["throughput"]]
+        seconds = sum(i["seconds"] for i in infos)
+        confusion = np.sum([i["confusion_matrix"] for i in infos], axis=0)
+        row.update(samples=sum(i["samples"] for i in infos), seconds=seconds,
+                   padded_tokens=sum(i["padded_tokens"] for i in infos),
+                   real_tokens=sum(i["real_tokens"] for i in infos),
+                   gflops_per_s=sum(i["flop"] for i in infos) / seconds / 1e9, **scores(confusion))
+        row["samples_per_s"] = row["samples"] / seconds
+    return row
+
+
+def scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 from a confusion matrix (rows: true label, columns: prediction)."""
+    tp = np.diag(confusion).astype(float)
+    f1 = np.divide(2 * tp, confusion.sum(0) + confusion.sum(1), out=np.zeros_like(tp),
+                   where=(confusion.sum(0) + confusion.sum(1)) > 0)
+    return {"accuracy": float(tp.sum() / confusion.sum()), "f1_macro": float(f1.mean())}
 
 
 def row_order(row: dict) -> tuple:

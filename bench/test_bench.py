@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from sklearn.metrics import confusion_matrix
 
 from bench.flops import flops_of
 from bench.workload import token_counts
 from export.inference import encode
-from kd.metrics import classification_metrics
 
 
 def feeder(items: list, warmup: int):
@@ -22,12 +22,13 @@ def feeder(items: list, warmup: int):
 
 
 def passes_needed(runner, probe, calls: int, cfg) -> int:
-    """Passes over `calls` items that take at least cfg.min_seconds, judged from one warm call on `probe`."""
+    """Passes over `calls` items that take at least cfg.min_seconds (shared by the parts), judged from one warm
+    call on `probe`."""
     runner(probe)
     start = time.perf_counter()
     runner(probe)
     per_pass = (time.perf_counter() - start) * calls
-    return int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / per_pass))))
+    return int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / cfg.parts / per_pass))))
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -73,39 +74,40 @@ def test_tokenize(benchmark, tokenizer_model, batch_size, run, workload):
                                 texts_per_s=len(texts) / float(np.sum(seconds)))
 
 
-def test_latency(benchmark, row, loaded, workload, bench_cfg):
-    """Batch 1 over real test texts: p50/p90/p95/p99 of single calls, after warm-up calls."""
-    singles = workload.single_texts(loaded.tokenizer)
+def test_latency(benchmark, part, row, loaded, workload, bench_cfg):
+    """Batch 1 over real test texts (this part's share of them): every call's time is kept, and the summary
+    takes p50/p90/p95/p99 over all the parts' calls. Warm-up calls first."""
+    singles = workload.single_texts(row.model, loaded.tokenizer)[part::bench_cfg.parts]
     passes = passes_needed(loaded.runner, singles[len(singles) // 2], len(singles), bench_cfg)
     benchmark.pedantic(loaded.runner, setup=feeder(singles * passes, bench_cfg.latency_warmup),
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
     _, real = token_counts(singles)
-    benchmark.extra_info.update(kind="latency", batch_size=1, texts=len(singles), passes=passes,
-                                mean_tokens=real / len(singles), **row_info(row, loaded),
+    benchmark.extra_info.update(kind="latency", part=part, parts=bench_cfg.parts, batch_size=1, texts=len(singles),
+                                passes=passes, mean_tokens=real / len(singles), **row_info(row, loaded),
                                 **percentiles_ms(benchmark.stats.stats.data))
 
 
-def test_throughput(benchmark, row, loaded, workload, bench_cfg):
-    """Batches of 32 with dynamic padding over the whole (or --bench-samples) test split, samples/s from the
-    median pass; the same pass gives accuracy and macro-F1."""
-    batches = workload.throughput_batches(loaded.tokenizer, bench_cfg)
+def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
+    """Batches of 32 with dynamic padding: this part's share of the batches over the (--bench-samples) test split.
+    Its time is the fastest pass (one pass unless shorter than min_seconds / parts); its predictions give a
+    confusion matrix. The summary adds the parts up: samples/s, accuracy and macro-F1 over the whole split."""
+    batches = workload.throughput_batches(row.model, loaded.tokenizer, bench_cfg)[part::bench_cfg.parts]
     padded_batches = [b for _, b in batches]
     passes = passes_needed(loaded.runner, padded_batches[len(batches) // 2], len(batches), bench_cfg)
     outputs = []
     warmup = min(bench_cfg.throughput_warmup, len(batches))
     benchmark.pedantic(lambda batch: outputs.append(loaded.runner(batch)), setup=feeder(padded_batches * passes,
                        warmup), rounds=len(batches) * passes, warmup_rounds=warmup)
-    logits = np.empty((len(workload.texts), outputs[-1].shape[-1]), dtype=np.float32)
-    for (rows, _), out in zip(batches, outputs[-len(batches):]):  # the last pass
-        logits[rows] = out
+    rows = np.concatenate([r for r, _ in batches])
+    logits = np.concatenate(outputs[-len(batches):])  # the last pass
     assert np.isfinite(logits).all(), f"{row.id}: non-finite logits"
-    metrics = classification_metrics(logits, workload.labels, workload.label_names)
+    labels = range(len(workload.label_names))
+    confusion = confusion_matrix(workload.labels[rows], logits.argmax(-1), labels=list(labels))
     pass_seconds = np.asarray(benchmark.stats.stats.data).reshape(passes, len(batches)).sum(axis=1)
-    seconds = float(np.median(pass_seconds))
+    seconds = float(pass_seconds.min())  # timeit's rule: interference only ever slows a pass down
     padded, real = token_counts(padded_batches)
-    flops = flops_of(loaded.config, padded_batches)
     benchmark.extra_info.update(
-        kind="throughput", batch_size=bench_cfg.batch_size, order=bench_cfg.order, samples=len(workload.texts),
-        batches=len(batches), passes=passes, seconds=seconds, samples_per_s=len(workload.texts) / seconds,
-        accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"], padded_tokens=padded, real_tokens=real,
-        gflop=flops / 1e9, gflops_per_s=flops / seconds / 1e9, **row_info(row, loaded))
+        kind="throughput", part=part, parts=bench_cfg.parts, batch_size=bench_cfg.batch_size, order=bench_cfg.order,
+        samples=len(rows), batches=len(batches), passes=passes, seconds=seconds,
+        median_pass_seconds=float(np.median(pass_seconds)), confusion_matrix=confusion.tolist(),
+        padded_tokens=padded, real_tokens=real, flop=flops_of(loaded.config, padded_batches), **row_info(row, loaded))

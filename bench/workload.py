@@ -3,7 +3,7 @@ timed calls into batches of 32 with dynamic padding and into single texts for la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class Workload:
     label_names: list[str]
     max_length: int
     latency_rows: np.ndarray  # indices of the texts timed one at a time
+    _tokenized: dict = field(default_factory=dict)  # per model: the parts of a row reuse its batches
 
     @classmethod
     def load(cls, cfg: BenchConfig) -> Workload:
@@ -38,16 +39,25 @@ class Workload:
         latency_rows = rng.choice(len(texts), size=min(cfg.latency_texts, len(texts)), replace=False)
         return cls(texts, labels, list(names), max_length, latency_rows)
 
-    def throughput_batches(self, tokenizer, cfg: BenchConfig) -> list[tuple[np.ndarray, Batch]]:
+    def throughput_batches(self, model: str, tokenizer, cfg: BenchConfig) -> list[tuple[np.ndarray, Batch]]:
         """(row indices, padded batch) covering every text once; each batch padded to its longest text."""
+        key = ("batches", model)
+        if key not in self._tokenized:
+            self._tokenized[key] = self._batches(tokenizer, cfg)
+        return self._tokenized[key]
+
+    def _batches(self, tokenizer, cfg: BenchConfig) -> list[tuple[np.ndarray, Batch]]:
         if cfg.order == "length":
             return list(length_sorted_batches(tokenizer, self.texts, self.max_length, cfg.batch_size))
         starts = range(0, len(self.texts), cfg.batch_size)
         return [(np.arange(s, min(s + cfg.batch_size, len(self.texts))),
                  encode(tokenizer, self.texts[s:s + cfg.batch_size], self.max_length)) for s in starts]
 
-    def single_texts(self, tokenizer) -> list[Batch]:
-        return [encode(tokenizer, [self.texts[i]], self.max_length) for i in self.latency_rows]
+    def single_texts(self, model: str, tokenizer) -> list[Batch]:
+        key = ("singles", model)
+        if key not in self._tokenized:
+            self._tokenized[key] = [encode(tokenizer, [self.texts[i]], self.max_length) for i in self.latency_rows]
+        return self._tokenized[key]
 
 
 def token_counts(batches: list[Batch]) -> tuple[int, int]:

@@ -101,6 +101,8 @@ def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
         p.add_argument("--models", default="teacher,baseline,distilled", help="models to bench, comma-separated")
         p.add_argument("--min-seconds", type=float, default=BenchConfig.min_seconds,
                        help="repeat a measurement shorter than this (default: %(default)s)")
+        p.add_argument("--parts", type=int, default=BenchConfig.parts,
+                       help="parts each row is measured in, taking turns with the other rows (default: %(default)s)")
     if verb != "bench":
         p.add_argument("--baseline", type=Path, help="baseline file (default: bench/baselines/<preset>-<device>.json)")
     if verb == "bench-baseline":
@@ -213,7 +215,7 @@ def run_bench_verb(args) -> int:
 
         cfg = BenchConfig(run_dir=run_dir, data=args.data, samples=args.bench_samples, order=args.order,
                           latency_texts=args.latency_texts, devices=args.devices.split(","),
-                          models=args.models.split(","), min_seconds=args.min_seconds)
+                          models=args.models.split(","), min_seconds=args.min_seconds, parts=args.parts)
         if args.verb == "bench":
             return bench(cfg)
         summaries = []
