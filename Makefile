@@ -18,7 +18,7 @@ else
 KD := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m kd
 endif
 
-.PHONY: setup train-all bench-train report export export-check export-speed bench bench-check bench-baseline \
+.PHONY: setup train-all bench-train report export export-check bench bench-check bench-baseline \
 	gpu-check test lint clean
 
 setup: $(STAMP)
@@ -42,10 +42,6 @@ export: $(STAMP)
 # Every export, loaded with a plain onnxruntime.InferenceSession, on the whole test split vs PyTorch's predictions.
 export-check: $(STAMP)
 	$(BIN)/kd export-check $(KD_ARGS)
-
-# The distilled student as PyTorch fp32 vs ONNX Runtime fp32 vs int8, timed side by side on test texts.
-export-speed: $(STAMP)
-	$(BIN)/kd export-speed $(KD_ARGS)
 
 # pytest-benchmark over every model x backend x device of the run: runs/<preset>/bench/summary.md, .json,
 # pareto.png, pytest-benchmark.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--bench-samples 1000".

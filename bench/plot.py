@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,26 +33,36 @@ def pareto_png(summary: dict) -> bytes:
     panels = ((axes[0], "p50_ms", "batch-1 latency p50 (ms, log scale) — lower is better", True),
               (axes[1], "samples_per_s", "batch-32 throughput (samples/s, log scale) — higher is better", False))
     for ax, key, label, lower in panels:
-        points = []
+        points = {}
         for r in rows:
             if r.get(key) is None:
                 continue
             x, y = r[key], 100 * r["accuracy"]
-            points.append((x, y))
+            points[(x, y)] = r
             ax.scatter(x, y, color=COLORS.get(r["model"], "gray"), s=60, edgecolor="black", linewidth=0.5,
                        marker=MARKERS.get((r["backend"], r["precision"]), "x"))
-            ax.annotate(f"{r['model']} {r['backend']} {r['precision']}" + ("" if r["device"] == "cpu" else
-                        f" ({r['device']})"), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        front = frontier(points, lower)
+        front = frontier(list(points), lower)
         if len(front) > 1:
-            ax.plot(*zip(*front), "--", color="gray", linewidth=1, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.plot(*zip(*front), "--", color="gray", linewidth=1)
+        for x, y in front:  # only the front is labelled: the rest are beaten on both axes
+            r = points[(x, y)]
+            ax.annotate(f"{r['model']} {r['backend']} {r['precision']}" + ("" if r["device"] == "cpu" else
+                        f" ({r['device']})"), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xscale("log")
+        ax.margins(x=0.2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=m) for m, c in COLORS.items()]
+    handles += [plt.Line2D([], [], color="gray", marker=mk, linestyle="", label=f"{b} {p}")
+                for (b, p), mk in MARKERS.items() if any((r["backend"], r["precision"]) == (b, p) for r in rows)]
+    handles.append(plt.Line2D([], [], color="gray", linestyle="--", label="Pareto front (labelled)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(f"{summary['config'].get('run_dir')}: which model and backend to ship")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)

@@ -1,5 +1,5 @@
-"""Small, honest timings for choices made during export (fused graph or not, which int8) and for the
-side-by-side speed command: warm up, then time real padded batches, interleaving the contenders."""
+"""Small, honest timings for choices made during export (fused graph or not, which int8): warm up, then time
+real padded batches, interleaving the contenders. (What a model costs is measured by the bench suite.)"""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ VERBS = {
 EXPORT_VERBS = {
     "export": "write fp32 and int8 ONNX for the run's models into <run>/onnx/, each checked against PyTorch",
     "export-check": "classify the test split with each export (plain InferenceSession) and compare with PyTorch",
-    "export-speed": "time one model as PyTorch fp32, ONNX Runtime fp32 and int8, side by side on test texts",
     "predict": "label and probability per text, from a PyTorch folder, an ONNX folder or an .onnx file",
 }
 BENCH_VERBS = {
@@ -73,11 +72,6 @@ def parser() -> argparse.ArgumentParser:
                            help="override an export setting (export/config.py), e.g. --set opset=18")
             p.add_argument("--models", nargs="+", help="export only these (teacher, baseline, distilled)")
             p.add_argument("--force", action="store_true", help="export again even when up to date")
-            continue
-        if verb == "export-speed":
-            p.add_argument("--model", default="distilled", help="which model of the run (default: distilled)")
-            p.add_argument("--single", type=int, default=200, help="texts timed one at a time")
-            p.add_argument("--batches", type=int, default=24, help="batches of 32 timed")
             continue
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a preset field, e.g. --set distill.temperature=4 (repeatable)")
@@ -195,14 +189,10 @@ def run_export_verb(args) -> int:
         from kd.config import build_dataclass
 
         export_run(run_dir, build_dataclass(ExportConfig, {}, args.overrides), args.models, args.data, args.force)
-    elif args.verb == "export-check":
+    else:
         from export.check import export_check
 
         export_check(run_dir, args.data)
-    else:
-        from export.speed import export_speed
-
-        export_speed(run_dir, args.model, args.data, args.single, args.batches)
     return 0
 
 
