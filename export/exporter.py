@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from export.choose import choose_fp32, choose_int8
+from export.choose import choose_fp32, choose_int8, choose_int8_source
 from export.config import ExportConfig
 from export.inference import torch_runner
 from export.onnx_export import export_onnx
@@ -25,11 +25,13 @@ from kd.models import sha256_file
 from kd.runfolder import atomic_dir, write_json
 
 REPORT = "export_report.json"
+# Bumped when the export procedure changes what it ships: exports made by an older one are redone.
+PROCEDURE = 2
 
 
 def export_key(model_dir: Path, cfg: ExportConfig) -> str:
     """What an export was made from: the weights and the export settings."""
-    blob = json.dumps([sha256_file(model_dir / "model.safetensors"), asdict(cfg)], sort_keys=True)
+    blob = json.dumps([sha256_file(model_dir / "model.safetensors"), asdict(cfg), PROCEDURE], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -78,31 +80,38 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
                 raise ExportGateError(f"{name}: fp32 ONNX ({graph}) does not match PyTorch: " + "; ".join(problems))
             report["int8_source"] = "fused" if int8_source == fused_path else "plain"
             chosen, why = choose_int8(int8_source, tmp, fp32, parity, reference, cfg, name, say, report)
+            int8_file = fused_int8 = tmp / f"int8-{chosen}.onnx"
+            if int8_source == fused_path:
+                int8_file, source_why = choose_int8_source(plain_path, fused_int8, chosen, tmp, fp32, parity,
+                                                           reference, speed_batches, cfg, name, report)
+                report["int8_source"] = "fused" if int8_file == fused_int8 else "plain"
+                why += f"; source graph {source_why}"
         except ExportGateError as exc:
             # the evidence goes beside (not inside) the export folder, which stays as it was
             failed = out_dir.parent / f"{name}.failed.json"
             write_json(failed, {**report, "error": str(exc)})
             raise ExportGateError(f"{exc} (details: {failed})") from None
-        report["int8_choice"] = f"{why}; quantized from the {report['int8_source']} graph"
+        report["int8_choice"] = f"{why}; shipped: quantized from the {report['int8_source']} graph"
         say(f"int8 choice: {report['int8_choice']}")
 
         # the folder keeps model.onnx (the chosen fp32 graph) and model_int8.onnx, nothing else
+        os.replace(int8_file, tmp / "model_int8.onnx")
         if graph == "fused":
             os.replace(fused_path, plain_path)
         fused_path.unlink(missing_ok=True)
-        for candidate in cfg.int8_candidates:
-            path = tmp / f"int8-{candidate}.onnx"
-            if candidate == chosen:
-                os.replace(path, tmp / "model_int8.onnx")
-            else:
-                path.unlink()
+        for leftover in tmp.glob("int8-*.onnx"):
+            leftover.unlink()
         model.config.save_pretrained(tmp)
         tokenizer.model_max_length = max_length  # what the checks ran with; `kd predict` truncates the same
         tokenizer.save_pretrained(tmp)
         report.update(
             inputs=inputs,
             fp32={"graph": graph, **fp32.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
-            int8={"variant": chosen, **{k: v for k, v in report["int8_candidates"][chosen].items() if k != "failures"}},
+            int8={"variant": chosen, "source": report["int8_source"],
+                  **{k: v for k, v in report["int8_candidates"][chosen].items() if k != "failures"},
+                  **({k: v for k, v in report["int8_from_plain"].items() if k not in ("failures", "timed_seconds")}
+                     if report["int8_source"] == "plain" else {}),
+                  "size_mb": (tmp / "model_int8.onnx").stat().st_size / 2**20},
             pytorch_size_mb=(model_dir / "model.safetensors").stat().st_size / 2**20,
             total_seconds=time.perf_counter() - started,
         )

@@ -24,7 +24,8 @@ def render(reports: dict[str, dict]) -> str:
         lines.append(f"| {name} | fp32 | {fp32['graph']} | {fp32['max_abs_diff']:.1e} | {fp32['agreement']:.2%} | "
                      f"{fp32['accuracy']:.2%} ({r['pytorch_validation_accuracy']:.2%}) | "
                      f"{fp32['size_mb']:.1f} ({r['pytorch_size_mb']:.1f}) | {r['export_seconds']:.1f} |")
-        lines.append(f"| {name} | int8 | {int8['variant']} | {int8['max_abs_diff']:.1e} | {int8['agreement']:.2%} | "
+        lines.append(f"| {name} | int8 | {int8['variant']} from {int8.get('source', 'fused')} | "
+                     f"{int8['max_abs_diff']:.1e} | {int8['agreement']:.2%} | "
                      f"{int8['accuracy']:.2%} | {int8['size_mb']:.1f} | {int8['quantize_seconds']:.1f} |")
     lines.append("")
     lines.append(f"Rows checked per model: the validation split ({_rows(reports)} rows) plus parity probes at batch "
