@@ -8,9 +8,10 @@ BENCH_ARGS ?=
 REPEAT ?= 3
 PYTHON ?= python3
 
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Inside the images (KD_IMAGE set) the environment was installed at build time: there is nothing to set up.
+STAMP := $(if $(KD_IMAGE),,$(VENV)/.installed)
 KD_ARGS := $(if $(PRESET),--preset $(PRESET)) $(if $(DATA),--data $(DATA)) $(if $(RUN),--run-dir $(RUN))
 ifeq ($(NPROC),1)
 KD := $(BIN)/kd
@@ -18,16 +19,40 @@ else
 KD := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m kd
 endif
 
-.PHONY: setup train-all bench-train report export export-check bench bench-check bench-baseline \
-	gpu-check test lint clean
+# Containers. The engine: docker where a docker daemon answers, else podman (CONTAINER_ENGINE= overrides).
+# IMAGE picks the image the docker-* verbs run (cpu|cuda); HOST_RUNS is mounted at /app/runs, HOST_DATA
+# (a folder holding ag_news/) at /data, read-only. BUILD_FLAGS / RUN_FLAGS go to the engine's build / run.
+CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
+	elif command -v podman >/dev/null; then echo podman; else echo docker; fi)
+IMAGE ?= cpu
+IMAGE_NAME ?= kd-bench
+HOST_RUNS ?= $(CURDIR)/runs
+HOST_DATA ?= $(firstword $(wildcard $(CURDIR)/data $(abspath $(CURDIR)/../shared/data)))
+BUILD_FLAGS ?=
+RUN_FLAGS ?=
+CONTAINER_VERBS := train-all report export export-check bench bench-check gpu-check
+VERB_ARGS = $(if $(PRESET),PRESET=$(PRESET)) $(if $(DATA),DATA=$(DATA)) $(if $(RUN),RUN=$(RUN)) \
+	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC)) $(if $(BENCH_ARGS),'BENCH_ARGS=$(BENCH_ARGS)')
+
+.PHONY: help setup train-all bench-train report export export-check bench bench-check bench-baseline \
+	gpu-check test lint clean image-cpu image-cuda docker-shell $(addprefix docker-,$(CONTAINER_VERBS))
+
+help:
+	@echo "kd-bench verbs (README.md has the details):"
+	@echo "  make setup | train-all | export | export-check | bench | bench-check | bench-baseline | report"
+	@echo "  make test | lint | gpu-check | bench-train"
+	@echo "  make image-cpu | image-cuda; make docker-<verb> IMAGE=cpu|cuda for <verb> in: $(CONTAINER_VERBS)"
+	@echo "variables: PRESET=smoke|cpu|full DATA=<folder or hub id> RUN=<run folder> BENCH_ARGS=..."
 
 setup: $(STAMP)
 
+ifndef KD_IMAGE
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -e .
 	touch $@
+endif
 
 train-all: $(STAMP)
 	$(KD) train-all $(KD_ARGS)
@@ -59,7 +84,7 @@ bench-baseline: $(STAMP)
 # For a short loan of an NVIDIA machine: smoke preset trained on CUDA, exported, CUDA rows benched, all in
 # runs/gpu-check/ (≤ 8 minutes after make setup).
 gpu-check: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gpu-check.sh $(or $(RUN),runs/gpu-check)
+	PATH=$(abspath $(BIN)):$$PATH scripts/gpu-check.sh $(or $(RUN),runs/gpu-check)
 
 # Training speed: one epoch of baseline vs distillation (cached logits) vs the seed's way, on a trained run.
 bench-train: $(STAMP)
@@ -73,3 +98,16 @@ lint: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The images (Dockerfile.cpu / Dockerfile.cuda), and the verbs above run inside them with runs/ mounted.
+image-cpu image-cuda: image-%:
+	$(CONTAINER_ENGINE) build $(BUILD_FLAGS) --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) \
+		-f Dockerfile.$* -t $(IMAGE_NAME):$* .
+
+$(addprefix docker-,$(CONTAINER_VERBS)): docker-%:
+	CONTAINER_ENGINE="$(CONTAINER_ENGINE)" HOST_RUNS="$(HOST_RUNS)" HOST_DATA="$(HOST_DATA)" RUN_FLAGS="$(RUN_FLAGS)" \
+		scripts/container-run.sh $(IMAGE_NAME):$(IMAGE) make $* $(strip $(VERB_ARGS))
+
+docker-shell:
+	CONTAINER_ENGINE="$(CONTAINER_ENGINE)" HOST_RUNS="$(HOST_RUNS)" HOST_DATA="$(HOST_DATA)" \
+		RUN_FLAGS="-it $(RUN_FLAGS)" scripts/container-run.sh $(IMAGE_NAME):$(IMAGE) bash

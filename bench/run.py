@@ -15,7 +15,10 @@ SUITE = Path(__file__).resolve().parent
 
 
 def pytest_args(cfg: BenchConfig, json_path: Path) -> list[str]:
-    args = [str(SUITE), "-q", "-p", "no:cacheprovider", f"--run-dir={cfg.run_dir}",
+    # no cache (the image's /app is read-only to its user); no warning that pytest cannot rewrite anyio
+    # (kd imported it before pytest started: a fact of in-process runs, not a problem)
+    args = [str(SUITE), "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+            f"--run-dir={cfg.run_dir}",
             f"--bench-order={cfg.order}", f"--bench-latency-texts={cfg.latency_texts}",
             f"--bench-devices={','.join(cfg.devices)}", f"--bench-models={','.join(cfg.models)}",
             f"--bench-min-seconds={cfg.min_seconds}", f"--bench-parts={cfg.parts}",

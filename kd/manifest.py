@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -27,6 +28,8 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
+    if os.environ.get("KD_GIT_COMMIT"):  # set in the images, which hold no .git
+        return os.environ["KD_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=5)

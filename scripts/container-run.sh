@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Run a command inside a kd-bench image with the host's runs folder mounted at /app/runs and the data folder
+# (if any) read-only at /data. Used by `make docker-<verb>`; the arguments are the image and the command.
+# Environment: CONTAINER_ENGINE (docker|podman, may carry global flags, e.g. "podman --runtime runc"),
+# HOST_RUNS, HOST_DATA, RUN_FLAGS (extra flags for `run`).
+set -euo pipefail
+if [ $# -lt 2 ]; then
+    echo "usage: $0 IMAGE COMMAND..." >&2
+    exit 2
+fi
+image=$1; shift
+read -r -a engine <<< "${CONTAINER_ENGINE:-docker}"
+read -r -a extra <<< "${RUN_FLAGS:-}"
+runs=${HOST_RUNS:-$PWD/runs}
+mkdir -p "$runs"
+runs=$(cd "$runs" && pwd)
+flags=(--rm -v "$runs:/app/runs")
+
+# Who writes the results. A non-root user gets the files as their own (--user, and keep-id for rootless
+# podman). Run as root, the container keeps the image's non-root user (uid 10001), and the runs folder is
+# handed to that uid (podman's :U does it; docker has no such option, so chown it).
+if [ "$(id -u)" != 0 ]; then
+    flags+=(--user "$(id -u):$(id -g)")
+    [ "$(basename "${engine[0]}")" = podman ] && flags+=(--userns=keep-id)
+elif [ "$(basename "${engine[0]}")" = podman ]; then
+    flags[2]="$runs:/app/runs:U"
+else
+    chown -R 10001:10001 "$runs"
+fi
+
+if [ -n "${HOST_DATA:-}" ] && [ -d "$HOST_DATA" ]; then
+    flags+=(-v "$(cd "$HOST_DATA" && pwd):/data:ro")
+    [ -d "$HOST_DATA/ag_news" ] && flags+=(-e KD_DATA=/data/ag_news)
+fi
+# the hub settings of the host, when set
+for var in HF_HUB_OFFLINE HF_DATASETS_OFFLINE HF_TOKEN; do
+    [ -n "${!var:-}" ] && flags+=(-e "$var")
+done
+# the CUDA image sees the GPUs: --gpus for docker, the CDI device for podman
+if [[ $image == *:cuda ]]; then
+    if [ "$(basename "${engine[0]}")" = podman ]; then flags+=(--device nvidia.com/gpu=all); else flags+=(--gpus all); fi
+fi
+exec "${engine[@]}" run "${flags[@]}" "${extra[@]}" "$image" "$@"

@@ -1,0 +1,93 @@
+"""The container plumbing that runs without an engine: the Makefile's image mode, the flags that
+scripts/container-run.sh gives docker and podman, and the one list of versions the Dockerfiles install."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_dry(*args: str, **env: str) -> str:
+    out = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, **env}, check=True)
+    return out.stdout
+
+
+def test_image_mode_runs_the_baked_environment_without_setup():
+    inside = make_dry("train-all", "PRESET=smoke", KD_IMAGE="1", VENV="/opt/venv")
+    assert inside.strip() == "/opt/venv/bin/kd train-all --preset smoke"
+    outside = make_dry("-B", "train-all", "PRESET=smoke")
+    assert "pip install" in outside and ".venv/bin/kd train-all --preset smoke" in outside
+
+
+def test_docker_verbs_pass_the_settings_into_the_container():
+    out = make_dry("docker-bench", "PRESET=smoke", "RUN=runs/x", "BENCH_ARGS=--bench-samples 100",
+                   "CONTAINER_ENGINE=podman", "IMAGE=cuda")
+    assert "scripts/container-run.sh kd-bench:cuda make bench PRESET=smoke RUN=runs/x" in out
+    assert "'BENCH_ARGS=--bench-samples 100'" in out
+
+
+@pytest.fixture
+def fake_engines(tmp_path):
+    """docker and podman stand-ins that print the arguments they were called with, one per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("docker", "podman"):
+        script = bin_dir / name
+        script.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+        script.chmod(0o755)
+    return bin_dir
+
+
+def run_script(fake_engines, tmp_path, engine, image, data=True):
+    runs = tmp_path / "runs"
+    data_dir = tmp_path / "data"
+    if data:
+        (data_dir / "ag_news").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PATH": f"{fake_engines}:{os.environ['PATH']}", "CONTAINER_ENGINE": engine,
+           "HOST_RUNS": str(runs), "HOST_DATA": str(data_dir), "RUN_FLAGS": "--network none",
+           "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([str(REPO / "scripts" / "container-run.sh"), image, "make", "bench"], env=env,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.splitlines(), runs
+
+
+def test_container_run_mounts_runs_and_data_and_passes_hub_settings(fake_engines, tmp_path):
+    args, runs = run_script(fake_engines, tmp_path, "podman --runtime runc", "kd-bench:cpu")
+    assert args[:3] == ["--runtime", "runc", "run"]
+    assert any(a.startswith(f"{runs}:/app/runs") for a in args)
+    assert f"{tmp_path / 'data'}:/data:ro" in args
+    assert "KD_DATA=/data/ag_news" in args and "HF_HUB_OFFLINE" in args
+    assert args[args.index("kd-bench:cpu"):] == ["kd-bench:cpu", "make", "bench"]  # image, then the command
+    assert args[args.index("kd-bench:cpu") - 2:args.index("kd-bench:cpu")] == ["--network", "none"]
+    assert "--gpus" not in args and "--device" not in args
+    if os.getuid() == 0:  # root: the image's own non-root user, the folder handed to it by podman's :U
+        assert f"{runs}:/app/runs:U" in args and "--user" not in args
+    else:  # a user: the files are theirs
+        assert f"{os.getuid()}:{os.getgid()}" in args and "--userns=keep-id" in args
+
+
+def test_container_run_gives_the_cuda_image_the_gpus(fake_engines, tmp_path):
+    docker, _ = run_script(fake_engines, tmp_path, "docker", "kd-bench:cuda", data=False)
+    assert docker[docker.index("--gpus") + 1] == "all"
+    assert not any(a.endswith(":/data:ro") for a in docker) and "KD_DATA=/data/ag_news" not in docker
+    podman, _ = run_script(fake_engines, tmp_path, "podman", "kd-bench:cuda")
+    assert podman[podman.index("--device") + 1] == "nvidia.com/gpu=all"
+
+
+def test_dockerfiles_take_versions_from_requirements_only():
+    """One list of versions: no package pinned in a Dockerfile, both install requirements.txt, and the CUDA
+    image swaps onnxruntime for onnxruntime-gpu of the same version."""
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        text = (REPO / name).read_text()
+        assert not re.search(r"pip install[^\n]*\b[\w-]+==\d", text), name
+        assert "requirements.txt" in text and "USER 10001:10001" in text, name
+    cuda = (REPO / "Dockerfile.cuda").read_text()
+    assert "s/^onnxruntime==/onnxruntime-gpu==/" in cuda
+    assert re.search(r"^onnxruntime==\d", (REPO / "requirements.txt").read_text(), re.M)
