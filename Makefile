@@ -104,10 +104,11 @@ image-cpu image-cuda: image-%:
 	$(CONTAINER_ENGINE) build $(BUILD_FLAGS) --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) \
 		-f Dockerfile.$* -t $(IMAGE_NAME):$* .
 
+CONTAINER_RUN = CONTAINER_ENGINE="$(CONTAINER_ENGINE)" HOST_RUNS="$(HOST_RUNS)" HOST_DATA="$(HOST_DATA)" \
+	scripts/container-run.sh $(IMAGE_NAME):$(IMAGE)
+
 $(addprefix docker-,$(CONTAINER_VERBS)): docker-%:
-	CONTAINER_ENGINE="$(CONTAINER_ENGINE)" HOST_RUNS="$(HOST_RUNS)" HOST_DATA="$(HOST_DATA)" RUN_FLAGS="$(RUN_FLAGS)" \
-		scripts/container-run.sh $(IMAGE_NAME):$(IMAGE) make $* $(strip $(VERB_ARGS))
+	RUN_FLAGS="$(RUN_FLAGS)" $(CONTAINER_RUN) make $* $(strip $(VERB_ARGS))
 
 docker-shell:
-	CONTAINER_ENGINE="$(CONTAINER_ENGINE)" HOST_RUNS="$(HOST_RUNS)" HOST_DATA="$(HOST_DATA)" \
-		RUN_FLAGS="-it $(RUN_FLAGS)" scripts/container-run.sh $(IMAGE_NAME):$(IMAGE) bash
+	RUN_FLAGS="-it $(RUN_FLAGS)" $(CONTAINER_RUN) bash

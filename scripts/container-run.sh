@@ -10,6 +10,7 @@ if [ $# -lt 2 ]; then
 fi
 image=$1; shift
 read -r -a engine <<< "${CONTAINER_ENGINE:-docker}"
+engine_name=$(basename "${engine[0]}")
 read -r -a extra <<< "${RUN_FLAGS:-}"
 runs=${HOST_RUNS:-$PWD/runs}
 mkdir -p "$runs"
@@ -21,8 +22,8 @@ flags=(--rm -v "$runs:/app/runs")
 # handed to that uid (podman's :U does it; docker has no such option, so chown it).
 if [ "$(id -u)" != 0 ]; then
     flags+=(--user "$(id -u):$(id -g)")
-    [ "$(basename "${engine[0]}")" = podman ] && flags+=(--userns=keep-id)
-elif [ "$(basename "${engine[0]}")" = podman ]; then
+    if [ "$engine_name" = podman ]; then flags+=(--userns=keep-id); fi
+elif [ "$engine_name" = podman ]; then
     flags[2]="$runs:/app/runs:U"
 else
     chown -R 10001:10001 "$runs"
@@ -30,14 +31,14 @@ fi
 
 if [ -n "${HOST_DATA:-}" ] && [ -d "$HOST_DATA" ]; then
     flags+=(-v "$(cd "$HOST_DATA" && pwd):/data:ro")
-    [ -d "$HOST_DATA/ag_news" ] && flags+=(-e KD_DATA=/data/ag_news)
+    if [ -d "$HOST_DATA/ag_news" ]; then flags+=(-e KD_DATA=/data/ag_news); fi
 fi
 # the hub settings of the host, when set
 for var in HF_HUB_OFFLINE HF_DATASETS_OFFLINE HF_TOKEN; do
-    [ -n "${!var:-}" ] && flags+=(-e "$var")
+    if [ -n "${!var:-}" ]; then flags+=(-e "$var"); fi
 done
 # the CUDA image sees the GPUs: --gpus for docker, the CDI device for podman
 if [[ $image == *:cuda ]]; then
-    if [ "$(basename "${engine[0]}")" = podman ]; then flags+=(--device nvidia.com/gpu=all); else flags+=(--gpus all); fi
+    if [ "$engine_name" = podman ]; then flags+=(--device nvidia.com/gpu=all); else flags+=(--gpus all); fi
 fi
 exec "${engine[@]}" run "${flags[@]}" "${extra[@]}" "$image" "$@"
