@@ -4,7 +4,6 @@ summary.json, summary.md, pareto.png} and print the summary table."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from bench.config import BenchConfig
@@ -57,8 +56,10 @@ def bench(cfg: BenchConfig) -> int:
     code = int(pytest.main(pytest_args(cfg, partial)))
     if not partial.is_file():
         raise KdError(f"bench on {run.root}: the suite measured nothing (pytest exit code {code})")
-    os.replace(partial, out / "pytest-benchmark.json")  # only a finished suite replaces the last one
-    summary = build_summary(json.loads((out / "pytest-benchmark.json").read_text()))
+    raw = partial.read_bytes()
+    write_bytes(out / "pytest-benchmark.json", raw)  # only a finished suite replaces the last one (fsynced)
+    partial.unlink()
+    summary = build_summary(json.loads(raw))
     write_json(out / "summary.json", summary)
     md = render(summary)
     write_text(out / "summary.md", md)

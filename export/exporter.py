@@ -21,8 +21,7 @@ from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.timing import timing_batches
 from kd.errors import KdError
-from kd.models import sha256_file
-from kd.runfolder import atomic_dir, write_json
+from kd.runfolder import atomic_dir, sha256_file, write_json
 
 REPORT = "export_report.json"
 # Bumped when the export procedure changes what it ships: exports made by an older one are redone.

@@ -15,8 +15,9 @@ from kd.runfolder import MODEL_NAMES, RunFolder
 
 
 def trained_models(run: RunFolder, wanted: list[str] | None) -> list[str]:
-    found = [m for m in MODEL_NAMES if (run.model_dir(m) / "metrics.json").is_file()
-             and (run.model_dir(m) / "model.safetensors").is_file()]
+    """The run's finished models (wanted ones only, when given), each checked against its recorded sha256."""
+    run.read_manifest()  # a clear error for a damaged folder or one of another format
+    found = [m for m in MODEL_NAMES if (run.model_dir(m) / "metrics.json").is_file()]
     if not found:
         raise KdError(f"{run.root}: no trained models in {run.root / 'models'}; run `make train-all` first "
                       "(or pass the run folder with RUN=... / --run-dir)")
@@ -24,7 +25,9 @@ def trained_models(run: RunFolder, wanted: list[str] | None) -> list[str]:
         missing = [m for m in wanted if m not in found]
         if missing:
             raise KdError(f"--models {missing[0]}: not trained in {run.root} (trained: {', '.join(found)})")
-        return [m for m in found if m in wanted]
+        found = [m for m in found if m in wanted]
+    for name in found:
+        run.verified_model(name)
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ EXPORT_VERBS = {
     "export-check": "classify the test split with each export (plain InferenceSession) and compare with PyTorch",
     "predict": "label and probability per text, from a PyTorch folder, an ONNX folder or an .onnx file",
 }
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 BENCH_VERBS = {
     "bench": "pytest-benchmark suite: accuracy, F1, size, latency, throughput of every model x backend x device",
     "bench-check": "compare the run's bench summary with a committed baseline; exit 1 on a regression",
@@ -122,6 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kd: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full, read-only or forbidden place is the user's to fix, not a bug
+        message = disk_error(exc)
+        if message is None:
+            raise
+        print(f"kd: error: {message}; free space or choose another --run-dir (RUN=...); "
+              "files already finished were left as they were", file=sys.stderr)
+        return 2
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """The one-line cause when exc (or what caused it) is a disk full / read-only / permission error."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+            return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        if "No space left on device" in str(exc):  # libraries in Rust/C++ (safetensors, arrow) wrap the OSError
+            return "No space left on device"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def default_run_dir(preset: str) -> Path:

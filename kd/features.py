@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, load_from_disk
 
+from kd import cache
 from kd.runfolder import atomic_dir
 
 
@@ -37,15 +38,25 @@ def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
 
 
 def tokenized(ds: Dataset, data_fp: str, tokenizer, max_length: int, cache_root: Path, state) -> Dataset:
-    """The tokenized split from the cache when its key (data + tokenizer + length) matches, else made and saved."""
-    key = hashlib.sha256(f"{data_fp}:{tokenizer_fingerprint(tokenizer, max_length)}".encode()).hexdigest()[:16]
+    """The tokenized split from the cache when it was made from this data, tokenizer and length; else made anew."""
+    made_from = {"data": data_fp, "tokenizer": tokenizer_fingerprint(tokenizer, max_length), "max_length": max_length,
+                 "rows": len(ds)}
+    key = hashlib.sha256(f"{data_fp}:{made_from['tokenizer']}".encode()).hexdigest()[:16]
     folder = cache_root / key
     with state.main_process_first():
-        if not (folder / "dataset_info.json").is_file():
-            if state.is_main_process:
+        if state.is_main_process:
+            why = cache.mismatch(folder / cache.RECORD, made_from, _data_files(folder))
+            if why and folder.exists():
+                print(f"kd: tokenized cache {folder} not used: {why}; tokenizing again", flush=True)
+            if why:
                 with atomic_dir(folder) as tmp:
                     tokenize(ds, tokenizer, max_length).save_to_disk(str(tmp))
+                    cache.write_record(tmp / cache.RECORD, made_from, _data_files(tmp))
         return load_from_disk(str(folder))
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return [f for f in folder.glob("*") if f.is_file() and f.name != cache.RECORD]
 
 
 def length_order(tok: Dataset) -> np.ndarray:

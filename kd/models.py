@@ -6,13 +6,13 @@ unless `trust_remote_code` is set.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -28,6 +28,7 @@ from transformers import (
 from kd.config import RunConfig
 from kd.convert import distilbert_from_bert, parse_layers
 from kd.errors import KdError
+from kd.runfolder import sha256_file
 
 BUNDLED = {
     # name -> (package, folder in the package, sha256 of model.safetensors: the official checkpoint's)
@@ -40,14 +41,6 @@ BUNDLED = {
 _verified: set[Path] = set()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_source(source: str, what: str, allow_pickle: bool = False) -> str:
     """A local folder, a verified bundled folder, or a hub id (returned as is)."""
     if source.startswith("bundled:"):
@@ -58,6 +51,8 @@ def resolve_source(source: str, what: str, allow_pickle: bool = False) -> str:
             raise KdError(f"{what}={source}: expected a model folder (save_pretrained layout), got a file")
         if not (path / "config.json").is_file():
             raise KdError(f"{what}={source}: no config.json; expected a save_pretrained folder")
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors(weights, what)
         has_safetensors = any(path.glob("*.safetensors"))
         if not has_safetensors and not allow_pickle:
             pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
@@ -70,6 +65,16 @@ def resolve_source(source: str, what: str, allow_pickle: bool = False) -> str:
     if source.startswith((".", "/", "~")):
         raise KdError(f"{what}={source}: the folder does not exist")
     return source
+
+
+def check_safetensors(path: Path, what: str) -> None:
+    """A truncated or corrupt weights file stops the run here, with its name, not deep inside from_pretrained."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            fh.keys()
+    except (SafetensorError, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KdError(f"{what}: {path} is not a whole safetensors file ({detail})") from None
 
 
 def _bundled_folder(name: str) -> Path:
@@ -96,8 +101,10 @@ def _from_pretrained(loader, source: str, what: str, cfg: RunConfig, **kwargs):
         kwargs["use_safetensors"] = None if cfg.allow_pickle else True
     try:
         return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "custom code" in first and not cfg.trust_remote_code:
+            first += " It was not run: pass --set trust_remote_code=true only for code you have read and trust"
         raise KdError(f"{what}={source}: could not be loaded ({first})") from None
 
 
@@ -215,10 +222,12 @@ def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
         perm, how = match_labels(names, label_names, tc.model)
         model = _from_pretrained(AutoModelForSequenceClassification, source, "teacher.model", cfg)
         reorder_head(model, perm, label_names)
+        check_vocab_fits(model, tokenizer, "teacher", tc.tokenizer or tc.model)
         return Teacher(model, tokenizer, False, how, source)
     torch.manual_seed(tc.train.seed)
     model = _from_pretrained(AutoModelForSequenceClassification, source, "teacher.model", cfg,
                              ignore_mismatched_sizes=trained, **labels)
+    check_vocab_fits(model, tokenizer, "teacher", tc.tokenizer or tc.model)
     return Teacher(model, tokenizer, True, "new head, fine-tuned here", source)
 
 
@@ -253,7 +262,33 @@ def build_student(cfg: RunConfig, label_names: list[str], teacher_tokenizer_sour
         raise KdError(f"student.init={sc.init!r}: expected pretrained, random or from-teacher:<layers>")
     tokenizer = load_tokenizer(resolve_source(tok_source, "student.tokenizer"), "student.tokenizer", cfg,
                                input_names=model_input_names(model))
+    if sc.init.startswith("from-teacher") and sc.tokenizer:
+        teacher_tok = load_tokenizer(resolve_source(teacher_tokenizer_source or source, "teacher.tokenizer"),
+                                     "teacher.tokenizer", cfg)
+        check_same_vocab(tokenizer, teacher_tok, sc.tokenizer)
+    check_vocab_fits(model, tokenizer, "student", tok_source)
     return model, tokenizer
+
+
+def check_vocab_fits(model: PreTrainedModel, tokenizer, role: str, tok_source: str) -> None:
+    """A token id past the embedding table fails deep in training (IndexError): refuse the pair up front."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise KdError(f"{role} tokenizer {tok_source} has {len(tokenizer)} tokens but the {role} model's "
+                      f"embedding has {rows} rows: use the tokenizer the model was trained with "
+                      f"({role}.tokenizer)")
+
+
+def check_same_vocab(student_tok, teacher_tok, student_source: str) -> None:
+    """from-teacher students take over the teacher's embedding rows, which only mean the same tokens under
+    the teacher's vocabulary."""
+    mine, theirs = student_tok.get_vocab(), teacher_tok.get_vocab()
+    if mine != theirs:
+        differ = len(set(mine.items()) ^ set(theirs.items()))
+        raise KdError(f"student.tokenizer={student_source}: student.init=from-teacher copies the teacher's "
+                      f"embeddings, so the student needs the teacher's vocabulary ({len(mine)} vs "
+                      f"{len(theirs)} tokens, {differ} entries differ); drop student.tokenizer or use "
+                      "student.init=pretrained")
 
 
 def count_params(model: PreTrainedModel) -> int:

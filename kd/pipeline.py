@@ -8,6 +8,7 @@ process writes files.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shutil
 import time
@@ -17,16 +18,17 @@ import numpy as np
 from accelerate import PartialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from kd import manifest
+from kd import cache, manifest
 from kd.config import RunConfig
 from kd.data import Splits, fingerprint, load_splits, stratified_take
 from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
 from kd.features import length_order, tokenized, tokenizer_fingerprint
 from kd.metrics import classification_metrics
-from kd.models import build_student, count_params, load_teacher, resolve_source, sha256_file
+from kd.models import build_student, count_params, load_teacher, resolve_source
 from kd.report import write_report
-from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, write_json, write_npy
+from kd.resume import resume_point, start_afresh
+from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, sha256_file, write_json, write_npy
 from kd.trainer import (
     TEACHER_LOGITS,
     DistillationTrainer,
@@ -52,6 +54,7 @@ class Pipeline:
         # cpu=True is what makes accelerate see a torchrun launch on CPU as multi-process (gloo), not as N copies
         self.state = PartialState(cpu=self.device == "cpu")
         self.precision = resolve_precision(cfg.teacher.train.precision, self.device)
+        self.resumed_from: dict[str, str | None] = {}  # stage -> the checkpoint its training resumed from
 
     # ---- inputs, loaded once and checked before anything is written ----------------------------
 
@@ -81,6 +84,8 @@ class Pipeline:
             _ = self.teacher
         if need_student:
             self.new_student()
+        if self.state.is_main_process:
+            self.run.check_writable()  # last: a run stopped by a mistake above leaves no new folder behind
 
     def check_run_folder(self) -> None:
         previous = self.run.read_manifest().get("config", {}).get("preset")
@@ -119,16 +124,39 @@ class Pipeline:
         return logits
 
     def stage_key(self, stage: str) -> str:
-        return self.cfg.section_hash(*STAGE_SECTIONS[stage])
+        """What a stage's result depends on: its config sections, the data's content and, for the distilled
+        student, the teacher's weights. A finished stage with another key is stale."""
+        parts = [self.cfg.section_hash(*STAGE_SECTIONS[stage]), json.dumps(self.fingerprints, sort_keys=True)]
+        if stage == "distilled":
+            parts.append(self.teacher_weights_sha())
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def teacher_weights_sha(self) -> str:
+        metrics = self.run.model_dir("teacher") / "metrics.json"
+        return json.loads(metrics.read_text()).get("weights_sha256", "") if metrics.is_file() else ""
 
     def is_current(self, stage: str) -> bool:
         metrics = self.run.model_dir(stage) / "metrics.json"
         if not metrics.is_file():
             return False
-        return json.loads(metrics.read_text()).get("stage_key") == self.stage_key(stage)
+        try:
+            recorded = json.loads(metrics.read_text()).get("stage_key")
+        except ValueError:
+            return False  # never written by a finished stage (those are written whole): do it again
+        if recorded != self.stage_key(stage):
+            return False
+        self.run.verified_model(stage)  # done, but are the weights still the ones it saved?
+        return True
 
     def train(self, name, trainer_cls, model, tokenizer, train_ds, collator, tc, **extra):
-        args = training_arguments(tc, self.run.work_dir(name), len(train_ds), self.device,
+        work = self.run.work_dir(name)
+        checkpoint, why = resume_point(work, self.stage_key(name))
+        self.log(f"{name}: {why}" if checkpoint else f"{name}: training from the start ({why})")
+        self.resumed_from[name] = checkpoint.name if checkpoint else None
+        if checkpoint is None and self.state.is_main_process:
+            start_afresh(work, self.stage_key(name))
+        self.state.wait_for_everyone()
+        args = training_arguments(tc, work, len(train_ds), self.device,
                                   resolve_precision(tc.precision, self.device), self.state.num_processes)
         trainer = trainer_cls(
             model=model, args=args, train_dataset=train_ds, eval_dataset=self.tokenized("validation", tokenizer),
@@ -136,7 +164,7 @@ class Pipeline:
             callbacks=early_stopping(tc), **extra,
         )
         started = time.perf_counter()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         seconds = time.perf_counter() - started
         self.log(f"{name}: trained on {len(train_ds)} rows in {seconds:.0f} s "
                  f"({len(train_ds) * tc.epochs / seconds:.1f} examples/s); best validation checkpoint "
@@ -157,7 +185,8 @@ class Pipeline:
         best = [h["eval_accuracy"] for h in log_history if "eval_accuracy" in h]
         metrics.update(
             params=count_params(model), train_seconds=seconds, eval_seconds=time.perf_counter() - started,
-            validation_accuracy=max(best) if best else None, stage_key=self.stage_key(name), **(extra or {}),
+            validation_accuracy=max(best) if best else None, stage_key=self.stage_key(name),
+            resumed_from=self.resumed_from.get(name), **(extra or {}),
         )
         if self.state.is_main_process:
             with atomic_dir(self.run.model_dir(name)) as tmp:
@@ -165,6 +194,7 @@ class Pipeline:
                 tokenizer.model_max_length = self.cfg.data.max_length  # users of the folder truncate the same
                 tokenizer.save_pretrained(tmp)
                 metrics["size_mb"] = (tmp / "model.safetensors").stat().st_size / 2**20
+                metrics["weights_sha256"] = sha256_file(tmp / "model.safetensors")
                 write_npy(tmp / "test_logits.npy", logits)
                 write_json(tmp / "log_history.json", log_history)
                 write_json(tmp / "metrics.json", metrics)
@@ -213,20 +243,21 @@ class Pipeline:
                             "teacher_logits": cache_note})
 
     def teacher_logits(self) -> tuple[np.ndarray, str]:
-        """Teacher logits over the students' train rows, cached by teacher weights + data + tokenizer."""
-        folder = self.run.model_dir("teacher")
-        if not (folder / "metrics.json").is_file():
-            raise KdError(f"{folder}: no trained teacher in this run; run `kd train-teacher` first")
+        """Teacher logits over the students' train rows, cached and bound to teacher weights + data + tokenizer."""
+        folder = self.run.verified_model("teacher")
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        key = "-".join([sha256_file(folder / "model.safetensors")[:16], self.fingerprints["student_train"],
-                        tokenizer_fingerprint(tokenizer, self.cfg.data.max_length)])
+        made_from = {"teacher_weights": self.teacher_weights_sha(), "data": self.fingerprints["student_train"],
+                     "tokenizer": tokenizer_fingerprint(tokenizer, self.cfg.data.max_length),
+                     "shape": [len(self.student_train), len(self.splits.label_names)]}
+        key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
         path = self.run.cache_dir("teacher_logits") / f"{key}.npy"
-        expected = (len(self.student_train), len(self.splits.label_names))
-        if path.is_file():
-            logits = np.load(path, allow_pickle=False)
-            if logits.shape == expected:
-                self.log(f"distilled: teacher logits reused from {path}")
-                return logits, "reused"
+        record = path.with_suffix(".json")
+        why = cache.mismatch(record, made_from, [path])
+        if why is None:
+            self.log(f"distilled: teacher logits reused from {path}")
+            return np.load(path, allow_pickle=False), "reused"
+        if path.exists():
+            self.log(f"distilled: teacher logits cache {path} not used: {why}; computing them again")
         model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
         started = time.perf_counter()
         precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
@@ -235,12 +266,16 @@ class Pipeline:
         self.log(f"distilled: teacher logits for {len(logits)} rows in {seconds:.0f} s ({precision})")
         if self.state.is_main_process:
             write_npy(path, logits)
+            cache.write_record(record, made_from, [path])  # last: logits without a record are never used
             manifest.record_stage(self.run, "teacher_logits", seconds, {})
         self.state.wait_for_everyone()
         return logits, f"computed in {seconds:.0f} s"
 
     def train_all(self, force: bool = False) -> None:
         self.check_inputs()
+        if not force:
+            for name in MODEL_NAMES:
+                self.is_current(name)  # a finished model whose weights changed stops the run before any write
         manifest.start(self, "train-all")
         stages = {"teacher": self.stage_teacher, "baseline": self.stage_baseline, "distilled": self.stage_distill}
         for name in MODEL_NAMES:

@@ -13,6 +13,7 @@ runs/<name>/
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -25,8 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from kd.errors import KdError
+
 MODEL_NAMES = ("teacher", "baseline", "distilled")
-FORMAT_VERSION = 1
+# 2: metrics.json records the sha256 of model.safetensors, and stage keys include the data fingerprints
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,53 @@ class RunFolder:
         return self.root / "results.json"
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest ({} for a new folder); a clear error for one that is damaged or of another format."""
         if not self.manifest.is_file():
             return {}
-        return json.loads(self.manifest.read_text())
+        try:
+            manifest = json.loads(self.manifest.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise KdError(f"{self.manifest}: not readable JSON ({type(exc).__name__}); "
+                          "this run folder is damaged: pass another --run-dir (or RUN=...)") from None
+        if not isinstance(manifest, dict):
+            raise KdError(f"{self.manifest}: expected a JSON object; pass another --run-dir (or RUN=...)")
+        found = manifest.get("format_version", "1 or older")
+        if found != FORMAT_VERSION:
+            raise KdError(f"run folder {self.root} has format {found}, this kd-bench reads format "
+                          f"{FORMAT_VERSION}: pass a new --run-dir (or RUN=...) and train again")
+        return manifest
+
+    def check_writable(self) -> None:
+        """Fail before any work when the run folder cannot take files (read-only, not a folder, full)."""
+        probe = self.root / f".kd-write-probe-{uuid.uuid4().hex[:8]}"
+        existed = self.root.is_dir()
+        try:
+            write_bytes(probe, b"kd")
+        except OSError as exc:
+            if not existed:
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
+            raise KdError(f"run folder {self.root}: cannot write there ({exc.strerror or exc}); "
+                          "choose another --run-dir (or RUN=...)") from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def verified_model(self, name: str) -> Path:
+        """The model folder of a finished stage, after checking its weights are the ones it saved."""
+        folder = self.model_dir(name)
+        weights = folder / "model.safetensors"
+        try:
+            recorded = json.loads((folder / "metrics.json").read_text()).get("weights_sha256")
+        except (OSError, ValueError):
+            raise KdError(f"{folder}: no readable metrics.json; the {name} stage did not finish here "
+                          "(run make train-all)") from None
+        if not weights.is_file():
+            raise KdError(f"{weights}: missing; run the {name} stage again (make train-all with --force)")
+        if recorded != sha256_file(weights):
+            raise KdError(f"{weights}: its sha256 is not the one recorded when the {name} stage saved it "
+                          "(truncated or changed since); remove the folder or pass --force to train it again")
+        return folder
 
     def update_manifest(self, **fields: Any) -> None:
         """Merge top-level fields (dicts are merged one level deep) and rewrite atomically."""
@@ -65,6 +113,14 @@ class RunFolder:
                 manifest[key] = value
         manifest["format_version"] = FORMAT_VERSION
         write_json(self.manifest, manifest)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -79,11 +135,14 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write aside, fsync, rename: a reader sees the old file or the whole new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when the rename happened
     _fsync_dir(path.parent)
 
 

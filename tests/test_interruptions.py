@@ -1,0 +1,209 @@
+"""Interrupted runs resume, finished files are whole, the same seed gives the same run, caches are bound."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import ENV, REPO, kd
+
+from kd.resume import complete_checkpoints, resume_point, start_afresh
+from kd.runfolder import atomic_dir, write_json
+
+TIMINGS = ("train_seconds",)  # wall-clock: the one thing two runs may not share
+
+
+def comparable(results: dict) -> dict:
+    """results.json without wall-clock timings."""
+    out = json.loads(json.dumps(results))
+    for row in out["models"].values():
+        for key in TIMINGS:
+            row.pop(key)
+    return out
+
+
+def same_run(a, b) -> None:
+    """Two run folders hold the same results and the same test logits, bit for bit."""
+    assert comparable(json.loads((a / "results.json").read_text())) == \
+        comparable(json.loads((b / "results.json").read_text()))
+    for name in ("teacher", "baseline", "distilled"):
+        assert (a / f"models/{name}/test_logits.npy").read_bytes() == \
+            (b / f"models/{name}/test_logits.npy").read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """`make train-all PRESET=smoke`, killed with SIGKILL once the distilled stage has written its first
+    checkpoint (mid-epoch), then the same command again."""
+    run = tmp_path_factory.mktemp("killed") / "smoke"
+    first = subprocess.Popen(["make", "train-all", "PRESET=smoke", f"RUN={run}"], cwd=REPO, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not complete_checkpoints(run / "work" / "distilled"):
+        assert first.poll() is None, "train-all ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # make, kd and all: nothing gets to clean up
+    first.wait()
+    killed_state = {p.name for p in (run / "work" / "distilled").iterdir()}
+    assert not (run / "models" / "distilled").exists() and not (run / "results.json").exists()
+    again = subprocess.run(["make", "train-all", "PRESET=smoke", f"RUN={run}"], cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    return run, again.stdout, killed_state
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(killed_and_resumed, smoke_run):
+    run, out, killed_state = killed_and_resumed
+    checkpoint = min(name for name in killed_state if name.startswith("checkpoint-"))
+    assert "teacher: already done with this config, skipped" in out
+    assert "baseline: already done with this config, skipped" in out
+    assert "distilled: teacher logits reused" in out
+    assert f"distilled: resuming from {checkpoint}" in out
+    metrics = json.loads((run / "models/distilled/metrics.json").read_text())
+    assert metrics["resumed_from"] == checkpoint
+    same_run(run, smoke_run)
+    assert not (run / "work" / "distilled").exists()
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_give_identical_results(smoke_run, tmp_path):
+    proc = kd("train-all", "--preset", "smoke", "--run-dir", tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    same_run(tmp_path / "again", smoke_run)
+    for name in ("teacher", "baseline", "distilled"):  # and the very same weights
+        assert json.loads((tmp_path / f"again/models/{name}/metrics.json").read_text())["weights_sha256"] == \
+            json.loads((smoke_run / f"models/{name}/metrics.json").read_text())["weights_sha256"]
+
+
+def fake_checkpoint(work, step, files=("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth",
+                                       "trainer_state.json")):
+    folder = work / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    for f in files:
+        (folder / f).write_text("{}" if f.endswith(".json") else "x")
+    return folder
+
+
+def test_resume_takes_the_last_whole_checkpoint_of_the_same_stage_key(tmp_path):
+    work = tmp_path / "work" / "distilled"
+    assert resume_point(work, "k1") == (None, "no checkpoints")
+    start_afresh(work, "k1")
+    fake_checkpoint(work, 10)
+    fake_checkpoint(work, 20)
+    fake_checkpoint(work, 30, files=("model.safetensors", "optimizer.pt"))  # killed while saving
+    (fake_checkpoint(work, 40) / "trainer_state.json").write_text('{"global_st')  # cut inside the state file
+    assert resume_point(work, "k1") == (work / "checkpoint-20", "resuming from checkpoint-20")
+    checkpoint, why = resume_point(work, "k2")  # another config or other data: never resumed
+    assert checkpoint is None and "another config or data" in why
+    start_afresh(work, "k2")
+    assert sorted(p.name for p in work.iterdir()) == ["stage_key"]
+
+
+def test_changed_config_discards_the_checkpoints_of_a_killed_stage(smoke_copy):
+    work = smoke_copy / "work" / "distilled"
+    shutil.rmtree(smoke_copy / "models" / "distilled")
+    start_afresh(work, "0123456789abcdef")  # as a killed run with another config would have left it
+    fake_checkpoint(work, 31)
+    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "distilled: training from the start (the checkpoints there were made with another config" in proc.stdout
+
+
+def test_atomic_writes_leave_the_old_file_or_folder_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    write_json(target, {"v": 1})
+
+    def disk_full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        write_json(target, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"v": 1}
+    folder = tmp_path / "model"
+    with atomic_dir(folder) as tmp:
+        (tmp / "weights").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(folder) as tmp:
+        (tmp / "weights").write_text("half")
+        raise RuntimeError("killed mid-save")
+    assert (folder / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "results.json"], "no scratch left behind"
+
+
+def test_no_module_writes_a_file_in_place():
+    """Every file a stage leaves goes through kd.runfolder (write aside, fsync, rename) or into an atomic_dir
+    scratch folder; a direct write of a final file would be a half-file after a kill."""
+    direct = ("write_text(", "write_bytes(", ".savefig(", "np.save(", "json.dump(", "torch.save(", "open(")
+    allowed = {"kd/runfolder.py"}
+    offenders = []
+    for path in sorted(REPO.glob("*/*.py")):
+        rel = str(path.relative_to(REPO))
+        if rel.startswith(("tests/", ".venv/")) or rel in allowed:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            calls = [c for c in direct if c in code and f"def {c}" not in code]
+            if any(c in ("write_text(", "write_bytes(") for c in calls) and "runfolder" not in code \
+                    and not code.lstrip().startswith(("write_text(", "write_bytes(")):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+            elif any(c in (".savefig(", "np.save(", "json.dump(", "torch.save(") for c in calls) \
+                    and "buf" not in code:
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+            elif "open(" in calls and any(m in code for m in ('"w', "'w", '"a', "'a")):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_stale_or_foreign_teacher_logits_are_recomputed_never_used(smoke_copy, smoke_run):
+    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
+    good = np.load(cached)
+    # foreign: right name, right shape, other numbers (another teacher's logits copied over)
+    np.save(cached, np.random.default_rng(0).normal(size=good.shape).astype(np.float32))
+    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not used: its files changed after it was written; computing them again" in proc.stdout
+    assert np.array_equal(np.load(cached), good)
+    # the student was distilled from the recomputed logits, not the planted ones
+    assert (smoke_copy / "models/distilled/test_logits.npy").read_bytes() == \
+        (smoke_run / "models/distilled/test_logits.npy").read_bytes()
+    # stale: its record says it was made from another teacher
+    record = cached.with_suffix(".json")
+    meta = json.loads(record.read_text())
+    meta["made_from"]["teacher_weights"] = "0" * 64
+    record.write_text(json.dumps(meta))
+    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not used: it was made from other inputs (teacher_weights)" in proc.stdout
+
+
+def cache_notes(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("kd: tokenized cache")]
+
+
+def test_foreign_or_damaged_tokenized_caches_are_rebuilt(smoke_copy, smoke_run):
+    caches = sorted((smoke_copy / "cache/tokenized").iterdir())
+    contents = [c.with_name(c.name + ".moved") for c in caches]
+    for cache, moved in zip(caches, contents):
+        cache.rename(moved)
+    for cache, moved in zip(caches, contents[1:] + contents[:1]):  # each key now holds another key's entry
+        moved.rename(cache)
+    proc = kd("train-baseline", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = cache_notes(proc.stdout)  # the student's train, validation and test splits
+    assert len(notes) == 3 and all("not used: it was made from other inputs" in n for n in notes), notes
+    for cache in caches:
+        arrow = next(cache.glob("*.arrow"))
+        arrow.write_bytes(arrow.read_bytes()[:-64])  # damaged after it was written
+    proc = kd("train-baseline", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = cache_notes(proc.stdout)
+    assert len(notes) == 3 and all("not used: its files changed after it was written" in n for n in notes), notes
+    assert (smoke_copy / "models/baseline/test_logits.npy").read_bytes() == \
+        (smoke_run / "models/baseline/test_logits.npy").read_bytes()
