@@ -6,13 +6,19 @@ Search order for the data when none is given: --data, $KD_DATA, <repo>/data/ag_n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import re
 import tempfile
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import pandas as pd
 from datasets import ClassLabel, Dataset, Features, Value
 
 from kd.config import DataConfig
@@ -58,20 +64,69 @@ def locate_data(cfg: DataConfig) -> str:
 def load_splits(cfg: DataConfig) -> Splits:
     source = locate_data(cfg)
     if _looks_local(source):
-        train, test, label_names = _load_local(Path(source), cfg)
+        train, test, label_names, wheres = _load_local(Path(source), cfg)
     else:
-        train, test, label_names = _load_hub(source, cfg)
-    train = stratified_take(train, cfg.train_rows, cfg.seed)
-    test = stratified_take(test, cfg.test_rows, cfg.seed)
-    if cfg.validation_rows < len(label_names) or cfg.validation_rows >= len(train):
+        train, test, label_names, wheres = _load_hub(source, cfg)
+    _check_label_sets(train, test, label_names, wheres, declared=_looks_local(source))
+    train = stratified_take(train, cfg.train_rows, cfg.seed, what=f"data.train_rows={cfg.train_rows}", where=wheres[0])
+    _check_every_label(train, f"data.train_rows={cfg.train_rows}: the stratified sample", "raise data.train_rows")
+    test = stratified_take(test, cfg.test_rows, cfg.seed, what=f"data.test_rows={cfg.test_rows}", where=wheres[1])
+    what = f"data.validation_rows={cfg.validation_rows}"
+    if cfg.validation_rows < len(label_names) or len(train) - cfg.validation_rows < len(label_names):
         raise KdError(
-            f"data.validation_rows={cfg.validation_rows}: expected at least one row per label "
-            f"({len(label_names)}) and fewer than the {len(train)} train rows"
+            f"{what}: expected at least one row per label ({len(label_names)}) and at most "
+            f"{max(len(train) - len(label_names), 0)} of the {len(train)} train rows (the rest train the model)"
         )
+    _check_two_per_label(train, what, wheres[0])
     carved = train.train_test_split(
         test_size=cfg.validation_rows, stratify_by_column="label", seed=cfg.seed, shuffle=True
     )
+    _check_every_label(carved["train"], f"{what}: the train rows left beside validation", "lower it")
     return Splits(carved["train"], carved["test"], test, label_names, source)
+
+
+def _describe(ids, names: list[str]) -> str:
+    """'label 3 (Sci/Tech)' or 'labels 2 (Business), 3 (Sci/Tech)'."""
+    listed = ", ".join(f"{i} ({names[i]})" for i in ids)
+    return f"label{'s' if len(ids) > 1 else ''} {listed}"
+
+
+def _check_label_sets(train: Dataset, test: Dataset, names: list[str], wheres, declared: bool) -> None:
+    """Every label needs training rows; a test label the model never trains on cannot be learnt."""
+    train_where, test_where = wheres
+    seen = set(train["label"][:])
+    unseen = sorted(set(test["label"][:]) - seen)
+    if unseen:
+        raise KdError(
+            f"{test_where}: {_describe(unseen, names)} {'occur' if len(unseen) > 1 else 'occurs'} in the test rows "
+            f"but never in {train_where}; every test label needs training rows"
+        )
+    never = sorted(set(range(len(names))) - seen)
+    if never:
+        fix = (
+            "every label in data.label_names needs training rows (set data.label_names to the labels the data has)"
+            if declared
+            else "every label of the dataset's ClassLabel needs training rows"
+        )
+        verb = "occur" if len(never) > 1 else "occurs"
+        raise KdError(f"{train_where}: {_describe(never, names)} never {verb}; {fix}")
+
+
+def _check_every_label(ds: Dataset, what: str, fix: str) -> None:
+    names = ds.features["label"].names
+    missing = sorted(set(range(len(names))) - set(ds["label"][:]))
+    if missing:
+        raise KdError(f"{what} has no rows of {_describe(missing, names)}; {fix}")
+
+
+def _check_two_per_label(ds: Dataset, what: str, where) -> None:
+    """A stratified split needs at least two rows of each label (one for each side)."""
+    single = sorted(label for label, count in Counter(ds["label"][:]).items() if count < 2)
+    if single:
+        raise KdError(
+            f"{what}: {_describe(single, ds.features['label'].names)} {'have' if len(single) > 1 else 'has'} "
+            f"only 1 row in {where}; a stratified split needs at least 2 rows of every label"
+        )
 
 
 def _looks_local(source: str) -> bool:
@@ -87,56 +142,118 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def _load_local(folder: Path, cfg: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
+def _load_local(folder: Path, cfg: DataConfig) -> tuple[Dataset, Dataset, list[str], tuple[str, str]]:
     folder = folder.expanduser()
     if not folder.is_dir():
         raise KdError(f"data folder {folder} does not exist: expected a folder with train.csv and test.csv")
-    loaded = []
+    names = cfg.label_names
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n.strip() for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise KdError(
+            f"data.label_names={names!r}: expected a list of distinct label names in id order, "
+            f"e.g. --set data.label_names=[World,Sports,Business,Sci/Tech]"
+        )
+    loaded, wheres = [], []
     for split in ("train", "test"):
         path = _find_split_file(folder, split)
         if path is None:
             raise KdError(f"{folder}: no {split}.csv, {split}.jsonl or {split}.parquet found")
         loaded.append(_read_file(path, cfg))
-    return loaded[0], loaded[1], list(cfg.label_names)
+        wheres.append(str(path))
+    return loaded[0], loaded[1], list(names), (wheres[0], wheres[1])
 
 
 def _read_file(path: Path, cfg: DataConfig) -> Dataset:
     if path.stat().st_size == 0:
         raise KdError(f"{path}: the file is empty; expected a header with {cfg.label_column},{cfg.text_column}")
     builder = FORMATS[path.suffix]
-    # The datasets cache would land beside the user's data or in ~/.cache; a scratch folder keeps both clean.
-    with tempfile.TemporaryDirectory(prefix="kd-data-") as scratch:
-        try:
-            ds = datasets.load_dataset(
-                builder, data_files=str(path), split="train", cache_dir=scratch, keep_in_memory=True
-            )
-        except Exception as exc:  # the builders raise many types; the user needs the file and the cause
-            cause = exc.__cause__ or exc
-            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            if isinstance(cause, UnicodeDecodeError):
-                detail = "it is not UTF-8 text"
-            if "corresponds to no data" in detail:
-                raise KdError(f"{path}: has a header but no rows") from None
-            raise KdError(f"{path}: could not be read as {builder}: {detail}") from None
+    options = {}
+    if builder == "csv":
+        # Every value stays the literal text of the file: no NA conversion ("NA", "null", "None" are news
+        # texts too) and no number guessing ("007" stays "007"); labels arrive as strings for _label_id.
+        # index_col=False: a row with more fields than the header is an error, never a silent index column.
+        columns = dict.fromkeys((cfg.text_column, cfg.label_column), Value("string"))
+        options = dict(features=Features(columns), na_filter=False, keep_default_na=False, index_col=False)
+    try:
+        ds = _load_file(builder, path, options)
+    except Exception as exc:  # the builders raise many types; the user needs the file and the cause
+        cause = exc.__cause__ or exc
+        if isinstance(cause, KeyError) and "does not exist in schema" in str(cause):
+            # The text or label column is missing: read the file as it is to name the columns it has.
+            try:
+                as_is = _load_file(builder, path, {**options, "features": None})
+            except Exception as again:
+                raise _read_error(path, builder, again.__cause__ or again) from None
+            _normalise(as_is, path, cfg)
+        raise _read_error(path, builder, cause) from None
     return _normalise(ds, path, cfg)
+
+
+def _load_file(builder: str, path: Path, options: dict) -> Dataset:
+    # The datasets cache would land beside the user's data or in ~/.cache; a scratch folder keeps both clean.
+    with tempfile.TemporaryDirectory(prefix="kd-data-") as scratch, warnings.catch_warnings(), _quiet_builder():
+        # pandas only warns when a row has more fields than the header, and drops the extra ones: an error here.
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return datasets.load_dataset(
+            builder, data_files=str(path), split="train", cache_dir=scratch, keep_in_memory=True, **options
+        )
+
+
+@contextlib.contextmanager
+def _quiet_builder():
+    """The builders log their own 'Failed to read file' line before raising; the user gets ours instead."""
+    logger = logging.getLogger("datasets.packaged_modules")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read_error(path: Path, builder: str, cause: BaseException) -> KdError:
+    detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    detail = detail.removeprefix("Error tokenizing data. C error: ")
+    if isinstance(cause, UnicodeDecodeError):
+        detail = "it is not UTF-8 text"
+    if isinstance(cause, pd.errors.ParserWarning):
+        detail = "a row has more fields than the header (quote texts that hold commas)"
+    if "corresponds to no data" in detail:
+        return KdError(f"{path}: has a header but no rows")
+    return KdError(f"{path}: could not be read as {builder}: {detail}")
 
 
 def _normalise(ds: Dataset, where: Path | str, cfg: DataConfig) -> Dataset:
     for role, column in (("text", cfg.text_column), ("label", cfg.label_column)):
         if column not in ds.column_names:
             raise KdError(
-                f"{where}: no column {column!r} (columns: {', '.join(map(str, ds.column_names))}); "
+                f"{where}: no column {column!r} (columns: {', '.join(map(_printable, ds.column_names))}); "
                 f"name the {role} column with --set data.{role}_column=NAME"
             )
     if len(ds) == 0:
         raise KdError(f"{where}: has a header but no rows")
-    texts = ds[cfg.text_column]
+    texts = ds[cfg.text_column][:]  # a list: iterating a Column formats row by row
     for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            kind = "a null text" if text is None else f"a text of type {type(text).__name__}"
+            raise KdError(f"{where}: row {i + 1} has {kind} in column {cfg.text_column!r}: expected a string")
+        if not text.strip():
             raise KdError(f"{where}: row {i + 1} has an empty text in column {cfg.text_column!r}")
-    labels = [_label_id(v, i, where, cfg) for i, v in enumerate(ds[cfg.label_column])]
+    labels = [_label_id(v, i, where, cfg) for i, v in enumerate(ds[cfg.label_column][:])]
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(cfg.label_names))})
     return Dataset.from_dict({"text": texts, "label": labels}, features=features)
+
+
+def _printable(name) -> str:
+    """A column name as is, or quoted with escapes when it holds line breaks or other unprintable characters."""
+    return str(name) if str(name).isprintable() else repr(str(name))
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def _label_id(value, row: int, where, cfg: DataConfig) -> int:
@@ -145,13 +262,18 @@ def _label_id(value, row: int, where, cfg: DataConfig) -> int:
         stripped = value.strip()
         if stripped in names:
             return names.index(stripped)
-        try:
-            value = int(stripped)
-        except ValueError:
+        if not stripped:
+            raise KdError(
+                f"{where}: row {row + 1} has no label in column {cfg.label_column!r}: "
+                f"expected an id 0-{len(names) - 1} or one of the names {names}"
+            )
+        if not _INTEGER.fullmatch(stripped):  # ASCII digits only: int() would take "٣" and "0_1" too
             raise KdError(
                 f"{where}: row {row + 1} has label {value!r}: expected an id 0-{len(names) - 1} "
-                f"or one of the names {names}"
-            ) from None
+                f"or one of the names {names}; to name labels otherwise, declare all names in id order "
+                f"with --set data.label_names=[NAME0,NAME1,...]"
+            )
+        value = int(stripped)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(names):
@@ -162,7 +284,7 @@ def _label_id(value, row: int, where, cfg: DataConfig) -> int:
     return value
 
 
-def _load_hub(dataset_id: str, cfg: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
+def _load_hub(dataset_id: str, cfg: DataConfig) -> tuple[Dataset, Dataset, list[str], tuple[str, str]]:
     try:
         dsd = datasets.load_dataset(dataset_id)
     except Exception as exc:
@@ -176,14 +298,22 @@ def _load_hub(dataset_id: str, cfg: DataConfig) -> tuple[Dataset, Dataset, list[
     feature = dsd["train"].features.get(cfg.label_column)
     names = list(feature.names) if isinstance(feature, ClassLabel) else list(cfg.label_names)
     cfg = DataConfig(**{**cfg.__dict__, "label_names": names})
-    return (
-        _normalise(dsd["train"], f"{dataset_id}[train]", cfg),
-        _normalise(dsd["test"], f"{dataset_id}[test]", cfg),
-        names,
-    )
+    wheres = (f"{dataset_id}[train]", f"{dataset_id}[test]")
+    return _normalise(dsd["train"], wheres[0], cfg), _normalise(dsd["test"], wheres[1], cfg), names, wheres
 
 
-def stratified_take(ds: Dataset, rows: int | None, seed: int) -> Dataset:
+def stratified_take(
+    ds: Dataset, rows: int | None, seed: int, *, what: str | None = None, where: str = "the rows to sample from"
+) -> Dataset:
+    """A seeded sample of `rows` rows with the label proportions of `ds`; all of `ds` when rows is None or more."""
     if rows is None or rows >= len(ds):
         return ds
+    what = what or f"a stratified sample of {rows} rows"
+    n = len(set(ds["label"][:]))
+    if rows < n or len(ds) - rows < n:
+        raise KdError(
+            f"{what}: expected at least one row per label ({n}) and at most {len(ds) - n} of the {len(ds)} rows "
+            f"(or all of them)"
+        )
+    _check_two_per_label(ds, what, where)
     return ds.train_test_split(train_size=rows, stratify_by_column="label", seed=seed)["train"]
