@@ -19,7 +19,7 @@ def trained_models(run: RunFolder, wanted: list[str] | None) -> list[str]:
     run.read_manifest()  # a clear error for a damaged folder or one of another format
     found = [m for m in MODEL_NAMES if (run.model_dir(m) / "metrics.json").is_file()]
     if not found:
-        raise KdError(f"{run.root}: no trained models in {run.root / 'models'}; run `make train-all` first "
+        raise KdError(f"{run.root}: no trained models in {run.root / 'models'}; run make train-all first "
                       "(or pass the run folder with RUN=... / --run-dir)")
     if wanted:
         missing = [m for m in wanted if m not in found]

@@ -49,6 +49,8 @@ def resolve_source(source: str, what: str, allow_pickle: bool = False) -> str:
     if path.exists():
         if not path.is_dir():
             raise KdError(f"{what}={source}: expected a model folder (save_pretrained layout), got a file")
+        if what.endswith("tokenizer"):  # a tokenizer folder holds no config or weights
+            return str(path)
         if not (path / "config.json").is_file():
             raise KdError(f"{what}={source}: no config.json; expected a save_pretrained folder")
         for weights in sorted(path.glob("*.safetensors")):
@@ -287,8 +289,8 @@ def check_same_vocab(student_tok, teacher_tok, student_source: str) -> None:
         differ = len(set(mine.items()) ^ set(theirs.items()))
         raise KdError(f"student.tokenizer={student_source}: student.init=from-teacher copies the teacher's "
                       f"embeddings, so the student needs the teacher's vocabulary ({len(mine)} vs "
-                      f"{len(theirs)} tokens, {differ} entries differ); drop student.tokenizer or use "
-                      "student.init=pretrained")
+                      f"{len(theirs)} tokens; token-id pairs in one but not the other: {differ}); drop "
+                      "student.tokenizer or use student.init=pretrained")
 
 
 def count_params(model: PreTrainedModel) -> int:

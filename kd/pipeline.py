@@ -64,7 +64,9 @@ class Pipeline:
 
     @functools.cached_property
     def student_train(self):
-        return stratified_take(self.splits.train, self.cfg.student.train_rows, self.cfg.data.seed)
+        rows = self.cfg.student.train_rows
+        return stratified_take(self.splits.train, rows, self.cfg.data.seed, what=f"student.train_rows={rows}",
+                               where="the train split")
 
     @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
