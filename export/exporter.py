@@ -77,14 +77,13 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             problems = fp32_failures(fp32, cfg.gates)
             if problems:
                 raise ExportGateError(f"{name}: fp32 ONNX ({graph}) does not match PyTorch: " + "; ".join(problems))
-            report["int8_source"] = "fused" if int8_source == fused_path else "plain"
             chosen, why = choose_int8(int8_source, tmp, fp32, parity, reference, cfg, name, say, report)
-            int8_file = fused_int8 = tmp / f"int8-{chosen}.onnx"
-            if int8_source == fused_path:
-                int8_file, source_why = choose_int8_source(plain_path, fused_int8, chosen, tmp, fp32, parity,
+            int8_file = candidate = tmp / f"int8-{chosen}.onnx"
+            if int8_source == fused_path:  # quantized from the fused graph: is the plain graph's int8 better?
+                int8_file, source_why = choose_int8_source(plain_path, candidate, chosen, tmp, fp32, parity,
                                                            reference, speed_batches, cfg, name, report)
-                report["int8_source"] = "fused" if int8_file == fused_int8 else "plain"
                 why += f"; source graph {source_why}"
+            report["int8_source"] = "fused" if int8_source == fused_path and int8_file == candidate else "plain"
         except ExportGateError as exc:
             # the evidence goes beside (not inside) the export folder, which stays as it was
             failed = out_dir.parent / f"{name}.failed.json"
@@ -106,10 +105,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         report.update(
             inputs=inputs,
             fp32={"graph": graph, **fp32.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
-            int8={"variant": chosen, "source": report["int8_source"],
-                  **{k: v for k, v in report["int8_candidates"][chosen].items() if k != "failures"},
-                  **({k: v for k, v in report["int8_from_plain"].items() if k not in ("failures", "timed_seconds")}
-                     if report["int8_source"] == "plain" else {}),
+            int8={"variant": chosen, "source": report["int8_source"], **shipped_int8_check(report, chosen),
                   "size_mb": (tmp / "model_int8.onnx").stat().st_size / 2**20},
             pytorch_size_mb=(model_dir / "model.safetensors").stat().st_size / 2**20,
             total_seconds=time.perf_counter() - started,
@@ -117,3 +113,13 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         write_json(tmp / REPORT, report)
     (out_dir.parent / f"{name}.failed.json").unlink(missing_ok=True)
     return report
+
+
+def shipped_int8_check(report: dict, chosen: str) -> dict:
+    """The checks of the int8 file that ships: the chosen candidate's, or, when the candidate was quantized from
+    the fused graph but the plain graph's quantization shipped instead, that one's."""
+    skip = ("failures", "timed_seconds")
+    check = {k: v for k, v in report["int8_candidates"][chosen].items() if k not in skip}
+    if report["int8_source"] == "plain" and "int8_from_plain" in report:
+        check.update({k: v for k, v in report["int8_from_plain"].items() if k not in skip})
+    return check

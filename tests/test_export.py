@@ -47,11 +47,15 @@ def small_cfg(**kw) -> ExportConfig:
     return ExportConfig(int8_candidates=["qint8", "quint8"], probe_rows=16, gates=kw.pop("gates", LOOSE_INT8), **kw)
 
 
-@pytest.mark.parametrize("kind", ["bert", "distilbert"])
-def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind, tmp_path):
+@pytest.mark.parametrize("kind,optimize", [("bert", "auto"), ("distilbert", "auto"), ("distilbert", "never")])
+def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind, optimize, tmp_path):
     src = stand_in(kind, tmp_path / kind)
     out = tmp_path / "onnx" / kind
-    report = exporter.export_model(kind, src, out, TEXTS, LABELS, small_cfg(), max_length=128, log=lambda m: None)
+    report = exporter.export_model(kind, src, out, TEXTS, LABELS, small_cfg(optimize=optimize), max_length=128,
+                                   log=lambda m: None)
+    if optimize == "never":  # nothing fused: the plain graph ships and is the one quantized
+        assert report["fp32"]["graph"] == "plain" and report["int8"]["source"] == "plain"
+        assert report["int8"]["agreement"] == report["int8_candidates"][report["int8"]["variant"]]["agreement"]
     assert report["fp32"]["max_abs_diff"] <= 1e-4 and report["fp32"]["agreement"] == 1.0
     assert {p["batch_size"] for p in report["fp32"]["probes"]} == {1, 8, 32}
     assert report["int8"]["variant"] in ("qint8", "quint8")
