@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kd.config import DataConfig
-from kd.data import _read_file, fingerprint, load_splits, locate_data
+from kd.data import fingerprint, load_splits, locate_data
+from kd.datafile import read_file
 from kd.errors import KdError
 
 NAMES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -110,7 +111,7 @@ def one_line_error(call, *args) -> str:
 def test_csv_values_stay_literal_text(tmp_path):
     rows = [("1", "NA"), ("2", "null"), (" 3 ", "None"), ("Sports", "123"), ("0", "007"), ("World", "1.50"),
             ("3", "#N/A"), ("1", "nan"), ("+2", " padded "), ("Sci/Tech", "True")]
-    ds = _read_file(write_csv(tmp_path / "train.csv", rows), DataConfig())
+    ds = read_file(write_csv(tmp_path / "train.csv", rows), DataConfig())
     assert ds["text"] == [text for _, text in rows]
     assert ds["label"] == [1, 2, 3, 1, 0, 0, 3, 1, 2, 3]
 
@@ -235,11 +236,11 @@ def test_written_csv_loads_exactly_or_names_the_first_bad_row(tmp_path, rows, te
         writer.writerows([(text, label) if text_first else (label, text) for label, text in rows])
     wanted = expected_error(rows)
     if wanted is None:
-        ds = _read_file(path, DataConfig())
+        ds = read_file(path, DataConfig())
         assert ds["text"] == [text for _, text in rows]
         assert ds["label"] == [NAMES.index(lb.strip()) if lb.strip() in NAMES else int(lb) for lb, _ in rows]
     else:
-        message = one_line_error(_read_file, path, DataConfig())
+        message = one_line_error(read_file, path, DataConfig())
         assert message.startswith(f"{path}: {wanted}"), message
 
 
@@ -261,7 +262,7 @@ def test_any_csv_bytes_load_or_give_one_kd_error(tmp_path, content):
     path = tmp_path / "train.csv"
     path.write_bytes(content)
     try:
-        ds = _read_file(path, DataConfig())
+        ds = read_file(path, DataConfig())
     except KdError as err:
         assert len(str(err).splitlines()) == 1, str(err)
     else:
