@@ -68,14 +68,20 @@ def test_bench_accuracy_is_the_models_own(smoke_bench):
 
 
 def permute_classifier(model_dir):
-    """Shift the classifier's rows by one: the model now names the wrong class for nearly every text."""
+    """Shift the classifier's rows by one: the model now names the wrong class for nearly every text. Its
+    metrics.json records the new weights, as a (worse) retraining would."""
     from safetensors.torch import load_file, save_file
+
+    from kd.runfolder import sha256_file
 
     path = model_dir / "model.safetensors"
     weights = load_file(path)
     for key in ("classifier.weight", "classifier.bias"):
         weights[key] = torch.roll(weights[key], 1, dims=0).contiguous()
     save_file(weights, path, metadata={"format": "pt"})
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    metrics["weights_sha256"] = sha256_file(path)
+    (model_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
 def add_slow_branch(path, n=768):
