@@ -182,6 +182,19 @@ def test_gate_limits_are_inclusive_and_missing_rows_fail():
     assert "no such device" in failures[0]
 
 
+def test_batch_1_latency_ratios_of_sub_millisecond_rows_are_shown_not_gated():
+    name = "a vs b: b1 p50 latency"
+    baseline = {"rows": {"a": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.3},
+                         "b": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}}, "ratios": {name: 0.95}}
+    fast = {"rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.33},
+                     {"row": "b", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}], "ratios": {name: 0.6}}
+    lines, failures = compare(fast, baseline, GateConfig())
+    assert not failures and any("not gated: both rows under 1 ms" in line for line in lines)
+    fast["rows"][0]["p50_ms"] = 5.0  # a row that became slow is gated again
+    _, failures = compare(fast, baseline, GateConfig())
+    assert [f.split(":")[0] for f in failures] == ["a vs b"]
+
+
 def test_pareto_front_keeps_only_unbeaten_points():
     points = [(10.0, 92.0), (5.0, 91.0), (6.0, 90.0), (2.0, 91.0), (1.0, 85.0)]
     assert frontier(points, lower_is_better=True) == [(1.0, 85.0), (2.0, 91.0), (10.0, 92.0)]
