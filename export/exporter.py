@@ -77,7 +77,8 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             problems = fp32_failures(fp32, cfg.gates)
             if problems:
                 raise ExportGateError(f"{name}: fp32 ONNX ({graph}) does not match PyTorch: " + "; ".join(problems))
-            chosen, why = choose_int8(int8_source, tmp, fp32, parity, reference, cfg, name, say, report)
+            chosen, why = choose_int8(int8_source, tmp, fp32, parity, reference, speed_batches, cfg, name, say,
+                                     report)
             int8_file = candidate = tmp / f"int8-{chosen}.onnx"
             if int8_source == fused_path:  # quantized from the fused graph: is the plain graph's int8 better?
                 int8_file, source_why = choose_int8_source(plain_path, candidate, chosen, tmp, fp32, parity,

@@ -50,6 +50,12 @@ def run_split(run: RunFolder, data: str | None, split: str) -> tuple[list[str], 
     return list(ds["text"]), np.asarray(ds["label"]), cfg.data.max_length
 
 
+def export_config(run_dir: Path, overrides: list[str] = ()) -> ExportConfig:
+    """The run's export settings: its preset's `export` section (recorded in the manifest), then `--set`s."""
+    manifest = RunFolder(Path(run_dir)).read_manifest()
+    return build_dataclass(ExportConfig, manifest.get("config", {}).get("export") or {}, overrides)
+
+
 def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None, data: str | None = None,
                force: bool = False) -> dict:
     run = RunFolder(Path(run_dir))

@@ -26,13 +26,26 @@ def call_times(runner: Runner, batches: list[dict]) -> np.ndarray:
     return out
 
 
-def faster(runners: dict[str, Runner], batches: list[dict], rounds: int = 3) -> dict[str, float]:
-    """Total seconds per runner over the batches, best of `rounds`, the runners interleaved each round
-    so that a noisy neighbour slows them alike."""
+def faster(runners: dict[str, Runner], batches: list[dict], rounds: int = 3, min_seconds: float = 0.5,
+           max_rounds: int = 60) -> dict[str, float]:
+    """Total seconds per runner over the batches, best of the rounds, the runners interleaved each round so that
+    a noisy neighbour slows them alike. At least `rounds`, and more until every runner has been timed for
+    `min_seconds` (up to `max_rounds`): a small model's round takes 10 ms, where one scheduler hiccup is 20 %."""
     for run in runners.values():
         run(batches[0])  # warm-up: first calls allocate and pick kernels
     best = {name: float("inf") for name in runners}
-    for _ in range(rounds):
+    spent = dict.fromkeys(runners, 0.0)
+    done = 0
+    while done < rounds or (min(spent.values()) < min_seconds and done < max_rounds):
         for name, run in runners.items():
-            best[name] = min(best[name], float(call_times(run, batches).sum()))
+            seconds = float(call_times(run, batches).sum())
+            best[name] = min(best[name], seconds)
+            spent[name] += seconds
+        done += 1
     return best
+
+
+def clearly_faster(contender: float, default: float, margin: float) -> bool:
+    """True when the contender's time beats the default's by more than `margin` (a share): a choice made on a
+    difference smaller than the timings' noise would differ from run to run."""
+    return contender < default * (1 - margin)

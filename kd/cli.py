@@ -204,11 +204,9 @@ def run_export_verb(args) -> int:
         return 0
     run_dir = args.run_dir or default_run_dir(Path(choose_preset(args.preset)).stem)
     if args.verb == "export":
-        from export.config import ExportConfig
-        from export.run import export_run
-        from kd.config import build_dataclass
+        from export.run import export_config, export_run
 
-        export_run(run_dir, build_dataclass(ExportConfig, {}, args.overrides), args.models, args.data, args.force)
+        export_run(run_dir, export_config(run_dir, args.overrides), args.models, args.data, args.force)
     else:
         from export.check import export_check
 

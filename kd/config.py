@@ -87,6 +87,9 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # Settings of `kd export` (fields of export/config.py's ExportConfig): a preset may pin them, and
+    # `kd export --set key=value` overrides them.
+    export: dict[str, Any] = field(default_factory=dict)
     allow_pickle: bool = False  # load pytorch_model.bin weights; off: safetensors only
     trust_remote_code: bool = False
 
@@ -113,7 +116,11 @@ def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
     except yaml.YAMLError as exc:
         raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     raw.setdefault("preset", path.stem)
-    return build_dataclass(RunConfig, raw, overrides)
+    cfg = build_dataclass(RunConfig, raw, overrides)
+    from export.config import ExportConfig  # (export builds on kd; checked here so a typo stops train-all early)
+
+    _build(ExportConfig, cfg.export, "export")
+    return cfg
 
 
 def build_dataclass(cls, raw: dict[str, Any], overrides: list[str] = ()):

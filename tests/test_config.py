@@ -22,9 +22,23 @@ def test_overrides_are_typed_and_nested():
     assert load_config("smoke").distill.temperature == 2.0  # the preset itself is untouched
 
 
+def test_a_preset_pins_export_settings_that_kd_export_set_overrides(tmp_path):
+    from export.run import export_config
+    from kd.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    run.update_manifest(config=load_config("smoke").to_dict())
+    assert export_config(run.root).speed_margin == 1.0  # smoke.yaml: no choice on speed
+    assert export_config(run.root, ["speed_margin=0.1", "optimize=never"]).speed_margin == 0.1
+    run.update_manifest(config=load_config("cpu").to_dict())
+    assert export_config(run.root).speed_margin == 0.05  # no export section: the defaults
+
+
 @pytest.mark.parametrize("override,message", [
     ("distill.temprature=4", "unknown key distill.temprature"),
     ("nonsense", "expected key=value"),
+    ("export.optimise=never", "unknown key export.optimise"),  # the export section is checked up front too
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(KdError, match=message):

@@ -20,6 +20,7 @@ import export.exporter as exporter
 from export.config import ExportConfig, Gates
 from export.parity import ExportGateError
 from kd.models import resolve_source
+from kd.runfolder import sha256_file
 
 TEXTS_LABELS = sample_rows("test", 24)  # 96 real AG News texts
 TEXTS = [t for _, t in TEXTS_LABELS]
@@ -71,6 +72,38 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     enc = tok(TEXTS[:3], padding="max_length", max_length=40, truncation=True, return_tensors="np")
     logits = sess.run(None, {n: enc[n].astype(np.int64) for n in expected})[0]
     assert logits.shape == (3, 4)
+
+
+@pytest.mark.parametrize("plain, fused, graph, int8_source", [
+    (1.0, 0.97, "plain", "fused"),  # 3 % apart: noise, the defaults stay (plain fp32, int8 from the fused graph)
+    (1.0, 0.80, "fused", "fused"),  # the fused graph clearly faster: it ships
+    (0.80, 1.0, "plain", "plain"),  # the plain graph's int8 clearly faster: it ships, if as accurate
+])
+def test_speed_choices_move_off_their_defaults_only_for_a_clear_margin(plain, fused, graph, int8_source, tmp_path,
+                                                                       monkeypatch):
+    import export.choose as choose
+
+    monkeypatch.setattr(choose, "faster", lambda runners, batches: {"plain": plain, "fused": fused, "qint8": 1.0,
+                                                                     "quint8": 1.0})
+    src = stand_in("bert", tmp_path / "bert")
+    report = exporter.export_model("bert", src, tmp_path / "onnx", TEXTS, LABELS, small_cfg(), max_length=128,
+                                   log=lambda m: None)
+    assert report["fp32"]["graph"] == graph, report["graph_choice"]
+    accurate = report["int8_from_plain"]["accuracy"] >= report["int8_candidates"][report["int8"]["variant"]][
+        "accuracy"] - ExportConfig().int8_tie
+    assert report["int8"]["source"] == (int8_source if accurate else "fused"), report["int8_choice"]
+
+
+@pytest.mark.parametrize("seconds, chosen", [
+    ({"qint8": 1.0, "quint8": 0.97}, "qint8"),  # within the margin: the most accurate (listed first) stays
+    ({"qint8": 1.0, "quint8": 0.90}, "quint8"),
+    ({"qint8": 0.90, "quint8": 1.0}, "qint8"),
+])
+def test_equally_accurate_int8_variants_go_to_the_first_unless_another_is_clearly_faster(seconds, chosen):
+    from export.choose import pick_int8
+
+    records = {name: {"timed_seconds": s} for name, s in seconds.items()}
+    assert pick_int8(["qint8", "quint8"], records, ExportConfig().speed_margin) == chosen
 
 
 def tampered(tamper):
@@ -151,6 +184,12 @@ def test_kd_export_on_the_smoke_run(smoke_copy):
     assert "| distilled | int8 |" in (smoke_copy / "onnx/report.md").read_text()
     again = kd("export", "--run-dir", smoke_copy, "--preset", "smoke")
     assert again.stdout.count("already exported with these weights and settings, skipped") == 3
+    # the smoke preset makes no choice on speed (its `export` section): a forced re-export ships the same bytes
+    shipped = {p: sha256_file(p) for p in sorted((smoke_copy / "onnx").glob("*/model*.onnx"))}
+    assert len(shipped) == 6
+    redone = kd("export", "--run-dir", smoke_copy, "--preset", "smoke", "--force")
+    assert redone.returncode == 0, redone.stderr[-2000:]
+    assert {p: sha256_file(p) for p in shipped} == shipped
 
     check = kd("export-check", "--run-dir", smoke_copy, "--preset", "smoke")
     assert check.returncode == 0, check.stderr[-2000:]
