@@ -112,6 +112,9 @@ def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
                        help="points of accuracy or macro-F1 a row may lose (default: %(default)s)")
         p.add_argument("--max-ratio-drop", type=float, default=GateConfig.max_ratio_drop,
                        help="share a within-run speed ratio may fall below the baseline's (default: %(default)s)")
+        p.add_argument("--confirm", type=int, default=1,
+                       help="when only speed ratios fail, bench again up to this many times; a ratio fails only "
+                       "if it fails every time (default: %(default)s; 0: judge the last bench alone)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +239,7 @@ def run_bench_verb(args) -> int:
         return 0
     from bench.gate import GateConfig, check
 
-    return check(run_dir, args.baseline, GateConfig(args.max_accuracy_drop, args.max_ratio_drop))
+    return check(run_dir, args.baseline, GateConfig(args.max_accuracy_drop, args.max_ratio_drop), args.confirm)
 
 
 if __name__ == "__main__":

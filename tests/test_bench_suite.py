@@ -12,7 +12,7 @@ from conftest import kd
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.flops import batch_flops
-from bench.gate import GateConfig, compare
+from bench.gate import GateConfig, check, compare
 from bench.plot import frontier
 
 QUICK = ("--bench-samples", "256", "--latency-texts", "64", "--min-seconds", "0.5")
@@ -117,11 +117,18 @@ def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_on
 
     worse = tmp_path / "worse"
     shutil.copytree(smoke_bench, worse)
-    permute_classifier(worse / "models" / "distilled")
     add_slow_branch(worse / "onnx" / "distilled" / "model_int8.onnx")
+    assert kd("bench", "--run-dir", worse, *QUICK).returncode == 0
+    slower = kd("bench-check", "--run-dir", worse, "--baseline", baseline)  # only speed fails: benched again
+    assert slower.returncode == 1, slower.stdout[-3000:]
+    assert "benching again to confirm (1 of 1)" in slower.stdout and "the best of 2 bench runs" in slower.stdout
+    assert "- distilled-onnxruntime-cpu-int8 vs distilled-onnxruntime-cpu-fp32: throughput (×)" in slower.stdout
+
+    permute_classifier(worse / "models" / "distilled")
     assert kd("bench", "--run-dir", worse, *QUICK).returncode == 0
     failed = kd("bench-check", "--run-dir", worse, "--baseline", baseline)
     assert failed.returncode == 1, failed.stdout[-3000:]
+    assert "benching again" not in failed.stdout  # an accuracy drop is no noise: judged at once
     report = failed.stdout.split("bench-check FAILED")[1]
     assert "- distilled-pytorch-cpu-fp32: accuracy (%)" in report
     assert "- distilled-onnxruntime-cpu-int8 vs distilled-onnxruntime-cpu-fp32: throughput (×)" in report
@@ -199,3 +206,34 @@ def test_pareto_front_keeps_only_unbeaten_points():
     points = [(10.0, 92.0), (5.0, 91.0), (6.0, 90.0), (2.0, 91.0), (1.0, 85.0)]
     assert frontier(points, lower_is_better=True) == [(1.0, 85.0), (2.0, 91.0), (10.0, 92.0)]
     assert frontier([(100, 90.0), (300, 91.0), (200, 92.0)], lower_is_better=False) == [(300, 91.0), (200, 92.0)]
+
+
+def test_a_speed_failure_counts_only_when_it_repeats(tmp_path):
+    """bench-check --confirm: a ratio low once (noise) passes when benched again; one low every time fails; an
+    accuracy drop is judged at once."""
+    name = "a vs b: throughput"
+    config = {"batch_size": 32, "order": "length"}
+    rows = [{"row": r, "accuracy": 0.9, "f1_macro": 0.9, "samples": 100, "p50_ms": 5.0} for r in "ab"]
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"settings": {"samples": 100, "batch_size": 32, "order": "length"},
+                                    "rows": {r["row"]: dict(r) for r in rows}, "ratios": {name: 2.0}}))
+    run = tmp_path / "run"
+    (run / "bench").mkdir(parents=True)
+
+    def bench_with(ratio, accuracy=0.9):
+        summary = {"config": config, "rows": [{**r, "accuracy": accuracy} for r in rows], "ratios": {name: ratio}}
+        (run / "bench" / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    def rebenches(*ratios):
+        calls = iter(ratios)
+        return lambda run_dir, summary: bench_with(next(calls))
+
+    bench_with(1.2)
+    assert check(run, baseline, confirm=2, rebench=rebenches(1.9)) == 0  # low once, fine the next time
+    bench_with(1.2)
+    assert check(run, baseline, confirm=2, rebench=rebenches(1.3, 1.4)) == 1  # low three times
+    bench_with(1.2)
+    assert check(run, baseline, confirm=0, rebench=rebenches()) == 1  # --confirm 0: the bench alone
+    bench_with(2.0, accuracy=0.5)
+    assert check(run, baseline, confirm=2, rebench=rebenches()) == 1  # no rebench asked for (next() would raise)
