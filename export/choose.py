@@ -28,10 +28,16 @@ def checked(parity: ParitySet, path: Path, reference: Outputs, what: str, full: 
     return parity.compare(run_graph(parity, path, what, full), reference)
 
 
+def speed_matters(cfg: ExportConfig) -> bool:
+    """False when no contender could ever be faster by the margin (speed_margin >= 1): then nothing is timed."""
+    return cfg.speed_margin < 1
+
+
 def choose_fp32(plain_path: Path, fused_path: Path, config, parity: ParitySet, reference: Outputs,
                 speed_batches: list[dict], cfg: ExportConfig, name: str, report: dict) -> tuple[str, Check, Path]:
-    """(graph kept, its check, the graph to quantize). Both graphs are checked on the probes and timed; the
-    whole validation split then checks the one kept (and the plain one when the fused one fails there)."""
+    """(graph kept, its check, the graph to quantize). Both graphs are checked on the probes and timed (unless
+    speed_margin >= 1); the whole validation split then checks the one kept (and the plain one when the fused
+    one fails there)."""
     plain = checked(parity, plain_path, reference, f"{name}: fp32 ONNX", full=False)
     report["fp32_candidates"] = {"plain": plain.to_dict()}
     graph, int8_source = "plain", plain_path
@@ -42,19 +48,24 @@ def choose_fp32(plain_path: Path, fused_path: Path, config, parity: ParitySet, r
         fused_ops = optimize_graph(plain_path, fused_path, *heads_and_hidden(config))
         optimize_seconds = time.perf_counter() - t0
         fused = checked(parity, fused_path, reference, f"{name}: fused fp32 ONNX", full=False)
-        times = faster({"plain": ort_runner(session(plain_path)), "fused": ort_runner(session(fused_path))},
-                       speed_batches)
         report["fp32_candidates"]["fused"] = {**fused.to_dict(), "fused_ops": fused_ops,
                                               "optimize_seconds": optimize_seconds}
-        for which in ("plain", "fused"):
-            report["fp32_candidates"][which]["timed_seconds"] = times[which]
+        timing, faster_fused = "", False
+        if speed_matters(cfg):
+            times = faster({"plain": ort_runner(session(plain_path)), "fused": ort_runner(session(fused_path))},
+                           speed_batches)
+            for which in ("plain", "fused"):
+                report["fp32_candidates"][which]["timed_seconds"] = times[which]
+            timing = (f": fused {times['fused'] * 1e3:.0f} ms vs plain {times['plain'] * 1e3:.0f} ms on the timing "
+                      "batches")
+            faster_fused = clearly_faster(times["fused"], times["plain"], cfg.speed_margin)
         probes_pass = not fp32_failures(fused, cfg.gates)
         if probes_pass:
             int8_source = fused_path  # fused attention quantizes better and runs faster as int8
-        faster_fused = clearly_faster(times["fused"], times["plain"], cfg.speed_margin)
         why = ("optimize=always" if cfg.optimize == "always" else "fused graph fails the gates" if not probes_pass
                else f"passes the gates and is over {cfg.speed_margin:.0%} faster" if faster_fused
-               else f"fused graph is not over {cfg.speed_margin:.0%} faster")
+               else f"fused graph is not over {cfg.speed_margin:.0%} faster" if speed_matters(cfg)
+               else "no choice on speed (speed_margin >= 1)")
         if cfg.optimize == "always" or (probes_pass and faster_fused):
             fused = checked(parity, fused_path, reference, f"{name}: fused fp32 ONNX")
             report["fp32_candidates"]["fused"].update(fused.to_dict())
@@ -62,8 +73,7 @@ def choose_fp32(plain_path: Path, fused_path: Path, config, parity: ParitySet, r
                 graph = "fused"
             else:
                 why = "fused graph fails the gates on the validation split"
-        report["graph_choice"] = (f"{graph} ({why}: fused {times['fused'] * 1e3:.0f} ms vs plain "
-                                  f"{times['plain'] * 1e3:.0f} ms on the timing batches)")
+        report["graph_choice"] = f"{graph} ({why}{timing})"
     if graph == "fused":
         return graph, fused, int8_source
     plain = checked(parity, plain_path, reference, f"{name}: fp32 ONNX")
@@ -117,7 +127,7 @@ def choose_int8(source: Path, folder: Path, fp32: Check, parity: ParitySet, refe
     best = max(records[c]["accuracy"] for c in passing)
     tied = sorted((c for c in passing if records[c]["accuracy"] >= best - cfg.int8_tie),
                   key=lambda c: -records[c]["accuracy"])  # stable: ranked order on equal accuracy
-    if len(tied) > 1:
+    if len(tied) > 1 and speed_matters(cfg):
         times = faster({c: ort_runner(session(folder / f"int8-{c}.onnx")) for c in tied}, speed_batches)
         for candidate in tied:
             records[candidate]["timed_seconds"] = times[candidate]
@@ -125,7 +135,8 @@ def choose_int8(source: Path, folder: Path, fp32: Check, parity: ParitySet, refe
     tie = ""
     if len(tied) > 1:
         tie = (f"; of {', '.join(tied)}, within {cfg.int8_tie * 100:.2g} pt, "
-               + ("the fastest" if chosen != tied[0] else f"none is over {cfg.speed_margin:.0%} faster"))
+               + ("the fastest" if chosen != tied[0] else f"none is over {cfg.speed_margin:.0%} faster"
+                  if speed_matters(cfg) else "the most accurate (no choice on speed)"))
     why = (f"{chosen} (best validation accuracy of the finalists that pass the gates{tie}; screened on "
            f"{len(head.texts)} rows: {', '.join(ranked)})")
     return chosen, why
@@ -135,7 +146,7 @@ def pick_int8(tied: list[str], records: dict[str, dict], margin: float) -> str:
     """Of variants equally accurate within the tie (most accurate first), the most accurate, unless the fastest
     beats it by over `margin` on the timing batches."""
     first = tied[0]
-    if len(tied) == 1:
+    if any("timed_seconds" not in records[c] for c in tied):  # one variant, or speed_margin >= 1: not timed
         return first
     fastest = min(tied, key=lambda c: records[c]["timed_seconds"])
     return fastest if clearly_faster(records[fastest]["timed_seconds"], records[first]["timed_seconds"],
@@ -149,6 +160,8 @@ def choose_int8_source(plain_path: Path, fused_int8: Path, variant: str, folder:
     QAttention and SkipLayerNormalization ran slower in int8 than the plain graph's separate ops on this
     project's CPU (3-layer student: 615 vs 791 samples/s at batch 32). (int8 file to ship, why): the fused one
     unless the plain one passes the gates, is as accurate (within `int8_tie`) and is over `speed_margin` faster."""
+    if not speed_matters(cfg):  # the plain graph's int8 could only win on speed
+        return fused_int8, "fused (no choice on speed: speed_margin >= 1)"
     plain_int8 = folder / f"int8-{variant}-plain.onnx"
     quantize(plain_path, plain_int8, variant)
     check = checked(parity, plain_int8, reference, f"{name}: int8 {variant} from the plain graph")
