@@ -28,9 +28,9 @@ REPORT = "export_report.json"
 PROCEDURE = 2
 
 
-def export_key(model_dir: Path, cfg: ExportConfig) -> str:
-    """What an export was made from: the weights and the export settings."""
-    blob = json.dumps([sha256_file(model_dir / "model.safetensors"), asdict(cfg), PROCEDURE], sort_keys=True)
+def export_key(weights_sha256: str, cfg: ExportConfig) -> str:
+    """What an export was made from: the weights (their sha256) and the export settings."""
+    blob = json.dumps([weights_sha256, asdict(cfg), PROCEDURE], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -40,7 +40,8 @@ def is_current(out_dir: Path, key: str) -> bool:
 
 
 def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], labels: np.ndarray,
-                 cfg: ExportConfig, max_length: int, log=print) -> dict:
+                 cfg: ExportConfig, max_length: int, log=print, key: str | None = None) -> dict:
+    """`key`: export_key of the weights when the caller has their verified sha256 (hashed here otherwise)."""
     check_candidates(cfg.int8_candidates)
     if cfg.optimize not in ("auto", "always", "never"):
         raise KdError(f"export.optimize={cfg.optimize!r}: expected auto, always or never")
@@ -59,7 +60,8 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
     parity = ParitySet(tokenizer, texts, labels, cfg, max_length)
     reference = parity.run(torch_runner(model))
     say("PyTorch reference logits computed")
-    report: dict = {"model": name, "key": export_key(model_dir, cfg), "source": str(model_dir),
+    key = key or export_key(sha256_file(model_dir / "model.safetensors"), cfg)
+    report: dict = {"model": name, "key": key, "source": str(model_dir),
                     "validation_rows": len(texts), "gates": asdict(cfg.gates),
                     "pytorch_validation_accuracy": float((reference.validation.argmax(-1) == labels).mean())}
     speed_batches = (timing_batches(tokenizer, texts, max_length, 1, 8)

@@ -66,11 +66,12 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
     onnx_root = run.root / "onnx"
     for name in names:
         out_dir = onnx_root / name
-        if not force and is_current(out_dir, export_key(run.model_dir(name), cfg)):
+        key = export_key(run.recorded_sha256(name), cfg)  # trained_models checked the file against it
+        if not force and is_current(out_dir, key):
             print(f"kd: {name}: already exported with these weights and settings, skipped ({out_dir})")
             continue
         report = export_model(name, run.model_dir(name), out_dir, texts, labels, cfg, max_length,
-                              log=lambda m: print(f"kd: {m}", flush=True))
+                              log=lambda m: print(f"kd: {m}", flush=True), key=key)
         print(f"kd: {name}: exported in {report['total_seconds']:.0f} s -> {out_dir}", flush=True)
     summary = write_run_report(onnx_root)
     print((onnx_root / "report.md").read_text())

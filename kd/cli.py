@@ -25,7 +25,6 @@ EXPORT_VERBS = {
     "export-check": "classify the test split with each export (plain InferenceSession) and compare with PyTorch",
     "predict": "label and probability per text, from a PyTorch folder, an ONNX folder or an .onnx file",
 }
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 BENCH_VERBS = {
     "bench": "pytest-benchmark suite: accuracy, F1, size, latency, throughput of every model x backend x device",
     "bench-check": "compare the run's bench summary with a committed baseline; exit 1 on a regression",
@@ -134,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kd: error: {message}; free space or choose another --run-dir (RUN=...); "
               "files already finished were left as they were", file=sys.stderr)
         return 2
+
+
+# what a full, read-only or foreign-owned output folder raises: the user's to fix, not a bug
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def disk_error(exc: BaseException) -> str | None:

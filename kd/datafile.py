@@ -18,7 +18,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, Features, Value
 
 from kd.config import DataConfig
-from kd.errors import KdError
+from kd.errors import KdError, first_line
 
 FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -72,7 +72,7 @@ def _quiet_builder():
 
 
 def _read_error(path: Path, builder: str, cause: BaseException) -> KdError:
-    detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    detail = first_line(cause)
     detail = detail.removeprefix("Error tokenizing data. C error: ")
     if isinstance(cause, UnicodeDecodeError):
         detail = "it is not UTF-8 text"

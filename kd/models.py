@@ -27,7 +27,7 @@ from transformers import (
 
 from kd.config import RunConfig
 from kd.convert import distilbert_from_bert, parse_layers
-from kd.errors import KdError
+from kd.errors import KdError, first_line
 from kd.runfolder import sha256_file
 
 BUNDLED = {
@@ -41,15 +41,16 @@ BUNDLED = {
 _verified: set[Path] = set()
 
 
-def resolve_source(source: str, what: str, allow_pickle: bool = False) -> str:
-    """A local folder, a verified bundled folder, or a hub id (returned as is)."""
+def resolve_source(source: str, what: str, allow_pickle: bool = False, kind: str = "model") -> str:
+    """A local folder, a verified bundled folder, or a hub id (returned as is). A model folder (kind "model")
+    must hold config.json and safe weights; a tokenizer folder (kind "tokenizer") holds neither."""
     if source.startswith("bundled:"):
         return str(_bundled_folder(source.removeprefix("bundled:")))
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
             raise KdError(f"{what}={source}: expected a model folder (save_pretrained layout), got a file")
-        if what.endswith("tokenizer"):  # a tokenizer folder holds no config or weights
+        if kind == "tokenizer":
             return str(path)
         if not (path / "config.json").is_file():
             raise KdError(f"{what}={source}: no config.json; expected a save_pretrained folder")
@@ -75,7 +76,7 @@ def check_safetensors(path: Path, what: str) -> None:
         with safe_open(str(path), framework="pt") as fh:
             fh.keys()
     except (SafetensorError, OSError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise KdError(f"{what}: {path} is not a whole safetensors file ({detail})") from None
 
 
@@ -104,18 +105,20 @@ def _from_pretrained(loader, source: str, what: str, cfg: RunConfig, **kwargs):
     try:
         return loader.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if "custom code" in first and not cfg.trust_remote_code:
             first += " It was not run: pass --set trust_remote_code=true only for code you have read and trust"
         raise KdError(f"{what}={source}: could not be loaded ({first})") from None
 
 
 def load_tokenizer(source: str, what: str, cfg: RunConfig, input_names: list[str] | None = None):
+    """The tokenizer of a folder, bundled name or hub id (`what` names the config field in errors)."""
     kwargs = {"model_input_names": input_names} if input_names else {}
+    folder = resolve_source(source, what, kind="tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=cfg.trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise KdError(f"{what}={source}: no usable tokenizer ({first})") from None
 
 
@@ -205,7 +208,7 @@ def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
     if tc.model is None:
         if not tc.tokenizer:
             raise KdError("teacher.model is empty: a teacher built from teacher.arch needs teacher.tokenizer")
-        tokenizer = load_tokenizer(resolve_source(tc.tokenizer, "teacher.tokenizer"), "teacher.tokenizer", cfg)
+        tokenizer = load_tokenizer(tc.tokenizer, "teacher.tokenizer", cfg)
         torch.manual_seed(tc.train.seed)
         model = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), **tc.arch, **labels))
         if tc.finetune == "never":
@@ -214,8 +217,7 @@ def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
 
     source = resolve_source(tc.model, "teacher.model", cfg.allow_pickle)
     config = _from_pretrained(AutoConfig, source, "teacher.model", cfg)
-    tokenizer = load_tokenizer(resolve_source(tc.tokenizer, "teacher.tokenizer") if tc.tokenizer else source,
-                               "teacher.tokenizer", cfg)
+    tokenizer = load_tokenizer(tc.tokenizer or source, "teacher.tokenizer", cfg)
     trained = _is_trained_classifier(config)
     if tc.finetune == "never" and not trained:
         raise KdError(f"teacher.model={tc.model}: has no trained classification head and teacher.finetune=never")
@@ -233,8 +235,9 @@ def load_teacher(cfg: RunConfig, label_names: list[str]) -> Teacher:
     return Teacher(model, tokenizer, True, "new head, fine-tuned here", source)
 
 
-def build_student(cfg: RunConfig, label_names: list[str], teacher_tokenizer_source: str | None):
+def build_student(cfg: RunConfig, label_names: list[str]):
     """The students' common starting point: the same seed gives baseline and distilled the same weights."""
+    teacher_tokenizer_source = cfg.teacher.tokenizer or cfg.teacher.model
     sc = cfg.student
     labels = label_kwargs(label_names)
     torch.manual_seed(sc.train.seed)
@@ -258,15 +261,13 @@ def build_student(cfg: RunConfig, label_names: list[str], teacher_tokenizer_sour
         tok_source = sc.tokenizer or teacher_tokenizer_source
         if not tok_source:
             raise KdError("student.init=random needs student.tokenizer")
-        vocab = len(load_tokenizer(resolve_source(tok_source, "student.tokenizer"), "student.tokenizer", cfg))
+        vocab = len(load_tokenizer(tok_source, "student.tokenizer", cfg))
         model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=vocab, **sc.arch, **labels))
     else:
         raise KdError(f"student.init={sc.init!r}: expected pretrained, random or from-teacher:<layers>")
-    tokenizer = load_tokenizer(resolve_source(tok_source, "student.tokenizer"), "student.tokenizer", cfg,
-                               input_names=model_input_names(model))
+    tokenizer = load_tokenizer(tok_source, "student.tokenizer", cfg, input_names=model_input_names(model))
     if sc.init.startswith("from-teacher") and sc.tokenizer:
-        teacher_tok = load_tokenizer(resolve_source(teacher_tokenizer_source or source, "teacher.tokenizer"),
-                                     "teacher.tokenizer", cfg)
+        teacher_tok = load_tokenizer(teacher_tokenizer_source, "teacher.tokenizer", cfg)
         check_same_vocab(tokenizer, teacher_tok, sc.tokenizer)
     check_vocab_fits(model, tokenizer, "student", tok_source)
     return model, tokenizer

@@ -25,7 +25,7 @@ from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
 from kd.features import length_order, tokenized, tokenizer_fingerprint
 from kd.metrics import classification_metrics
-from kd.models import build_student, count_params, load_teacher, resolve_source
+from kd.models import build_student, count_params, load_teacher
 from kd.report import write_report
 from kd.resume import resume_point, start_afresh
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, sha256_file, write_json, write_npy
@@ -98,9 +98,7 @@ class Pipeline:
             )
 
     def new_student(self):
-        teacher_tok = self.cfg.teacher.tokenizer or self.cfg.teacher.model
-        source = resolve_source(teacher_tok, "teacher.tokenizer") if teacher_tok else None
-        return build_student(self.cfg, self.splits.label_names, source)
+        return build_student(self.cfg, self.splits.label_names)
 
     # ---- helpers ---------------------------------------------------------------------------------
 
@@ -275,13 +273,15 @@ class Pipeline:
 
     def train_all(self, force: bool = False) -> None:
         self.check_inputs()
-        if not force:
-            for name in MODEL_NAMES:
-                self.is_current(name)  # a finished model whose weights changed stops the run before any write
+        # up front (each model's weights hashed once): a finished model whose weights changed stops the run
+        # before any write
+        current = {name: not force and self.is_current(name) for name in MODEL_NAMES}
         manifest.start(self, "train-all")
         stages = {"teacher": self.stage_teacher, "baseline": self.stage_baseline, "distilled": self.stage_distill}
         for name in MODEL_NAMES:
-            if not force and self.is_current(name):
+            if name == "distilled" and not current["teacher"] and not force:
+                current[name] = self.is_current(name)  # its key holds the teacher's weights, just retrained
+            if current[name]:
                 self.log(f"{name}: already done with this config, skipped ({self.run.model_dir(name)})")
                 continue
             stages[name]()

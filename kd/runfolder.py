@@ -87,15 +87,20 @@ class RunFolder:
             with contextlib.suppress(OSError):
                 probe.unlink()
 
+    def recorded_sha256(self, name: str) -> str | None:
+        """The sha256 of its weights that a finished stage recorded in its metrics.json."""
+        folder = self.model_dir(name)
+        try:
+            return json.loads((folder / "metrics.json").read_text()).get("weights_sha256")
+        except (OSError, ValueError):
+            raise KdError(f"{folder}: no readable metrics.json; the {name} stage did not finish here "
+                          "(run make train-all)") from None
+
     def verified_model(self, name: str) -> Path:
         """The model folder of a finished stage, after checking its weights are the ones it saved."""
         folder = self.model_dir(name)
         weights = folder / "model.safetensors"
-        try:
-            recorded = json.loads((folder / "metrics.json").read_text()).get("weights_sha256")
-        except (OSError, ValueError):
-            raise KdError(f"{folder}: no readable metrics.json; the {name} stage did not finish here "
-                          "(run make train-all)") from None
+        recorded = self.recorded_sha256(name)
         if not weights.is_file():
             raise KdError(f"{weights}: missing; run the {name} stage again (make train-all with --force)")
         if recorded != sha256_file(weights):
