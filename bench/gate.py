@@ -23,9 +23,11 @@ COMPARABLE = ("samples", "batch_size", "order")
 class GateConfig:
     max_accuracy_drop_pt: float = 1.0  # accuracy and macro-F1, in points
     max_ratio_drop: float = 0.25  # a within-run speed ratio may fall this share below the baseline's
-    # Batch-1 latency ratios between two rows that both answer in under this many ms (the smoke preset's tiny
-    # models: 0.2-0.4 ms) are shown, not gated: there scheduler noise moved one such ratio by 35 % between runs.
-    latency_floor_ms: float = 1.0
+    # Batch-1 latency ratios between two rows that both answer in under this many ms (every row of the smoke
+    # preset: 0.2-2.3 ms) are shown, not gated: such a call is mostly per-call overhead, which swings between
+    # sessions (the smoke teacher's PyTorch b1 p50: 1.34, 1.82 and 2.26 ms in three of them, its ONNX Runtime
+    # ratio by 25-35 %). The cpu preset's rows (2.1-14 ms) stay gated, and so does a row that becomes slow.
+    latency_floor_ms: float = 2.5
 
 
 def read_summary(run_dir: Path) -> dict:

@@ -196,7 +196,7 @@ def test_batch_1_latency_ratios_of_sub_millisecond_rows_are_shown_not_gated():
     fast = {"rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.33},
                      {"row": "b", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}], "ratios": {name: 0.6}}
     lines, failures = compare(fast, baseline, GateConfig())
-    assert not failures and any("not gated: both rows under 1 ms" in line for line in lines)
+    assert not failures and any("not gated: both rows under 2.5 ms" in line for line in lines)
     fast["rows"][0]["p50_ms"] = 5.0  # a row that became slow is gated again
     _, failures = compare(fast, baseline, GateConfig())
     assert [f.split(":")[0] for f in failures] == ["a vs b"]
