@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,6 +81,13 @@ def rows_by_id(summary: dict) -> dict[str, dict]:
 def record_baseline(summaries: list[dict], path: Path | None = None) -> Path:
     path = Path(path) if path else default_baseline(summaries[0])
     baseline = baseline_of(summaries)
+    if path.is_file():  # a re-recorded baseline keeps the limits chosen for it
+        try:
+            gate = json.loads(path.read_text()).get("gate")
+        except ValueError:
+            gate = None
+        if gate:
+            baseline["gate"] = gate
     write_json(path, baseline)
     print(f"kd: baseline written to {path} ({len(baseline['rows'])} rows, {len(baseline['ratios'])} ratios, "
           f"lowest of {len(summaries)} bench run(s))")
@@ -159,8 +166,6 @@ def best_ratios(summaries: list[dict]) -> dict:
 
 def bench_again(run_dir: Path, summary: dict) -> dict:
     """The same bench as the summary's (its settings), run again on the run folder; returns the new summary."""
-    from dataclasses import fields
-
     from bench.config import BenchConfig
     from bench.run import bench
 
@@ -172,10 +177,21 @@ def bench_again(run_dir: Path, summary: dict) -> dict:
     return read_summary(run_dir)
 
 
-def check(run_dir: Path, baseline_path: Path | None = None, gate: GateConfig | None = None, confirm: int = 0,
+def gate_for(baseline: dict, path: Path, overrides: dict | None = None) -> GateConfig:
+    """The limits: GateConfig's defaults, then the baseline's own "gate" section (a preset whose ratios swing
+    more between sessions says so next to its numbers), then the command line's (None: not given)."""
+    limits = {**(baseline.get("gate") or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    limits.pop("why", None)  # the reason for the baseline's limits, for its readers
+    known = {f.name for f in fields(GateConfig)}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        raise KdError(f"{path}: gate.{unknown[0]} is not a gate limit (known: {', '.join(sorted(known))})")
+    return GateConfig(**limits)
+
+
+def check(run_dir: Path, baseline_path: Path | None = None, overrides: dict | None = None, confirm: int = 0,
           rebench=bench_again) -> int:
     """The gate; speed ratios that fail are benched again up to `confirm` times (see best_ratios)."""
-    gate = gate or GateConfig()
     summary = read_summary(run_dir)
     path = Path(baseline_path) if baseline_path else default_baseline(summary)
     if not path.is_file():
@@ -192,6 +208,7 @@ def check(run_dir: Path, baseline_path: Path | None = None, gate: GateConfig | N
         raise KdError(f"{path}: recorded with {', '.join(f'{k}={base_settings.get(k)}' for k in differ)}, this "
                       f"bench used {', '.join(f'{k}={ours.get(k)}' for k in differ)}; bench with the same settings "
                       "or record a new baseline")
+    gate = gate_for(baseline, path, overrides)
     summaries = [summary]
     lines, failures = compare(summary, baseline, gate)
     while speed_only(failures) and len(summaries) <= confirm:
@@ -201,7 +218,8 @@ def check(run_dir: Path, baseline_path: Path | None = None, gate: GateConfig | N
         summaries.append(rebench(run_dir, summary))
         lines, failures = compare(best_ratios(summaries), baseline, gate)
     same_machine = baseline.get("machine", {}).get("cpu") == summary.get("machine", {}).get("cpu")
-    print(f"kd: bench-check of {run_dir} against {path} (recorded {baseline.get('recorded')})"
+    print(f"kd: bench-check of {run_dir} against {path} (recorded {baseline.get('recorded')}; limits: accuracy "
+          f"-{gate.max_accuracy_drop_pt:g} pt, ratios -{gate.max_ratio_drop:.0%})"
           + (f"; speed ratios: the best of {len(summaries)} bench runs" if len(summaries) > 1 else "") + "\n")
     print("\n".join(lines))
     print(f"\nAbsolute figures ({'same CPU model as the baseline' if same_machine else 'another machine'}; "

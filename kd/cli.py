@@ -107,10 +107,12 @@ def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
     if verb == "bench-check":
         from bench.gate import GateConfig
 
-        p.add_argument("--max-accuracy-drop", type=float, default=GateConfig.max_accuracy_drop_pt,
-                       help="points of accuracy or macro-F1 a row may lose (default: %(default)s)")
-        p.add_argument("--max-ratio-drop", type=float, default=GateConfig.max_ratio_drop,
-                       help="share a within-run speed ratio may fall below the baseline's (default: %(default)s)")
+        p.add_argument("--max-accuracy-drop", type=float,
+                       help="points of accuracy or macro-F1 a row may lose (default: the baseline's gate section, "
+                       f"else {GateConfig.max_accuracy_drop_pt})")
+        p.add_argument("--max-ratio-drop", type=float,
+                       help="share a within-run speed ratio may fall below the baseline's (default: the baseline's "
+                       f"gate section, else {GateConfig.max_ratio_drop})")
         p.add_argument("--confirm", type=int, default=1,
                        help="when only speed ratios fail, bench again up to this many times; a ratio fails only "
                        "if it fails every time (default: %(default)s; 0: judge the last bench alone)")
@@ -240,9 +242,10 @@ def run_bench_verb(args) -> int:
             summaries.append(read_summary(run_dir))
         record_baseline(summaries or [read_summary(run_dir)], args.baseline)
         return 0
-    from bench.gate import GateConfig, check
+    from bench.gate import check
 
-    return check(run_dir, args.baseline, GateConfig(args.max_accuracy_drop, args.max_ratio_drop), args.confirm)
+    overrides = {"max_accuracy_drop_pt": args.max_accuracy_drop, "max_ratio_drop": args.max_ratio_drop}
+    return check(run_dir, args.baseline, overrides, args.confirm)
 
 
 if __name__ == "__main__":

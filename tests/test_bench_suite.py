@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bench.flops import batch_flops
 from bench.gate import GateConfig, check, compare
 from bench.plot import frontier
+from kd.errors import KdError
 
 QUICK = ("--bench-samples", "256", "--latency-texts", "64", "--min-seconds", "0.5")
 CPU_COMBOS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
@@ -237,3 +238,23 @@ def test_a_speed_failure_counts_only_when_it_repeats(tmp_path):
     assert check(run, baseline, confirm=0, rebench=rebenches()) == 1  # --confirm 0: the bench alone
     bench_with(2.0, accuracy=0.5)
     assert check(run, baseline, confirm=2, rebench=rebenches()) == 1  # no rebench asked for (next() would raise)
+
+
+def test_a_baseline_may_set_its_own_limits_and_the_command_line_overrides_them(tmp_path):
+    from bench.gate import gate_for, record_baseline
+
+    path = tmp_path / "b.json"
+    baseline = {"gate": {"max_ratio_drop": 0.4, "why": "noisy rows"}}
+    assert gate_for(baseline, path).max_ratio_drop == 0.4
+    assert gate_for(baseline, path).max_accuracy_drop_pt == GateConfig().max_accuracy_drop_pt
+    assert gate_for(baseline, path, {"max_ratio_drop": 0.1, "max_accuracy_drop_pt": None}).max_ratio_drop == 0.1
+    assert gate_for({}, path).max_ratio_drop == GateConfig().max_ratio_drop
+    with pytest.raises(KdError, match=r"b.json: gate.max_ratio is not a gate limit"):
+        gate_for({"gate": {"max_ratio": 0.4}}, path)
+    # re-recording keeps the limits chosen for the baseline
+    summary = {"preset": "smoke", "config": {"batch_size": 32, "order": "length"}, "ratios": {"a vs b: x": 2.0},
+               "rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "samples": 10, "samples_per_s": 1.0,
+                         "p50_ms": 1.0}]}
+    path.write_text(json.dumps(baseline))
+    record_baseline([summary], path)
+    assert json.loads(path.read_text())["gate"] == baseline["gate"]
