@@ -68,3 +68,12 @@ def bench(cfg: BenchConfig) -> int:
     if code:
         print(f"kd: some bench tests failed (pytest exit code {code}); the summary holds the rows that ran")
     return code
+
+
+def bench_summary(cfg: BenchConfig, failed: str) -> dict:
+    """bench(cfg) for a caller that needs every row (a baseline, a confirmation): the new summary, or a clear
+    error (`failed` says what is not done) when any bench test failed."""
+    code = bench(cfg)
+    if code:
+        raise KdError(f"bench on {cfg.run_dir}: some bench tests failed (pytest exit code {code}); {failed}")
+    return json.loads((RunFolder(Path(cfg.run_dir)).root / "bench" / "summary.json").read_text())

@@ -227,7 +227,7 @@ def run_bench_verb(args) -> int:
     if args.verb in ("bench", "bench-baseline"):
         from bench.config import BenchConfig
         from bench.gate import read_summary, record_baseline
-        from bench.run import bench
+        from bench.run import bench, bench_summary
 
         cfg = BenchConfig(run_dir=run_dir, data=args.data, samples=args.bench_samples, order=args.order,
                           latency_texts=args.latency_texts, devices=args.devices.split(","),
@@ -237,9 +237,7 @@ def run_bench_verb(args) -> int:
         summaries = []
         for i in range(args.repeat):
             print(f"kd: bench {i + 1} of {args.repeat} for the baseline", flush=True)
-            if bench(cfg):
-                raise KdError(f"bench {i + 1} of {args.repeat} had failing tests; no baseline written")
-            summaries.append(read_summary(run_dir))
+            summaries.append(bench_summary(cfg, f"bench {i + 1} of {args.repeat}: no baseline written"))
         record_baseline(summaries or [read_summary(run_dir)], args.baseline)
         return 0
     from bench.gate import check
