@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,8 +147,35 @@ def _build(cls, raw: dict[str, Any], where: str):
     kwargs = {}
     for name, value in raw.items():
         sub = _dataclass_type(cls, name)
-        kwargs[name] = _build(sub, value or {}, f"{where}.{name}".strip(".")) if sub else value
+        key = f"{where}.{name}".strip(".")
+        kwargs[name] = _build(sub, value or {}, key) if sub else _checked(typing.get_type_hints(cls)[name], value, key)
     return cls(**kwargs)
+
+
+SCALARS = (bool, int, float, str)
+NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a text", type(None): "null"}
+
+
+def _checked(hint, value, key: str):
+    """A scalar field's value as its type, or one clear error (a string where a number belongs would otherwise
+    surface as a traceback deep inside the Trainer)."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed or not set(allowed) - {type(None)} <= set(SCALARS):
+        return value  # None where allowed; containers and Any are left to their users
+    if float in allowed and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
+        except ValueError:
+            pass
+    if any(_fits(t, value) for t in allowed):
+        return value
+    raise KdError(f"config {key}={value!r}: expected {' or '.join(NAMES[t] for t in allowed)}")
+
+
+def _fits(t: type, value) -> bool:
+    if t in (int, float):  # an int is a number too; a bool is not
+        return isinstance(value, (int, float) if t is float else int) and not isinstance(value, bool)
+    return isinstance(value, t)
 
 
 def _dataclass_type(cls, name: str):

@@ -203,6 +203,8 @@ CATALOGUE = [
     Case("unknown --set key", "config: unknown key distill.temprature", train_all("--set", "distill.temprature=3")),
     Case("--set without a value", "--set 'distill.temperature': expected key=value",
          train_all("--set", "distill.temperature")),
+    Case("a setting of the wrong type", "config teacher.train.learning_rate='fast': expected a number",
+         train_all("--set", "teacher.train.learning_rate=fast")),
     Case("unknown preset", "preset 'tiny' not found: expected one of",
          lambda tmp, run: ["train-all", "--preset", "tiny", "--run-dir", run]),
 ]

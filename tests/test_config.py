@@ -45,6 +45,18 @@ def test_bad_overrides_name_the_key(override, message):
         load_config("smoke", [override])
 
 
+def test_scalar_fields_are_checked_and_yaml_1_1_exponents_read_as_numbers():
+    cfg = load_config("smoke", ["teacher.train.learning_rate=2e-3", "student.train.warmup=5"])
+    assert cfg.teacher.train.learning_rate == 0.002 and isinstance(cfg.teacher.train.learning_rate, float)
+    assert cfg.student.train.warmup == 5
+    with pytest.raises(KdError, match=r"teacher.train.learning_rate='fast': expected a number$"):
+        load_config("smoke", ["teacher.train.learning_rate=fast"])
+    with pytest.raises(KdError, match=r"student.train.batch_size=32.5: expected an integer$"):
+        load_config("smoke", ["student.train.batch_size=32.5"])
+    with pytest.raises(KdError, match=r"allow_pickle='yes please': expected true or false$"):
+        load_config("smoke", ["allow_pickle=yes please"])
+
+
 def test_unknown_preset():
     with pytest.raises(KdError, match="preset 'tiny' not found"):
         load_config("tiny")
