@@ -47,7 +47,9 @@ class TrainConfig:
     warmup: float = 0.06  # a float < 1 is a fraction of the steps, an integer >= 1 a step count
     weight_decay: float = 0.01
     evals_per_epoch: int = 4  # validation passes per epoch; the best one is kept
-    early_stopping_patience: int = 3
+    # validation passes without a better accuracy before training stops; None: every epoch runs (the best
+    # validation checkpoint is still the one kept)
+    early_stopping_patience: int | None = 3
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     group_by_length: bool = True
     logging_steps: int = 25

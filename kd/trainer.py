@@ -77,6 +77,8 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def early_stopping(tc: TrainConfig) -> list:
+    if tc.early_stopping_patience is None:
+        return []
     return [EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience)]
 
 

@@ -46,13 +46,16 @@ def test_bad_overrides_name_the_key(override, message):
 
 
 def test_scalar_fields_are_checked_and_yaml_1_1_exponents_read_as_numbers():
-    cfg = load_config("smoke", ["teacher.train.learning_rate=2e-3", "student.train.warmup=5"])
+    cfg = load_config("smoke", ["teacher.train.learning_rate=2e-3", "student.train.early_stopping_patience=null",
+                                "student.train.warmup=5"])
     assert cfg.teacher.train.learning_rate == 0.002 and isinstance(cfg.teacher.train.learning_rate, float)
-    assert cfg.student.train.warmup == 5
+    assert cfg.student.train.early_stopping_patience is None and cfg.student.train.warmup == 5
     with pytest.raises(KdError, match=r"teacher.train.learning_rate='fast': expected a number$"):
         load_config("smoke", ["teacher.train.learning_rate=fast"])
     with pytest.raises(KdError, match=r"student.train.batch_size=32.5: expected an integer$"):
         load_config("smoke", ["student.train.batch_size=32.5"])
+    with pytest.raises(KdError, match=r"early_stopping_patience='x': expected an integer or null$"):
+        load_config("smoke", ["student.train.early_stopping_patience=x"])
     with pytest.raises(KdError, match=r"allow_pickle='yes please': expected true or false$"):
         load_config("smoke", ["allow_pickle=yes please"])
 

@@ -197,19 +197,21 @@ def test_make_train_all_nproc_2_uses_torchrun(tmp_path):
     assert "torchrun --standalone --nproc_per_node=2 -m kd train-all --preset smoke" in proc.stdout
 
 
-def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_run):
-    """Test numbers are computed in fp32: the saved logits equal a fresh fp32 pass (bf16 would be ~1e-2 off)."""
+def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
+    """Test numbers are computed in fp32: the saved logits equal a fresh fp32 pass (bf16 would be ~1e-2 off).
+    The smoke preset trains in fp32, so the baseline is trained again here in bf16."""
     from transformers import AutoTokenizer
 
     from export.inference import logits_over, torch_runner
     from export.run import run_split
     from kd.runfolder import RunFolder
 
-    texts, _, max_length = run_split(RunFolder(smoke_run), None, "test")
-    manifest = json.loads((smoke_run / "manifest.json").read_text())
-    assert manifest["device"]["precision"] in ("bf16", "fp32")
-    for name in ("teacher", "distilled"):
-        folder = smoke_run / "models" / name
+    shutil.rmtree(smoke_copy / "models/baseline")
+    proc = kd("train-baseline", "--preset", "smoke", "--run-dir", smoke_copy, "--set", "student.train.precision=bf16")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    texts, _, max_length = run_split(RunFolder(smoke_copy), None, "test")
+    for name in ("teacher", "baseline"):
+        folder = smoke_copy / "models" / name
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         fresh = logits_over(torch_runner(model), AutoTokenizer.from_pretrained(folder), texts, max_length, 64)
         np.testing.assert_allclose(np.load(folder / "test_logits.npy"), fresh, atol=1e-4)
