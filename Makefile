@@ -13,11 +13,8 @@ BIN := $(VENV)/bin
 # Inside the images (KD_IMAGE set) the environment was installed at build time: there is nothing to set up.
 STAMP := $(if $(KD_IMAGE),,$(VENV)/.installed)
 KD_ARGS := $(if $(PRESET),--preset $(PRESET)) $(if $(DATA),--data $(DATA)) $(if $(RUN),--run-dir $(RUN))
-ifeq ($(NPROC),1)
-KD := $(BIN)/kd
-else
-KD := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m kd
-endif
+# NPROC > 1: kd checks the config, then runs itself under torchrun (one node, DDP; batch sizes stay global).
+NPROC_ARG := $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
 
 # Containers. The engine: docker where a docker daemon answers, else podman (CONTAINER_ENGINE= overrides).
 # IMAGE picks the image the docker-* verbs run (cpu|cuda); HOST_RUNS is mounted at /app/runs, HOST_DATA
@@ -55,7 +52,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 endif
 
 train-all: $(STAMP)
-	$(KD) train-all $(KD_ARGS)
+	$(BIN)/kd train-all $(KD_ARGS) $(NPROC_ARG)
 
 report: $(STAMP)
 	$(BIN)/kd report $(KD_ARGS)

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 from kd.config import RunConfig
 from kd.device import resolve_precision
 from kd.pipeline import Pipeline
 from kd.runfolder import write_json
-from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator
+from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, KdTrainer, parallel_arguments
 
 
 class OnlineDistillationTrainer(DistillationTrainer):
@@ -51,16 +51,16 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
     logits, _ = pipe.teacher_logits()
     rows = min(rows, len(pipe.student_train))
     teacher = AutoModelForSequenceClassification.from_pretrained(pipe.run.model_dir("teacher"), use_safetensors=True)
-    tc = cfg.student.train
+    tc, plan = cfg.student.train, pipe.batch_plans["student"]
     precision = resolve_precision(tc.precision, pipe.device)
 
     def args(grouped: bool) -> TrainingArguments:
         return TrainingArguments(
             output_dir=str(pipe.run.work_dir("bench-train")), num_train_epochs=1, learning_rate=tc.learning_rate,
-            per_device_train_batch_size=tc.batch_size, warmup_steps=tc.warmup, seed=tc.seed, data_seed=tc.seed,
+            warmup_steps=tc.warmup, seed=tc.seed, data_seed=tc.seed,
             train_sampling_strategy="group_by_length" if grouped else "random", length_column_name="length",
             eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-            bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=pipe.device == "cpu",
+            bf16=precision == "bf16", fp16=precision == "fp16", **parallel_arguments(plan, pipe.device),
         )
 
     timings = {}
@@ -70,7 +70,7 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
             train_ds = pipe.tokenized("student_train", tokenizer).select(range(rows))
             pad = DataCollatorWithPadding(tokenizer, padding=padding, max_length=cfg.data.max_length)
             if kind == "baseline":
-                trainer = Trainer(model=model, args=args(grouped), train_dataset=train_ds, data_collator=pad)
+                trainer = KdTrainer(model=model, args=args(grouped), train_dataset=train_ds, data_collator=pad)
             elif way == "dynamic":
                 train_ds = train_ds.add_column(TEACHER_LOGITS, logits[:rows].tolist())
                 collator = DistillCollator(tokenizer, padding, cfg.data.max_length)

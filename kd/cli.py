@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -76,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
             continue
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a preset field, e.g. --set distill.temperature=4 (repeatable)")
+        if verb != "report":
+            p.add_argument("--nproc", type=int, default=1, metavar="N",
+                           help="processes on this machine: N > 1 runs the command under torchrun (DDP); batch "
+                           "sizes stay global and are split across them (default: 1)")
         if verb == "train-all":
             p.add_argument("--force", action="store_true", help="re-run stages that are already done")
         if verb == "bench-train":
@@ -119,11 +124,13 @@ def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser().parse_args(argv)
+    args.argv = argv
     try:
         return run(args)
     except KdError as exc:
-        print(f"kd: error: {exc}", file=sys.stderr)
+        error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("kd: interrupted", file=sys.stderr)
@@ -132,9 +139,45 @@ def main(argv: list[str] | None = None) -> int:
         message = disk_error(exc)
         if message is None:
             raise
-        print(f"kd: error: {message}; free space or choose another --run-dir (RUN=...); "
-              "files already finished were left as they were", file=sys.stderr)
+        error(f"{message}; free space or choose another --run-dir (RUN=...); files already finished were left "
+              "as they were")
         return 2
+
+
+def error(message: str) -> None:
+    """One line on stderr; under torchrun only the first process says it (every process hits the same error)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"kd: error: {message}", file=sys.stderr)
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """This same command under torchrun, nproc processes on this machine; the first failure's exit code."""
+    from kd.device import cpu_count
+
+    # torchrun would give each process 1 thread (with a banner saying so): share this machine's CPUs instead
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // nproc)))
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    # torchrun's own log lines (a banner, then a failure repeated in log form): a failure is reported below
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")  # loggers made from now on
+    for name in list(logging.root.manager.loggerDict):  # and those made on import
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    # the processes need no --nproc (torchrun's parser would also take it for an abbreviation of its own)
+    i = argv.index("--nproc") if "--nproc" in argv else None
+    argv = [a for a in argv if not a.startswith("--nproc=")] if i is None else argv[:i] + argv[i + 2:]
+    try:
+        torchrun(get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "kd", *argv]))
+    except ChildFailedError as exc:  # the process that failed has said why (kd: error: ...) unless it was killed
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode < 0:
+            error(f"process {rank} of {nproc} was killed by signal {-failure.exitcode}; the run folder keeps the "
+                  "stages already finished and the last whole checkpoint")
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
 
 
 # what a full, read-only or foreign-owned output folder raises: the user's to fix, not a bug
@@ -173,6 +216,14 @@ def run(args) -> int:
 
         write_report(RunFolder(run_dir))
         return 0
+    if args.nproc < 1:
+        raise KdError(f"--nproc {args.nproc}: expected a positive number of processes (NPROC=...)")
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        from kd.trainer import batch_plan
+
+        for role in ("teacher", "student"):  # an uneven split stops here, before any process starts
+            batch_plan(getattr(cfg, role).train, args.nproc, f"{role}.train")
+        return launch(args.argv, args.nproc)
     if args.verb == "bench-train":
         from kd.bench_train import bench_train
 

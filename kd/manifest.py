@@ -62,6 +62,7 @@ def start(pipeline, command: str) -> None:
         git_commit=git_commit(),
         device={**device_info(pipeline.device), "precision": pipeline.precision,
                 "processes": pipeline.state.num_processes},
+        batches={role: plan.as_dict() for role, plan in pipeline.batch_plans.items()},
         data={
             "source": splits.source,
             "label_names": splits.label_names,

@@ -1,8 +1,8 @@
 """The stages of a run: teacher, baseline student, distilled student, report.
 
 Every stage reads and writes the run folder only, so each can run again alone on an existing run.
-Under torchrun every process runs the same code: the Trainer shares the work, and only the main
-process writes files.
+Under torchrun every process runs the same code: the Trainer shares the work (each process takes its
+share of every global batch, see kd/trainer.py), and only the main process writes files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from kd import cache, manifest
 from kd.config import RunConfig
@@ -31,8 +31,11 @@ from kd.resume import resume_point, start_afresh
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, sha256_file, write_json, write_npy
 from kd.trainer import (
     TEACHER_LOGITS,
+    BatchPlan,
     DistillationTrainer,
     DistillCollator,
+    KdTrainer,
+    batch_plan,
     compute_metrics,
     early_stopping,
     prediction_arguments,
@@ -55,6 +58,7 @@ class Pipeline:
         self.state = PartialState(cpu=self.device == "cpu")
         self.precision = resolve_precision(cfg.teacher.train.precision, self.device)
         self.resumed_from: dict[str, str | None] = {}  # stage -> the checkpoint its training resumed from
+        self.trained_with: dict[str, BatchPlan] = {}  # stage -> how its batches were shared out
 
     # ---- inputs, loaded once and checked before anything is written ----------------------------
 
@@ -78,9 +82,16 @@ class Pipeline:
     def teacher(self):
         return load_teacher(self.cfg, self.splits.label_names)
 
+    @functools.cached_property
+    def batch_plans(self) -> dict[str, BatchPlan]:
+        """Each role's global batches split over this launch's processes (teacher, student)."""
+        return {role: batch_plan(getattr(self.cfg, role).train, self.state.num_processes, f"{role}.train")
+                for role in ("teacher", "student")}
+
     def check_inputs(self, need_teacher: bool = True, need_student: bool = True) -> None:
         """Load everything a stage will need so that a user mistake stops the run before any write."""
         self.check_run_folder()
+        _ = self.batch_plans
         _ = self.fingerprints
         if need_teacher:
             _ = self.teacher
@@ -114,10 +125,9 @@ class Pipeline:
     def predict(self, model, tokenizer, tok_ds, precision: str) -> np.ndarray:
         """Logits in the dataset's row order, computed over length-sorted batches."""
         order = length_order(tok_ds)
-        args = prediction_arguments(self.run.work_dir("predict"), self.cfg.student.train.eval_batch_size,
-                                    self.device, precision)
-        trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
-                          processing_class=tokenizer)
+        args = prediction_arguments(self.run.work_dir("predict"), self.batch_plans["student"], self.device, precision)
+        trainer = KdTrainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
+                            processing_class=tokenizer)
         out = trainer.predict(tok_ds.select(order))
         logits = np.empty_like(out.predictions, dtype=np.float32)
         logits[order] = out.predictions
@@ -148,7 +158,9 @@ class Pipeline:
         self.run.verified_model(stage)  # done, but are the weights still the ones it saved?
         return True
 
-    def train(self, name, trainer_cls, model, tokenizer, train_ds, collator, tc, **extra):
+    def train(self, name, role, trainer_cls, model, tokenizer, train_ds, collator, **extra):
+        """Train `name` with the settings of `role` (teacher or student): resumed, evaluated, best kept."""
+        tc, plan = getattr(self.cfg, role).train, self.batch_plans[role]
         work = self.run.work_dir(name)
         checkpoint, why = resume_point(work, self.stage_key(name))
         self.log(f"{name}: {why}" if checkpoint else f"{name}: training from the start ({why})")
@@ -156,8 +168,9 @@ class Pipeline:
         if checkpoint is None and self.state.is_main_process:
             start_afresh(work, self.stage_key(name))
         self.state.wait_for_everyone()
-        args = training_arguments(tc, work, len(train_ds), self.device,
-                                  resolve_precision(tc.precision, self.device), self.state.num_processes)
+        self.trained_with[name] = plan
+        args = training_arguments(tc, plan, work, len(train_ds), self.device,
+                                  resolve_precision(tc.precision, self.device))
         trainer = trainer_cls(
             model=model, args=args, train_dataset=train_ds, eval_dataset=self.tokenized("validation", tokenizer),
             data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
@@ -167,7 +180,8 @@ class Pipeline:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         seconds = time.perf_counter() - started
         self.log(f"{name}: trained on {len(train_ds)} rows in {seconds:.0f} s "
-                 f"({len(train_ds) * tc.epochs / seconds:.1f} examples/s); best validation checkpoint "
+                 f"({len(train_ds) * tc.epochs / seconds:.1f} examples/s; global batch {plan.global_batch} = "
+                 f"{plan.world_size} x {plan.per_process_batch}); best validation checkpoint "
                  f"{trainer.state.best_model_checkpoint}")
         # bf16/fp16 training wraps the model's forward in autocast in place; without unwrapping, the "fp32"
         # test predictions that follow would still run in bf16 (2e-2 off, a few predictions different)
@@ -183,10 +197,11 @@ class Pipeline:
         labels = np.asarray(test["label"])
         metrics = classification_metrics(logits, labels, self.splits.label_names)
         best = [h["eval_accuracy"] for h in log_history if "eval_accuracy" in h]
+        plan = self.trained_with.get(name)  # None for a teacher used as trained
         metrics.update(
             params=count_params(model), train_seconds=seconds, eval_seconds=time.perf_counter() - started,
             validation_accuracy=max(best) if best else None, stage_key=self.stage_key(name),
-            resumed_from=self.resumed_from.get(name), **(extra or {}),
+            resumed_from=self.resumed_from.get(name), batch=plan.as_dict() if plan else None, **(extra or {}),
         )
         if self.state.is_main_process:
             with atomic_dir(self.run.model_dir(name)) as tmp:
@@ -216,8 +231,8 @@ class Pipeline:
         seconds, history, model = None, [], t.model
         if t.needs_finetune:
             model, seconds, history = self.train(
-                "teacher", Trainer, t.model, t.tokenizer, self.tokenized("train", t.tokenizer),
-                DataCollatorWithPadding(t.tokenizer), self.cfg.teacher.train,
+                "teacher", "teacher", KdTrainer, t.model, t.tokenizer, self.tokenized("train", t.tokenizer),
+                DataCollatorWithPadding(t.tokenizer),
             )
         return self.finish("teacher", model, t.tokenizer, seconds, history,
                            {"label_match": t.label_match, "fine_tuned": t.needs_finetune})
@@ -225,8 +240,8 @@ class Pipeline:
     def stage_baseline(self) -> dict:
         model, tokenizer = self.new_student()
         model, seconds, history = self.train(
-            "baseline", Trainer, model, tokenizer, self.tokenized("student_train", tokenizer),
-            DataCollatorWithPadding(tokenizer), self.cfg.student.train,
+            "baseline", "student", KdTrainer, model, tokenizer, self.tokenized("student_train", tokenizer),
+            DataCollatorWithPadding(tokenizer),
         )
         return self.finish("baseline", model, tokenizer, seconds, history)
 
@@ -235,8 +250,8 @@ class Pipeline:
         model, tokenizer = self.new_student()
         train_ds = self.tokenized("student_train", tokenizer).add_column(TEACHER_LOGITS, logits.tolist())
         model, seconds, history = self.train(
-            "distilled", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
-            self.cfg.student.train, distill=self.cfg.distill,
+            "distilled", "student", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
+            distill=self.cfg.distill,
         )
         return self.finish("distilled", model, tokenizer, seconds, history,
                            {"temperature": self.cfg.distill.temperature, "alpha": self.cfg.distill.alpha,

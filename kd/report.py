@@ -16,7 +16,7 @@ from kd.metrics import gap_closed, mcnemar  # noqa: E402
 from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text  # noqa: E402
 
 ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "params", "size_mb", "train_seconds", "validation_accuracy",
-              "f1_per_class", "test_rows")
+              "f1_per_class", "test_rows", "batch")
 
 
 def load_models(run: RunFolder) -> dict[str, dict]:
@@ -77,6 +77,10 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| {name} | {100 * m['accuracy']:.2f} % | {m['f1_macro']:.4f} | {m['f1_weighted']:.4f} | "
                      f"{m['params']:,} | {_fmt(m['size_mb'], '.1f')} | {_fmt(m['train_seconds'], '.0f')} | "
                      f"{_fmt(val and 100 * val, '.2f')} |")
+    plans = [f"{name} {b['global_batch']} = {b['world_size']} x {b['per_process_batch']}"
+             for name, m in results["models"].items() if (b := m.get("batch"))]
+    if plans:
+        lines += ["", f"Training batches (global = processes x per process): {', '.join(plans)}."]
     names = list(next(iter(results["models"].values()))["f1_per_class"])
     lines += ["", "Per-class F1:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for name, m in results["models"].items():

@@ -1,8 +1,15 @@
-"""Trainer set-up shared by every stage, and the Trainer subclass that distils from cached logits."""
+"""Trainer set-up shared by every stage, and the Trainer subclass that distils from cached logits.
+
+Multi-process training (torchrun, accelerate launch) runs the same experiment as one process: a config's
+batch sizes are global batches that accelerate splits across the processes (`split_batches`), so the
+sampler, the batches and the optimizer steps are those of a single process, and every trainer's loss is a
+per-batch mean that DDP averages (`KdTrainer`).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,22 +18,64 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from kd.config import DistillConfig, TrainConfig
+from kd.errors import KdError
 from kd.losses import distillation_loss
 
 TEACHER_LOGITS = "teacher_logits"
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one stage's global batch is shared out: recorded with every trained model."""
+
+    world_size: int
+    global_batch: int
+    per_process_batch: int
+    global_eval_batch: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def batch_plan(tc: TrainConfig, world_size: int, section: str) -> BatchPlan:
+    """The split of `tc`'s global batches over `world_size` processes; one clear error where it is uneven."""
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(tc, name)
+        if not isinstance(value, int) or value < 1 or value % world_size:
+            raise KdError(
+                f"{section}.{name}={value!r}: batch sizes are global and split evenly across processes; "
+                f"expected a positive multiple of the {world_size} processes (set --set {section}.{name}=N, "
+                "or change NPROC)"
+            )
+    return BatchPlan(world_size, tc.batch_size, tc.batch_size // world_size, tc.eval_batch_size)
+
+
+def parallel_arguments(plan: BatchPlan, device: str) -> dict:
+    """The TrainingArguments fields that depend on the process count: every kd-bench Trainer takes them here."""
+    many = plan.world_size > 1
+    return {
+        # The dataloader yields the config's global batch and accelerate hands each process its share: the same
+        # sampler and batches as one process, where per-process batches would multiply the batch and divide
+        # the optimizer steps by the process count.
+        "per_device_train_batch_size": plan.global_batch,
+        "per_device_eval_batch_size": plan.global_eval_batch,
+        "accelerator_config": {"split_batches": many},
+        "ddp_backend": "gloo" if device == "cpu" and many else None,
+        "ddp_find_unused_parameters": False if many else None,
+        "use_cpu": device == "cpu",
+    }
+
+
 def training_arguments(
-    tc: TrainConfig, output_dir: Path, n_train: int, device: str, precision: str, world_size: int = 1
+    tc: TrainConfig, plan: BatchPlan, output_dir: Path, n_train: int, device: str, precision: str
 ) -> TrainingArguments:
-    steps_per_epoch = max(1, math.ceil(n_train / (tc.batch_size * world_size)))
+    steps_per_epoch = max(1, math.ceil(n_train / plan.global_batch))
     eval_steps = max(1, steps_per_epoch // max(1, tc.evals_per_epoch))
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=tc.epochs,
         learning_rate=tc.learning_rate,
-        per_device_train_batch_size=tc.batch_size,
-        per_device_eval_batch_size=tc.eval_batch_size,
+        **parallel_arguments(plan, device),
         warmup_steps=tc.warmup,
         weight_decay=tc.weight_decay,
         lr_scheduler_type="linear",
@@ -46,21 +95,17 @@ def training_arguments(
         data_seed=tc.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        ddp_backend="gloo" if device == "cpu" and world_size > 1 else None,
-        ddp_find_unused_parameters=False if world_size > 1 else None,
         report_to="none",
         dataloader_num_workers=0,
     )
 
 
-def prediction_arguments(output_dir: Path, batch_size: int, device: str, precision: str) -> TrainingArguments:
+def prediction_arguments(output_dir: Path, plan: BatchPlan, device: str, precision: str) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
-        per_device_eval_batch_size=batch_size,
+        **parallel_arguments(plan, device),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=device == "cpu",
         report_to="none",
     )
 
@@ -97,20 +142,32 @@ class DistillCollator:
         return batch
 
 
-class DistillationTrainer(Trainer):
+class KdTrainer(Trainer):
+    """The Trainer every stage trains with: its loss is the model's per-batch mean, which DDP then averages.
+
+    transformers 5 assumes a model whose forward takes **kwargs (BERT, DistilBERT) sums its loss over
+    `num_items_in_batch`, so under DDP it multiplies the loss by the process count and skips the division by
+    the accumulation steps. Sequence classification returns a mean: that doubled the loss, the gradients
+    (before clipping) and eval_loss with two processes. Here the Trainer takes the loss as the mean it is.
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+
+
+class DistillationTrainer(KdTrainer):
     """Trains on alpha * CE + (1 - alpha) * T^2 * KL against cached teacher logits.
 
     Batches without teacher logits (validation) get plain cross-entropy, so eval_loss is comparable
     across baseline and distilled students.
     """
 
-    # Our loss is a per-batch mean: the Trainer must divide it by the accumulation steps.
-    loss_is_scaled_for_ga = False
-
     def __init__(self, *args, distill: DistillConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.distill = distill
-        self.model_accepts_loss_kwargs = False
         self._parts: dict[str, list[float]] = {"loss_ce": [], "loss_kl": []}
 
     def _set_signature_columns_if_needed(self) -> None:

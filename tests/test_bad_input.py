@@ -207,6 +207,9 @@ CATALOGUE = [
          train_all("--set", "teacher.train.learning_rate=fast")),
     Case("unknown preset", "preset 'tiny' not found: expected one of",
          lambda tmp, run: ["train-all", "--preset", "tiny", "--run-dir", run]),
+    Case("a batch that does not split across the processes", "student.train.batch_size=30: batch sizes are "
+         "global and split evenly across processes; expected a positive multiple of the 4 processes",
+         train_all("--nproc", "4", "--set", "student.train.batch_size=30")),
 ]
 # cases that need a changed machine (a checksum, a read-only or a full disk); tested below, listed in the README
 SPECIAL = {

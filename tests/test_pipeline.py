@@ -4,11 +4,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ENV, REPO, kd, tree_state
+from conftest import REPO, kd, tree_state
 from transformers import AutoModelForSequenceClassification, pipeline
 
 pytestmark = pytest.mark.slow
@@ -113,29 +112,6 @@ def test_run_folder_of_another_preset_is_refused(smoke_copy):
     assert proc.returncode == 2 and "holds a 'smoke' run, not 'cpu'" in proc.stderr
 
 
-def test_two_process_ddp_distillation(smoke_run, smoke_copy):
-    shutil.rmtree(smoke_copy / "models/distilled")
-    shutil.rmtree(smoke_copy / "cache/teacher_logits")  # computed again, shared across the two processes
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kd",
-           "distill", "--preset", "smoke", "--run-dir", str(smoke_copy)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("distilled: test accuracy") == 1, "only the main process reports and writes"
-    assert proc.stdout.count("teacher logits for 2000 rows") == 1
-    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
-    (single,) = (smoke_run / "cache/teacher_logits").glob("*.npy")
-    # the two processes' shares come back in row order: the same logits as one process computed
-    # (within bf16 rounding: one process ran with other thread counts); a shuffled order would be far off
-    ddp, one = np.load(cached), np.load(single)
-    np.testing.assert_allclose(ddp, one, atol=0.02)
-    assert (ddp.argmax(-1) == one.argmax(-1)).mean() > 0.995
-    manifest = json.loads((smoke_copy / "manifest.json").read_text())
-    assert manifest["device"]["processes"] == 2
-    metrics = json.loads((smoke_copy / "models/distilled/metrics.json").read_text())
-    assert metrics["accuracy"] > 0.3 and metrics["test_rows"] == 1000
-
-
 def test_kd_help_lists_every_verb():
     proc = kd("--help")
     for verb in ("train-all", "eval-teacher", "train-teacher", "train-baseline", "distill", "report"):
@@ -191,10 +167,10 @@ def test_full_preset_code_path_on_local_stand_ins(small_data, tmp_path):
     assert saved.config.id2label[0] == "World"
 
 
-def test_make_train_all_nproc_2_uses_torchrun(tmp_path):
+def test_make_train_all_nproc_2_passes_the_process_count(tmp_path):
     proc = subprocess.run(["make", "-n", "train-all", "NPROC=2", "PRESET=smoke", f"RUN={tmp_path}"], cwd=REPO,
                           env={**os.environ}, capture_output=True, text=True)
-    assert "torchrun --standalone --nproc_per_node=2 -m kd train-all --preset smoke" in proc.stdout
+    assert f"kd train-all --preset smoke --run-dir {tmp_path} --nproc 2" in proc.stdout
 
 
 def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
