@@ -170,7 +170,7 @@ def test_full_preset_code_path_on_local_stand_ins(small_data, tmp_path):
 def test_make_train_all_nproc_2_passes_the_process_count(tmp_path):
     proc = subprocess.run(["make", "-n", "train-all", "NPROC=2", "PRESET=smoke", f"RUN={tmp_path}"], cwd=REPO,
                           env={**os.environ}, capture_output=True, text=True)
-    assert f"kd train-all --preset smoke --run-dir {tmp_path} --nproc 2" in proc.stdout
+    assert f"kd train-all --preset smoke --run-dir {tmp_path} --nproc 2" in " ".join(proc.stdout.split())
 
 
 def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
