@@ -219,10 +219,9 @@ def run(args) -> int:
     if args.nproc < 1:
         raise KdError(f"--nproc {args.nproc}: expected a positive number of processes (NPROC=...)")
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        from kd.trainer import batch_plan
+        from kd.trainer import batch_plans
 
-        for role in ("teacher", "student"):  # an uneven split stops here, before any process starts
-            batch_plan(getattr(cfg, role).train, args.nproc, f"{role}.train")
+        batch_plans(cfg, args.nproc)  # an uneven split stops here, before any process starts
         return launch(args.argv, args.nproc)
     if args.verb == "bench-train":
         from kd.bench_train import bench_train

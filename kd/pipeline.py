@@ -35,7 +35,7 @@ from kd.trainer import (
     DistillationTrainer,
     DistillCollator,
     KdTrainer,
-    batch_plan,
+    batch_plans,
     compute_metrics,
     early_stopping,
     prediction_arguments,
@@ -85,8 +85,7 @@ class Pipeline:
     @functools.cached_property
     def batch_plans(self) -> dict[str, BatchPlan]:
         """Each role's global batches split over this launch's processes (teacher, student)."""
-        return {role: batch_plan(getattr(self.cfg, role).train, self.state.num_processes, f"{role}.train")
-                for role in ("teacher", "student")}
+        return batch_plans(self.cfg, self.state.num_processes)
 
     def check_inputs(self, need_teacher: bool = True, need_student: bool = True) -> None:
         """Load everything a stage will need so that a user mistake stops the run before any write."""

@@ -50,6 +50,11 @@ def batch_plan(tc: TrainConfig, world_size: int, section: str) -> BatchPlan:
     return BatchPlan(world_size, tc.batch_size, tc.batch_size // world_size, tc.eval_batch_size)
 
 
+def batch_plans(cfg, world_size: int) -> dict[str, BatchPlan]:
+    """Each role's (teacher, student) global batches split over `world_size` processes."""
+    return {role: batch_plan(getattr(cfg, role).train, world_size, f"{role}.train") for role in ("teacher", "student")}
+
+
 def parallel_arguments(plan: BatchPlan, device: str) -> dict:
     """The TrainingArguments fields that depend on the process count: every kd-bench Trainer takes them here."""
     many = plan.world_size > 1
