@@ -47,7 +47,7 @@ def rows_for(models: list[str], devices: list[str]) -> list[Row]:
 def weights_file(run: RunFolder, row: Row) -> Path:
     if row.backend == "pytorch":
         return run.model_dir(row.model) / "model.safetensors"
-    return run.root / "onnx" / row.model / ONNX_FILES[row.precision]
+    return run.onnx_dir(row.model) / ONNX_FILES[row.precision]
 
 
 def missing(row: Row, run: RunFolder) -> str | None:

@@ -31,7 +31,7 @@ class GateConfig:
 
 
 def read_summary(run_dir: Path) -> dict:
-    path = RunFolder(Path(run_dir)).root / "bench" / "summary.json"
+    path = RunFolder(Path(run_dir)).bench_summary
     if not path.is_file():
         raise KdError(f"{path}: missing; run `make bench` (RUN={run_dir}) first")
     return json.loads(path.read_text())

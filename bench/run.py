@@ -31,12 +31,10 @@ def pytest_args(cfg: BenchConfig, json_path: Path) -> list[str]:
 
 
 def check_run(cfg: BenchConfig) -> RunFolder:
-    from export.run import run_split, trained_models
-
     cfg.check()
     run = RunFolder(Path(cfg.run_dir))
-    trained_models(run, None)  # a clear error for a folder without models
-    texts, _, _ = run_split(run, cfg.data, "test")  # and for data that is not the run's own
+    run.trained_models()  # a clear error for a folder without models
+    texts, _, _ = run.split(cfg.data, "test")  # and for data that is not the run's own
     if cfg.samples and cfg.samples > len(texts):
         raise KdError(f"--bench-samples {cfg.samples}: the test split of {run.root} has only {len(texts)} rows")
     return run
@@ -49,7 +47,7 @@ def bench(cfg: BenchConfig) -> int:
     from bench.summary import build_summary, render
 
     run = check_run(cfg)
-    out = run.root / "bench"
+    out = run.bench_dir
     out.mkdir(parents=True, exist_ok=True)
     partial = out / ".pytest-benchmark.json.partial"
     partial.unlink(missing_ok=True)
@@ -76,4 +74,4 @@ def bench_summary(cfg: BenchConfig, failed: str) -> dict:
     code = bench(cfg)
     if code:
         raise KdError(f"bench on {cfg.run_dir}: some bench tests failed (pytest exit code {code}); {failed}")
-    return json.loads((RunFolder(Path(cfg.run_dir)).root / "bench" / "summary.json").read_text())
+    return json.loads(RunFolder(Path(cfg.run_dir)).bench_summary.read_text())

@@ -13,7 +13,6 @@ from transformers import AutoTokenizer
 
 from export.inference import logits_over
 from export.ort import run_logits
-from export.run import run_split
 from kd.errors import KdError
 from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
 
@@ -26,13 +25,13 @@ def plain_logits(path: Path, tokenizer, texts: list[str], max_length: int, batch
 
 def export_check(run_dir: Path, data: str | None = None) -> dict:
     run = RunFolder(Path(run_dir))
-    names = [m for m in MODEL_NAMES if (run.root / "onnx" / m / "model.onnx").is_file()]
+    names = [m for m in MODEL_NAMES if (run.onnx_dir(m) / "model.onnx").is_file()]
     if not names:
-        raise KdError(f"{run.root / 'onnx'}: no exported models; run `make export` first")
-    texts, labels, max_length = run_split(run, data, "test")
+        raise KdError(f"{run.onnx_root}: no exported models; run `make export` first")
+    texts, labels, max_length = run.split(data, "test")
     rows = {}
     for name in names:
-        folder = run.root / "onnx" / name
+        folder = run.onnx_dir(name)
         torch_logits = np.load(run.model_dir(name) / "test_logits.npy", allow_pickle=False)
         if len(torch_logits) != len(texts):
             raise KdError(f"{run.model_dir(name)}/test_logits.npy has {len(torch_logits)} rows, the test split "
@@ -55,9 +54,9 @@ def export_check(run_dir: Path, data: str | None = None) -> dict:
         print(f"kd: {name}: fp32 {row['fp32']['differing_predictions']} of {len(texts)} predictions differ from "
               f"PyTorch; int8 accuracy {row['int8']['accuracy']:.2%} vs PyTorch {row['pytorch_accuracy']:.2%}",
               flush=True)
-    write_json(run.root / "onnx" / "test_check.json", rows)
+    write_json(run.onnx_root / "test_check.json", rows)
     md = render(rows)
-    write_text(run.root / "onnx" / "test_check.md", md)
+    write_text(run.onnx_root / "test_check.md", md)
     print(md)
     return rows
 

@@ -89,7 +89,7 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
         "seed_distill_over_baseline": timings["distilled_seed"]["seconds"] / timings["baseline_dynamic"]["seconds"],
         "seed_distill_over_distill": timings["distilled_seed"]["seconds"] / timings["distilled_dynamic"]["seconds"],
     }
-    write_json(pipe.run.root / "bench" / "train_speed.json", result)
+    write_json(pipe.run.bench_dir / "train_speed.json", result)
     print(render(result))
     return result
 

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from export.config import ExportConfig
 from kd.config import available_presets, load_config
 from kd.errors import KdError
 
@@ -26,6 +27,8 @@ EXPORT_VERBS = {
     "export-check": "classify the test split with each export (plain InferenceSession) and compare with PyTorch",
     "predict": "label and probability per text, from a PyTorch folder, an ONNX folder or an .onnx file",
 }
+# the preset sections that other packages read, checked when a preset loads
+SECTIONS = {"export": ExportConfig}
 BENCH_VERBS = {
     "bench": "pytest-benchmark suite: accuracy, F1, size, latency, throughput of every model x backend x device",
     "bench-check": "compare the run's bench summary with a committed baseline; exit 1 on a regression",
@@ -208,7 +211,7 @@ def run(args) -> int:
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.source={args.data}")
-    cfg = load_config(preset, overrides)
+    cfg = load_config(preset, overrides, SECTIONS)
     run_dir = args.run_dir or default_run_dir(cfg.preset)
     if args.verb == "report":
         from kd.report import write_report

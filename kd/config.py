@@ -110,8 +110,10 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
-    """Build a RunConfig from a preset name (or a YAML path) and `key=value` overrides."""
+def load_config(preset: str, overrides: list[str] = (), sections: dict[str, type] | None = None) -> RunConfig:
+    """Build a RunConfig from a preset name (or a YAML path) and `key=value` overrides. `sections` maps the
+    free-form sections (export) to the dataclass that will read them, so that a typo there stops the run up
+    front; the CLI passes them, because the core does not know the packages that build on it."""
     path = Path(preset) if preset.endswith((".yaml", ".yml")) else PRESET_DIR / f"{preset}.yaml"
     if not path.is_file():
         raise KdError(f"preset {preset!r} not found: expected one of {available_presets()} or a .yaml file")
@@ -121,9 +123,8 @@ def load_config(preset: str, overrides: list[str] = ()) -> RunConfig:
         raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     raw.setdefault("preset", path.stem)
     cfg = build_dataclass(RunConfig, raw, overrides)
-    from export.config import ExportConfig  # (export builds on kd; checked here so a typo stops train-all early)
-
-    _build(ExportConfig, cfg.export, "export")
+    for name, cls in (sections or {}).items():
+        _build(cls, getattr(cfg, name), name)
     return cfg
 
 

@@ -1,10 +1,40 @@
-"""Test-set metrics of one model, and the paired comparison of two."""
+"""Every score kd-bench reports, defined once: accuracy and F1 of predictions (training's model selection,
+the run's results, export gates and checks, the bench), and the paired comparison of two models."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix, f1_score
+
+
+def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose prediction is the label."""
+    return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+
+
+def agreement(preds_a: np.ndarray, preds_b: np.ndarray) -> float:
+    """Share of rows where two models predict the same label."""
+    return float(np.mean(np.asarray(preds_a) == np.asarray(preds_b)))
+
+
+def selection_metrics(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """What training logs on validation and selects checkpoints by."""
+    return {"accuracy": accuracy(preds, labels), "f1_macro": float(f1_score(labels, preds, average="macro"))}
+
+
+def confusion_scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 from a confusion matrix (rows: true label, columns: prediction), for scores summed
+    over parts of a split (the bench measures a split in parts)."""
+    confusion = np.asarray(confusion)
+    tp = np.diag(confusion).astype(float)
+    both = confusion.sum(0) + confusion.sum(1)
+    f1 = np.divide(2 * tp, both, out=np.zeros_like(tp), where=both > 0)
+    return {"accuracy": float(tp.sum() / confusion.sum()), "f1_macro": float(f1.mean())}
+
+
+def confusion(preds: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    return confusion_matrix(labels, preds, labels=list(range(classes)))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
@@ -12,11 +42,11 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
     ids = list(range(len(label_names)))
     per_class = f1_score(labels, preds, average=None, labels=ids)
     return {
-        "accuracy": float(accuracy_score(labels, preds)),
+        "accuracy": accuracy(preds, labels),
         "f1_macro": float(f1_score(labels, preds, average="macro", labels=ids)),
         "f1_weighted": float(f1_score(labels, preds, average="weighted", labels=ids)),
         "f1_per_class": {name: float(v) for name, v in zip(label_names, per_class)},
-        "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
+        "confusion_matrix": confusion(preds, labels, len(ids)).tolist(),
         "test_rows": int(len(labels)),
     }
 

@@ -8,6 +8,10 @@ runs/<name>/
   cache/teacher_logits/<key>.npy     teacher logits over the students' train rows
   work/<stage>/                      Trainer checkpoints while a stage runs (removed when it finishes)
   results.json, results.md, confusion_matrices.png, loss_curves.png
+  onnx/<model>/                      `kd export`: model.onnx, model_int8.onnx, export_report.json, tokenizer
+  onnx/report.{json,md}, onnx/test_check.{json,md}
+  bench/                             `kd bench`: summary.{json,md}, pareto.png, pytest-benchmark.json;
+                                     `kd bench-train`: train_speed.json
 """
 
 from __future__ import annotations
@@ -53,6 +57,21 @@ class RunFolder:
     @property
     def results_json(self) -> Path:
         return self.root / "results.json"
+
+    @property
+    def onnx_root(self) -> Path:
+        return self.root / "onnx"
+
+    def onnx_dir(self, name: str) -> Path:
+        return self.onnx_root / name
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.root / "bench"
+
+    @property
+    def bench_summary(self) -> Path:
+        return self.bench_dir / "summary.json"
 
     def read_manifest(self) -> dict[str, Any]:
         """The manifest ({} for a new folder); a clear error for one that is damaged or of another format."""
@@ -107,6 +126,40 @@ class RunFolder:
             raise KdError(f"{weights}: its sha256 is not the one recorded when the {name} stage saved it "
                           "(truncated or changed since); remove the folder or pass --force to train it again")
         return folder
+
+    def trained_models(self, wanted: list[str] | None = None) -> list[str]:
+        """The run's finished models (wanted ones only, when given), each checked against its recorded sha256."""
+        self.read_manifest()  # a clear error for a damaged folder or one of another format
+        found = [m for m in MODEL_NAMES if (self.model_dir(m) / "metrics.json").is_file()]
+        if not found:
+            raise KdError(f"{self.root}: no trained models in {self.root / 'models'}; run make train-all first "
+                          "(or pass the run folder with RUN=... / --run-dir)")
+        if wanted:
+            missing = [m for m in wanted if m not in found]
+            if missing:
+                raise KdError(f"--models {missing[0]}: not trained in {self.root} (trained: {', '.join(found)})")
+            found = [m for m in found if m in wanted]
+        for name in found:
+            self.verified_model(name)
+        return found
+
+    def split(self, data: str | None, split: str) -> tuple[list[str], np.ndarray, int]:
+        """One of the run's own splits (texts, labels) and its max length, re-made from the manifest's config
+        and checked against the fingerprint recorded at training time."""
+        from kd.config import RunConfig, build_dataclass
+        from kd.data import fingerprint, load_splits
+
+        manifest = self.read_manifest()
+        if "config" not in manifest:
+            raise KdError(f"{self.manifest}: missing or without a config; is {self.root} a run folder?")
+        cfg = build_dataclass(RunConfig, manifest["config"])
+        cfg.data.source = data or manifest.get("data", {}).get("source") or cfg.data.source
+        ds = getattr(load_splits(cfg.data), split)
+        expected = manifest.get("data", {}).get("fingerprints", {}).get(split)
+        if expected and fingerprint(ds) != expected:
+            raise KdError(f"data {cfg.data.source}: its {split} split differs from the one {self.root} was "
+                          "trained with (fingerprint mismatch); pass the training data with --data")
+        return list(ds["text"]), np.asarray(ds["label"]), cfg.data.max_length
 
     def update_manifest(self, **fields: Any) -> None:
         """Merge top-level fields (dicts are merged one level deep) and rewrite atomically."""

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from kd.config import DistillConfig, TrainConfig
 from kd.errors import KdError
 from kd.losses import distillation_loss
+from kd.metrics import selection_metrics
 
 TEACHER_LOGITS = "teacher_logits"
 
@@ -119,11 +119,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
-    preds = np.asarray(logits).argmax(-1)
-    return {
-        "accuracy": float(accuracy_score(labels, preds)),
-        "f1_macro": float(f1_score(labels, preds, average="macro")),
-    }
+    return selection_metrics(np.asarray(logits).argmax(-1), labels)
 
 
 def early_stopping(tc: TrainConfig) -> list:

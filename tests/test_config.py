@@ -41,8 +41,10 @@ def test_a_preset_pins_export_settings_that_kd_export_set_overrides(tmp_path):
     ("export.optimise=never", "unknown key export.optimise"),  # the export section is checked up front too
 ])
 def test_bad_overrides_name_the_key(override, message):
+    from kd.cli import SECTIONS
+
     with pytest.raises(KdError, match=message):
-        load_config("smoke", [override])
+        load_config("smoke", [override], SECTIONS)
 
 
 def test_scalar_fields_are_checked_and_yaml_1_1_exponents_read_as_numbers():

@@ -179,13 +179,12 @@ def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
     from transformers import AutoTokenizer
 
     from export.inference import logits_over, torch_runner
-    from export.run import run_split
     from kd.runfolder import RunFolder
 
     shutil.rmtree(smoke_copy / "models/baseline")
     proc = kd("train-baseline", "--preset", "smoke", "--run-dir", smoke_copy, "--set", "student.train.precision=bf16")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    texts, _, max_length = run_split(RunFolder(smoke_copy), None, "test")
+    texts, _, max_length = RunFolder(smoke_copy).split(None, "test")
     for name in ("teacher", "baseline"):
         folder = smoke_copy / "models" / name
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
