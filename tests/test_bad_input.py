@@ -2,7 +2,8 @@
 one line naming what, where and what was expected, exit code 2, and leaves an existing run folder as it was.
 
 Each case runs the real `kd` entry point (in this process, for speed) against a copy of the smoke run. The
-README's "Bad input" table is checked against this catalogue, so neither can change without the other.
+table under "Bad input" in docs/reliability.md is checked against this catalogue, so neither can change
+without the other.
 """
 
 import contextlib
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @dataclass
 class Case:
-    input: str  # the README's first column
+    input: str  # the first column of the table in docs/reliability.md
     message: str  # what the one error line must contain (no paths: they differ per machine)
     argv: Callable[[Path, Path], list]  # (scratch folder, run folder) -> kd arguments
 
@@ -211,7 +212,7 @@ CATALOGUE = [
          "global and split evenly across processes; expected a positive multiple of the 4 processes",
          train_all("--nproc", "4", "--set", "student.train.batch_size=30")),
 ]
-# cases that need a changed machine (a checksum, a read-only or a full disk); tested below, listed in the README
+# cases that need a changed machine (a checksum, a read-only or a full disk): tested below, in docs/reliability.md
 SPECIAL = {
     "bundled MiniLM weights changed": "bundled:all-MiniLM-L6-v2: ",
     "unwritable run folder": "cannot write there",
@@ -305,8 +306,9 @@ def test_full_disk_mid_run_exits_2_and_keeps_the_finished_files(smoke_copy, tmp_
 
 
 def readme_rows() -> dict[str, str]:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### Bad input"):]
+    """The rows of the table under "## Bad input" in docs/reliability.md: input -> message."""
+    text = (REPO / "docs" / "reliability.md").read_text()
+    section = text[text.index("\n## Bad input\n") + 1:]
     section = section[:section.index("\n#", 1)]
     rows = {}
     for line in section.splitlines():
