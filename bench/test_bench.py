@@ -38,7 +38,8 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def row_info(row, loaded) -> dict:
-    return {**row.fields(), "params": loaded.params, "size_mb": loaded.size_mb, "file": str(loaded.file)}
+    described = loaded.engine.describe()
+    return {**row.fields(), "params": loaded.params, "size_mb": described["size_mb"], "file": described["file"]}
 
 
 def test_cpu_fp32_peak(benchmark, bench_cfg):
@@ -80,8 +81,8 @@ def test_latency(benchmark, part, row, loaded, workload, bench_cfg):
     singles = workload.single_texts(row.model, loaded.tokenizer)[part::bench_cfg.parts]
     if not singles:
         pytest.skip(f"part {part + 1} of {bench_cfg.parts}: no texts left for it (fewer texts than parts)")
-    passes = passes_needed(loaded.runner, singles[len(singles) // 2], len(singles), bench_cfg)
-    benchmark.pedantic(loaded.runner, setup=feeder(singles * passes, bench_cfg.latency_warmup),
+    passes = passes_needed(loaded.engine.run, singles[len(singles) // 2], len(singles), bench_cfg)
+    benchmark.pedantic(loaded.engine.run, setup=feeder(singles * passes, bench_cfg.latency_warmup),
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
     _, real = token_counts(singles)
     benchmark.extra_info.update(kind="latency", part=part, parts=bench_cfg.parts, batch_size=1, texts=len(singles),
@@ -97,10 +98,10 @@ def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
     if not batches:
         pytest.skip(f"part {part + 1} of {bench_cfg.parts}: no batch left for it (fewer batches than parts)")
     padded_batches = [b for _, b in batches]
-    passes = passes_needed(loaded.runner, padded_batches[len(batches) // 2], len(batches), bench_cfg)
+    passes = passes_needed(loaded.engine.run, padded_batches[len(batches) // 2], len(batches), bench_cfg)
     outputs = []
     warmup = min(bench_cfg.throughput_warmup, len(batches))
-    benchmark.pedantic(lambda batch: outputs.append(loaded.runner(batch)), setup=feeder(padded_batches * passes,
+    benchmark.pedantic(lambda batch: outputs.append(loaded.engine.run(batch)), setup=feeder(padded_batches * passes,
                        warmup), rounds=len(batches) * passes, warmup_rounds=warmup)
     rows = np.concatenate([r for r, _ in batches])
     logits = np.concatenate(outputs[-len(batches):])  # the last pass

@@ -1,6 +1,6 @@
-"""`kd export-check`: the exported folders, loaded with a plain `onnxruntime.InferenceSession` (no options),
-classify the whole test split; their predictions are compared with the PyTorch test logits the training run
-saved (models/<model>/test_logits.npy)."""
+"""`kd export-check`: the exported folders, loaded as a user would (the ONNX Runtime engine's `plain` option: an
+`onnxruntime.InferenceSession` with no options), classify the whole test split; their predictions are compared
+with the PyTorch test logits the training run saved (models/<model>/test_logits.npy)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,30 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from transformers import AutoTokenizer
 
+from export.engines import engine, load
 from export.inference import logits_over
-from export.ort import run_logits
 from kd.errors import KdError
 from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
 
+ONNX = engine("onnxruntime")
+
 
 def plain_logits(path: Path, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # no options: as a user would
-    return logits_over(lambda batch: run_logits(sess, batch), tokenizer, texts, max_length, batch_size,
-                       progress=path.name)
+    model = load(ONNX.name, path, precision=ONNX.precision_of(path), plain=True)  # no options: as a user would
+    return logits_over(model.run, tokenizer, texts, max_length, batch_size, progress=path.name)
 
 
 def export_check(run_dir: Path, data: str | None = None) -> dict:
     run = RunFolder(Path(run_dir))
-    names = [m for m in MODEL_NAMES if (run.onnx_dir(m) / "model.onnx").is_file()]
+    names = [m for m in MODEL_NAMES if ONNX.model_file(run, m, "fp32").is_file()]
     if not names:
         raise KdError(f"{run.onnx_root}: no exported models; run `make export` first")
     texts, labels, max_length = run.split(data, "test")
     rows = {}
     for name in names:
-        folder = run.onnx_dir(name)
+        folder = ONNX.folder(run, name)
         torch_logits = np.load(run.model_dir(name) / "test_logits.npy", allow_pickle=False)
         if len(torch_logits) != len(texts):
             raise KdError(f"{run.model_dir(name)}/test_logits.npy has {len(torch_logits)} rows, the test split "
@@ -39,9 +39,9 @@ def export_check(run_dir: Path, data: str | None = None) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         torch_pred = torch_logits.argmax(-1)
         row = {"test_rows": len(texts), "pytorch_accuracy": float((torch_pred == labels).mean())}
-        for precision, file in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")):
+        for precision in ("fp32", "int8"):
             started = time.perf_counter()
-            logits = plain_logits(folder / file, tokenizer, texts, max_length)
+            logits = plain_logits(ONNX.model_file(run, name, precision), tokenizer, texts, max_length)
             pred = logits.argmax(-1)
             row[precision] = {"accuracy": float((pred == labels).mean()),
                               "agreement": float((pred == torch_pred).mean()),

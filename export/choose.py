@@ -7,19 +7,25 @@ import time
 from pathlib import Path
 
 from export.config import ExportConfig
-from export.inference import ort_runner
+from export.engines import Runner, engine, load
 from export.optimize import heads_and_hidden, optimize_graph
-from export.ort import ORT_ERRORS, session
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 from export.quantize import quantize
 from export.timing import clearly_faster, faster
+
+ONNX = engine("onnxruntime")
+
+
+def onnx_runner(path: Path) -> Runner:
+    """A graph in ONNX Runtime with the session options the bench and `kd predict` use."""
+    return load(ONNX.name, path).run
 
 
 def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True) -> Outputs:
     """A graph's outputs on the parity set; one that cannot even run on the tokenizer's arrays fails the gate."""
     try:
-        return parity.run(ort_runner(session(path)), full)
-    except (KeyError, *ORT_ERRORS) as exc:
+        return parity.run(onnx_runner(path), full)
+    except (KeyError, *ONNX.errors) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ExportGateError(f"{what} does not run on the tokenizer's inputs: {message}") from None
 
@@ -52,7 +58,7 @@ def choose_fp32(plain_path: Path, fused_path: Path, config, parity: ParitySet, r
                                               "optimize_seconds": optimize_seconds}
         timing, faster_fused = "", False
         if speed_matters(cfg):
-            times = faster({"plain": ort_runner(session(plain_path)), "fused": ort_runner(session(fused_path))},
+            times = faster({"plain": onnx_runner(plain_path), "fused": onnx_runner(fused_path)},
                            speed_batches)
             for which in ("plain", "fused"):
                 report["fp32_candidates"][which]["timed_seconds"] = times[which]
@@ -128,7 +134,7 @@ def choose_int8(source: Path, folder: Path, fp32: Check, parity: ParitySet, refe
     tied = sorted((c for c in passing if records[c]["accuracy"] >= best - cfg.int8_tie),
                   key=lambda c: -records[c]["accuracy"])  # stable: ranked order on equal accuracy
     if len(tied) > 1 and speed_matters(cfg):
-        times = faster({c: ort_runner(session(folder / f"int8-{c}.onnx")) for c in tied}, speed_batches)
+        times = faster({c: onnx_runner(folder / f"int8-{c}.onnx") for c in tied}, speed_batches)
         for candidate in tied:
             records[candidate]["timed_seconds"] = times[candidate]
     chosen = pick_int8(tied, records, cfg.speed_margin)
@@ -167,7 +173,7 @@ def choose_int8_source(plain_path: Path, fused_int8: Path, variant: str, folder:
     check = checked(parity, plain_int8, reference, f"{name}: int8 {variant} from the plain graph")
     failures = int8_failures(check, fp32, cfg.gates)
     fused_accuracy = report["int8_candidates"][variant]["accuracy"]
-    times = faster({"fused": ort_runner(session(fused_int8)), "plain": ort_runner(session(plain_int8))},
+    times = faster({"fused": onnx_runner(fused_int8), "plain": onnx_runner(plain_int8)},
                    speed_batches)
     report["int8_from_plain"] = {**check.to_dict(), "failures": failures, "timed_seconds": times}
     timing = f"fused {times['fused'] * 1e3:.0f} ms vs plain {times['plain'] * 1e3:.0f} ms on the timing batches"

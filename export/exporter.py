@@ -11,11 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from export.choose import choose_fp32, choose_int8, choose_int8_source
 from export.config import ExportConfig
-from export.inference import torch_runner
+from export.engines import load_model
 from export.onnx_export import export_onnx
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
@@ -50,15 +50,15 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
     def say(message: str) -> None:
         log(f"{name}: {message} [{time.perf_counter() - started:.0f} s]")
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # The reference is the model as users run it (default attention). The graph is traced from a copy with
     # eager attention: the same math, in the pattern ONNX Runtime's optimizer fuses into its Attention op
     # (SDPA's traced pattern is left unfused).
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+    loaded = load_model("pytorch", model_dir)
+    tokenizer, model = loaded.tokenizer, loaded.engine.model
     traced = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True,
                                                                 attn_implementation="eager").eval()
     parity = ParitySet(tokenizer, texts, labels, cfg, max_length)
-    reference = parity.run(torch_runner(model))
+    reference = parity.run(loaded.engine.run)
     say("PyTorch reference logits computed")
     key = key or export_key(sha256_file(model_dir / "model.safetensors"), cfg)
     report: dict = {"model": name, "key": key, "source": str(model_dir),

@@ -1,17 +1,13 @@
-"""Run a PyTorch model or an ONNX Runtime session over real texts, in the same batches, with dynamic padding."""
+"""Run a model (any engine's `run`) over real texts, in the same batches, with dynamic padding."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from export.ort import run_logits
-from kd.models import model_input_names
-
-Runner = Callable[[dict], np.ndarray]  # a padded batch from the tokenizer (numpy arrays) -> logits
+from export.engines import Runner
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
@@ -44,29 +40,8 @@ def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, ba
     return out
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the accelerator: its calls return before the work is done, so a timer must wait too."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def torch_runner(model) -> Runner:
+    """A PyTorch model already in memory, as a runner: the PyTorch engine's `run`."""
+    from export.engines.pytorch import PyTorchEngine
 
-
-def torch_runner(model: torch.nn.Module) -> Runner:
-    """Host arrays in, host logits out: the copies to and from the device and a synchronize are part of the call."""
-    names = set(model_input_names(model))
-    device = next(model.parameters()).device
-
-    def run(batch: dict) -> np.ndarray:
-        inputs = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in batch.items() if k in names}
-        with torch.inference_mode():
-            logits = model(**inputs).logits
-            synchronize(device)
-            return logits.float().cpu().numpy()
-
-    return run
-
-
-def ort_runner(sess) -> Runner:
-    return lambda batch: run_logits(sess, batch)
-
+    return PyTorchEngine(model).run

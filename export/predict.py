@@ -3,64 +3,47 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from export.inference import logits_over, ort_runner, torch_runner
+from export.engines import Loaded, engine_for, file_suffixes, load_model
+from export.inference import logits_over
 from kd.errors import KdError
-
-
-@dataclass
-class Loaded:
-    runner: object
-    tokenizer: object
-    label_names: list[str]
-    max_length: int
-    backend: str
 
 
 def load(target: Path, allow_pickle: bool = False) -> Loaded:
     """A save_pretrained folder (PyTorch), an export folder (its model.onnx), or an .onnx file."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     target = Path(target)
     if not target.exists():
         raise KdError(f"--model {target}: no such file or folder")
+    found = engine_for(target)
+    if found is None:
+        raise KdError(f"--model {target}: expected a model folder or an {' or '.join(file_suffixes())} file")
+    engine, file = found
     folder = target.parent if target.is_file() else target
-    if target.is_file() and target.suffix != ".onnx":
-        raise KdError(f"--model {target}: expected a model folder or an .onnx file")
     if not (folder / "config.json").is_file():
         raise KdError(f"--model {target}: no config.json in {folder} (label names come from it)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise KdError(f"--model {target}: no usable tokenizer in {folder} ({str(exc).splitlines()[0]})") from None
-    config = AutoConfig.from_pretrained(folder)
-    labels = [config.id2label[i] for i in range(len(config.id2label))]
-    # the run saves its training max_length as the tokenizer's model_max_length: predict truncates the same way
-    max_length = min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", 512))
-    onnx_file = target if target.is_file() else folder / "model.onnx"
-    if onnx_file.is_file():
-        from export.ort import session
+    options = {}
+    if engine.file_suffix is None:  # a model folder: safetensors only unless opted in
+        from kd.models import resolve_source
 
-        return Loaded(ort_runner(session(onnx_file)), tokenizer, labels, max_length, f"onnxruntime:{onnx_file.name}")
-    from kd.models import resolve_source
-
-    resolve_source(str(folder), "--model", allow_pickle)  # safetensors only unless opted in
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        folder, use_safetensors=None if allow_pickle else True).eval()
-    return Loaded(torch_runner(model), tokenizer, labels, max_length, "pytorch")
+        resolve_source(str(folder), "--model", allow_pickle)
+        options["allow_pickle"] = allow_pickle
+    return load_model(engine.name, file, "cpu", engine.precision_of(file), tokenizer=tokenizer, **options)
 
 
 def predict(loaded: Loaded, texts: list[str], batch_size: int = 32) -> list[dict]:
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise KdError(f"text {empty[0]} is empty: give non-empty texts")
-    logits = logits_over(loaded.runner, loaded.tokenizer, texts, loaded.max_length, batch_size)
+    logits = logits_over(loaded.engine.run, loaded.tokenizer, texts, loaded.max_length, batch_size)
     shifted = logits - logits.max(-1, keepdims=True)
     probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
     out = []

@@ -225,3 +225,57 @@ def test_export_and_predict_errors_are_one_line(tmp_path):
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr
     proc = kd("predict", "--model", stand_in("distilbert", tmp_path / "m"), "  ")
     assert proc.returncode == 2 and "text 1 is empty" in proc.stderr
+
+
+def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tmp_path):
+    import shutil
+
+    from bench.backends import COMBOS
+    from export.engines import engine, engines, load
+    from export.predict import load as load_target
+    from export.predict import predict
+    from kd.errors import KdError
+    from kd.runfolder import RunFolder
+
+    assert [cls.name for cls in engines()] == ["pytorch", "onnxruntime"]
+    assert COMBOS == (("pytorch", "cpu", "fp32"), ("onnxruntime", "cpu", "fp32"), ("onnxruntime", "cpu", "int8"),
+                      ("pytorch", "cuda", "fp32"), ("pytorch", "cuda", "fp16"), ("pytorch", "cuda", "bf16"),
+                      ("onnxruntime", "cuda", "fp32"), ("onnxruntime", "cuda", "int8"),
+                      ("pytorch", "mps", "fp32"), ("pytorch", "mps", "fp16"))
+    with pytest.raises(KdError, match=r"^engine 'openvino': unknown; expected one of pytorch, onnxruntime$"):
+        engine("openvino")
+    with pytest.raises(KdError, match=r"nowhere.onnx: no such model file for onnxruntime$"):
+        load("onnxruntime", tmp_path / "nowhere.onnx")
+    assert engine("pytorch").unavailable("tpu", "fp32") == "pytorch offers no fp32 on tpu"
+    assert "no CUDA kernels" in engine("onnxruntime").unavailable("cuda", "int8")
+    run = RunFolder(tmp_path / "run")
+    assert engine("onnxruntime").missing(run, "distilled", "cpu", "int8") == (
+        f"{run.onnx_dir('distilled') / 'model_int8.onnx'} is missing: run `make export` for {run.root}")
+
+    torch_dir = stand_in("distilbert", tmp_path / "torch")
+    onnx_dir = tmp_path / "onnx"
+    shutil.copytree(torch_dir, onnx_dir)
+    (onnx_dir / "model.safetensors").unlink()
+    traced = DistilBertForSequenceClassification.from_pretrained(torch_dir, attn_implementation="eager").eval()
+    exporter.export_onnx(traced, AutoTokenizer.from_pretrained(torch_dir), TEXTS, onnx_dir / "model.onnx", 17,
+                         "legacy")
+    rows = {}
+    for target, name, file in ((torch_dir, "pytorch", torch_dir / "model.safetensors"),
+                               (onnx_dir, "onnxruntime", onnx_dir / "model.onnx"),
+                               (onnx_dir / "model.onnx", "onnxruntime", onnx_dir / "model.onnx")):
+        loaded = load_target(target)
+        described = loaded.engine.describe()
+        assert described == {"engine": name, "device": "cpu", "precision": "fp32", "file": str(file),
+                             "size_mb": file.stat().st_size / 2**20}, target
+        rows[target] = predict(loaded, TEXTS[:16])
+    torch_rows, *onnx_rows = rows.values()
+    for other in onnx_rows:
+        assert [r["label"] for r in torch_rows] == [r["label"] for r in other]
+        assert max(abs(a["probability"] - b["probability"]) for a, b in zip(torch_rows, other)) < 1e-4
+    # export-check's plain session (ONNX Runtime's defaults) computes the same logits
+    batch = dict(AutoTokenizer.from_pretrained(onnx_dir)(TEXTS[:4], padding=True, return_tensors="np"))
+    tuned, plain = load("onnxruntime", onnx_dir / "model.onnx"), load("onnxruntime", onnx_dir / "model.onnx",
+                                                                       plain=True)
+    np.testing.assert_allclose(tuned.run(batch), plain.run(batch), atol=1e-5)
+    with pytest.raises(KdError, match=r"expected a model folder or an \.onnx file"):
+        load_target(torch_dir / "config.json")
