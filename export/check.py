@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from export.engines import engine, load
 from export.inference import logits_over
 from kd.errors import KdError
+from kd.metrics import accuracy, agreement
 from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
 
 ONNX = engine("onnxruntime")
@@ -38,13 +39,13 @@ def export_check(run_dir: Path, data: str | None = None) -> dict:
                           f"{len(texts)}: was the model trained on other data?")
         tokenizer = AutoTokenizer.from_pretrained(folder)
         torch_pred = torch_logits.argmax(-1)
-        row = {"test_rows": len(texts), "pytorch_accuracy": float((torch_pred == labels).mean())}
+        row = {"test_rows": len(texts), "pytorch_accuracy": accuracy(torch_pred, labels)}
         for precision in ("fp32", "int8"):
             started = time.perf_counter()
             logits = plain_logits(ONNX.model_file(run, name, precision), tokenizer, texts, max_length)
             pred = logits.argmax(-1)
-            row[precision] = {"accuracy": float((pred == labels).mean()),
-                              "agreement": float((pred == torch_pred).mean()),
+            row[precision] = {"accuracy": accuracy(pred, labels),
+                              "agreement": agreement(pred, torch_pred),
                               "differing_predictions": int((pred != torch_pred).sum()),
                               "max_abs_diff": float(np.abs(logits - torch_logits).max()),
                               "seconds": time.perf_counter() - started}

@@ -21,6 +21,7 @@ from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.timing import timing_batches
 from kd.errors import KdError
+from kd.metrics import accuracy
 from kd.runfolder import atomic_dir, sha256_file, write_json
 
 REPORT = "export_report.json"
@@ -63,7 +64,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
     key = key or export_key(sha256_file(model_dir / "model.safetensors"), cfg)
     report: dict = {"model": name, "key": key, "source": str(model_dir),
                     "validation_rows": len(texts), "gates": asdict(cfg.gates),
-                    "pytorch_validation_accuracy": float((reference.validation.argmax(-1) == labels).mean())}
+                    "pytorch_validation_accuracy": accuracy(reference.validation.argmax(-1), labels)}
     speed_batches = (timing_batches(tokenizer, texts, max_length, 1, 8)
                      + timing_batches(tokenizer, texts[8:], max_length, cfg.batch_size, 2))
 

@@ -11,6 +11,7 @@ import numpy as np
 from export.config import ExportConfig, Gates
 from export.inference import Runner, encode, logits_over
 from kd.errors import KdError
+from kd.metrics import accuracy, agreement
 
 
 class ExportGateError(KdError):
@@ -75,15 +76,17 @@ class ParitySet:
         if out.validation is not None:
             pairs.append((out.validation, ref.validation))
         diffs = [np.abs(o - r) for o, r in pairs]
-        agree = [o.argmax(-1) == r.argmax(-1) for o, r in pairs]
-        probes = [{"batch_size": b, "max_length": m, "max_abs_diff": float(d.max()),
-                   "agreement": float(a.mean())} for (b, m), d, a in zip(self.probes, diffs, agree)]
+        preds = [(o.argmax(-1), r.argmax(-1)) for o, r in pairs]
+        agree = [agreement(o, r) for o, r in preds]
+        probes = [{"batch_size": b, "max_length": m, "max_abs_diff": float(d.max()), "agreement": a}
+                  for (b, m), d, a in zip(self.probes, diffs, agree)]
+        pooled = agreement(*(np.concatenate(side) for side in zip(*preds)))  # over every probe's rows
         return Check(
             max_abs_diff=float(max(d.max() for d in diffs)),
             mean_abs_diff=float(np.concatenate([d.ravel() for d in diffs]).mean()),
-            agreement=float(agree[-1].mean()) if out.validation is not None else float(np.concatenate(agree).mean()),
-            probe_agreement=float(min((a.mean() for a in agree[:len(self.probes)]), default=1.0)),
-            accuracy=None if out.validation is None else float((out.validation.argmax(-1) == self.labels).mean()),
+            agreement=agree[-1] if out.validation is not None else pooled,
+            probe_agreement=min(agree[:len(self.probes)], default=1.0),
+            accuracy=None if out.validation is None else accuracy(preds[-1][0], self.labels),
             probes=probes,
         )
 
