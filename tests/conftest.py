@@ -59,6 +59,29 @@ def smoke_run(tmp_path_factory) -> Path:
     return run
 
 
+# a bench quick enough for tests: a share of the test split, few latency texts, short measurements
+QUICK_BENCH = ("--bench-samples", "256", "--latency-texts", "64", "--min-seconds", "0.5")
+
+
+@pytest.fixture(scope="session")
+def smoke_export(smoke_run, tmp_path_factory) -> Path:
+    """The smoke run exported once (`kd export`) for the session; read it, or copy it before changing it."""
+    run = tmp_path_factory.mktemp("exported") / "smoke"
+    shutil.copytree(smoke_run, run)
+    proc = kd("export", "--run-dir", run)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (run / "export.log").write_text(proc.stdout + proc.stderr)
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_bench(smoke_export) -> Path:
+    """That export benched once (quick settings), in the same folder: the bench writes only bench/."""
+    proc = kd("bench", "--run-dir", smoke_export, *QUICK_BENCH)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return smoke_export
+
+
 @pytest.fixture
 def smoke_copy(smoke_run, tmp_path) -> Path:
     dst = tmp_path / "smoke"

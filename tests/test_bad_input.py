@@ -21,8 +21,6 @@ from conftest import REPO, sample_rows, tree_state, write_csv
 from kd import models
 from kd.cli import main
 
-pytestmark = pytest.mark.slow
-
 
 @dataclass
 class Case:
@@ -292,6 +290,7 @@ def small_disk(folder: Path, megabytes: int):
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_full_disk_mid_run_exits_2_and_keeps_the_finished_files(smoke_copy, tmp_path, capsys):
     size = sum(p.stat().st_size for p in smoke_copy.rglob("*") if p.is_file()) // 2**20
     with small_disk(tmp_path / "disk", size + 3) as disk:  # room for the run, not for another student

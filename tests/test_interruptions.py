@@ -27,12 +27,14 @@ def comparable(results: dict) -> dict:
 
 
 def same_run(a, b) -> None:
-    """Two run folders hold the same results and the same test logits, bit for bit."""
+    """Two run folders hold the same results, the same test logits and the very same weights, bit for bit."""
     assert comparable(json.loads((a / "results.json").read_text())) == \
         comparable(json.loads((b / "results.json").read_text()))
     for name in ("teacher", "baseline", "distilled"):
         assert (a / f"models/{name}/test_logits.npy").read_bytes() == \
             (b / f"models/{name}/test_logits.npy").read_bytes(), name
+        assert json.loads((a / f"models/{name}/metrics.json").read_text())["weights_sha256"] == \
+            json.loads((b / f"models/{name}/metrics.json").read_text())["weights_sha256"], name
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,8 @@ def killed_and_resumed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(killed_and_resumed, smoke_run):
+    """Also the same-seed check: the killed process trained its teacher and baseline from scratch, and they
+    equal the session's smoke run bit for bit."""
     run, out, killed_state = killed_and_resumed
     checkpoint = min(name for name in killed_state if name.startswith("checkpoint-"))
     assert "teacher: already done with this config, skipped" in out
@@ -69,16 +73,6 @@ def test_kill_9_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(ki
     assert metrics["resumed_from"] == checkpoint
     same_run(run, smoke_run)
     assert not (run / "work" / "distilled").exists()
-
-
-@pytest.mark.slow
-def test_two_runs_with_the_same_seed_give_identical_results(smoke_run, tmp_path):
-    proc = kd("train-all", "--preset", "smoke", "--run-dir", tmp_path / "again")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    same_run(tmp_path / "again", smoke_run)
-    for name in ("teacher", "baseline", "distilled"):  # and the very same weights
-        assert json.loads((tmp_path / f"again/models/{name}/metrics.json").read_text())["weights_sha256"] == \
-            json.loads((smoke_run / f"models/{name}/metrics.json").read_text())["weights_sha256"]
 
 
 def fake_checkpoint(work, step, files=("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth",
@@ -105,6 +99,7 @@ def test_resume_takes_the_last_whole_checkpoint_of_the_same_stage_key(tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ["stage_key"]
 
 
+@pytest.mark.slow
 def test_changed_config_discards_the_checkpoints_of_a_killed_stage(smoke_copy):
     work = smoke_copy / "work" / "distilled"
     shutil.rmtree(smoke_copy / "models" / "distilled")
@@ -161,49 +156,80 @@ def test_no_module_writes_a_file_in_place():
     assert not offenders, "\n".join(offenders)
 
 
-def test_stale_or_foreign_teacher_logits_are_recomputed_never_used(smoke_copy, smoke_run):
+def in_process(run):
+    """The pipeline of the smoke preset on a run folder, in this process (its messages go to stdout)."""
+    from kd.config import load_config
+    from kd.pipeline import Pipeline
+
+    return Pipeline(load_config("smoke"), run)
+
+
+def test_wrong_shape_foreign_or_stale_teacher_logits_are_recomputed_never_used(smoke_copy, capsys):
     (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
     good = np.load(cached)
+    np.save(cached, np.zeros((3, 4), dtype=np.float32))  # damaged: the wrong shape
+    logits, _ = in_process(smoke_copy).teacher_logits()
+    assert "not used: its files changed after it was written" in capsys.readouterr().out
+    assert np.array_equal(logits, good) and np.array_equal(np.load(cached), good)
     # foreign: right name, right shape, other numbers (another teacher's logits copied over)
     np.save(cached, np.random.default_rng(0).normal(size=good.shape).astype(np.float32))
-    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "not used: its files changed after it was written; computing them again" in proc.stdout
-    assert np.array_equal(np.load(cached), good)
-    # the student was distilled from the recomputed logits, not the planted ones
-    assert (smoke_copy / "models/distilled/test_logits.npy").read_bytes() == \
-        (smoke_run / "models/distilled/test_logits.npy").read_bytes()
+    logits, _ = in_process(smoke_copy).teacher_logits()
+    out = capsys.readouterr().out
+    assert "not used: its files changed after it was written; computing them again" in out
+    assert f"teacher logits for {len(good)} rows" in out
+    assert np.array_equal(logits, good) and np.array_equal(np.load(cached), good)
     # stale: its record says it was made from another teacher
     record = cached.with_suffix(".json")
     meta = json.loads(record.read_text())
     meta["made_from"]["teacher_weights"] = "0" * 64
     record.write_text(json.dumps(meta))
+    logits, _ = in_process(smoke_copy).teacher_logits()
+    assert "not used: it was made from other inputs (teacher_weights)" in capsys.readouterr().out
+    assert np.array_equal(logits, good)
+    logits, note = in_process(smoke_copy).teacher_logits()  # and the rewritten entry is used again
+    assert note == "reused" and np.array_equal(logits, good)
+
+
+@pytest.mark.slow
+def test_a_student_is_distilled_from_recomputed_logits_not_planted_ones(smoke_copy, smoke_run):
+    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
+    good = np.load(cached)
+    np.save(cached, np.random.default_rng(0).normal(size=good.shape).astype(np.float32))
+    shutil.rmtree(smoke_copy / "models/distilled")
     proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "not used: it was made from other inputs (teacher_weights)" in proc.stdout
+    assert "not used: its files changed after it was written; computing them again" in proc.stdout
+    assert (smoke_copy / "models/distilled/test_logits.npy").read_bytes() == \
+        (smoke_run / "models/distilled/test_logits.npy").read_bytes()
 
 
 def cache_notes(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("kd: tokenized cache")]
 
 
-def test_foreign_or_damaged_tokenized_caches_are_rebuilt(smoke_copy, smoke_run):
+def test_foreign_or_damaged_tokenized_caches_are_rebuilt(smoke_copy, capsys):
+    splits = ("student_train", "validation", "test")  # what a student trains and is scored on
+
+    def tokenized() -> dict[str, list]:
+        pipe = in_process(smoke_copy)
+        _, tokenizer = pipe.new_student()
+        return {split: list(pipe.tokenized(split, tokenizer)["input_ids"]) for split in splits}
+
+    original = tokenized()  # the run's own caches, read
+    assert not cache_notes(capsys.readouterr().out)
     caches = sorted((smoke_copy / "cache/tokenized").iterdir())
     contents = [c.with_name(c.name + ".moved") for c in caches]
     for cache, moved in zip(caches, contents):
         cache.rename(moved)
     for cache, moved in zip(caches, contents[1:] + contents[:1]):  # each key now holds another key's entry
         moved.rename(cache)
-    proc = kd("train-baseline", "--preset", "smoke", "--run-dir", smoke_copy)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    notes = cache_notes(proc.stdout)  # the student's train, validation and test splits
-    assert len(notes) == 3 and all("not used: it was made from other inputs" in n for n in notes), notes
+    assert tokenized() == original
+    notes = cache_notes(capsys.readouterr().out)
+    assert len(notes) == len(splits) and all("not used: it was made from other inputs" in n for n in notes), notes
     for cache in caches:
         arrow = next(cache.glob("*.arrow"))
         arrow.write_bytes(arrow.read_bytes()[:-64])  # damaged after it was written
-    proc = kd("train-baseline", "--preset", "smoke", "--run-dir", smoke_copy)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    notes = cache_notes(proc.stdout)
-    assert len(notes) == 3 and all("not used: its files changed after it was written" in n for n in notes), notes
-    assert (smoke_copy / "models/baseline/test_logits.npy").read_bytes() == \
-        (smoke_run / "models/baseline/test_logits.npy").read_bytes()
+    assert tokenized() == original
+    notes = cache_notes(capsys.readouterr().out)
+    assert len(notes) == len(splits) and all("not used: its files changed after it was written" in n
+                                              for n in notes), notes
