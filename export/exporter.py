@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForSequenceClassification
 
-from export.choose import choose_fp32, choose_int8, choose_int8_source
+from export.choose import (
+    ChoiceContext,
+    Int8Choice,
+    Int8SourceChoice,
+    choose_fp32,
+    choose_int8,
+    choose_int8_source,
+)
 from export.config import ExportConfig
 from export.engines import load_model
 from export.onnx_export import export_onnx
@@ -73,32 +80,35 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         t0 = time.perf_counter()
         inputs = export_onnx(traced, tokenizer, texts, plain_path, cfg.opset, cfg.exporter)
         report["export_seconds"] = time.perf_counter() - t0
+        ctx = ChoiceContext(parity, reference, speed_batches, cfg, name, say, tmp)
         try:
-            graph, fp32, int8_source = choose_fp32(plain_path, fused_path, model.config, parity, reference,
-                                                   speed_batches, cfg, name, report)
-            say(f"fp32 ONNX graph: {report['graph_choice']}")
-            problems = fp32_failures(fp32, cfg.gates)
+            fp32 = choose_fp32(ctx, plain_path, fused_path, model.config)
+            report.update(fp32_candidates=fp32.candidates, graph_choice=str(fp32))
+            say(f"fp32 ONNX graph: {fp32}")
+            problems = fp32_failures(fp32.check, cfg.gates)
             if problems:
-                raise ExportGateError(f"{name}: fp32 ONNX ({graph}) does not match PyTorch: " + "; ".join(problems))
-            chosen, why = choose_int8(int8_source, tmp, fp32, parity, reference, speed_batches, cfg, name, say,
-                                     report)
-            int8_file = candidate = tmp / f"int8-{chosen}.onnx"
-            if int8_source == fused_path:  # quantized from the fused graph: is the plain graph's int8 better?
-                int8_file, source_why = choose_int8_source(plain_path, candidate, chosen, tmp, fp32, parity,
-                                                           reference, speed_batches, cfg, name, report)
-                why += f"; source graph {source_why}"
-            report["int8_source"] = "fused" if int8_source == fused_path and int8_file == candidate else "plain"
+                raise ExportGateError(f"{name}: fp32 ONNX ({fp32.chosen}) does not match PyTorch: "
+                                      + "; ".join(problems))
+            int8 = choose_int8(ctx, fp32.int8_source, fp32.check)
+            report["int8_candidates"] = int8.candidates
+            source = None
+            if fp32.int8_source == fused_path:  # quantized from the fused graph: is the plain graph's int8 better?
+                source = choose_int8_source(ctx, plain_path, int8, fp32.check)
+                if source.record is not None:
+                    report["int8_from_plain"] = source.record
+            report["int8_source"] = source.chosen if source else "plain"
         except ExportGateError as exc:
             # the evidence goes beside (not inside) the export folder, which stays as it was
             failed = out_dir.parent / f"{name}.failed.json"
-            write_json(failed, {**report, "error": str(exc)})
+            write_json(failed, {**report, **exc.evidence, "error": str(exc)})
             raise ExportGateError(f"{exc} (details: {failed})") from None
-        report["int8_choice"] = f"{why}; shipped: quantized from the {report['int8_source']} graph"
+        report["int8_choice"] = (f"{int8}" + (f"; source graph {source}" if source else "")
+                                 + f"; shipped: quantized from the {report['int8_source']} graph")
         say(f"int8 choice: {report['int8_choice']}")
 
         # the folder keeps model.onnx (the chosen fp32 graph) and model_int8.onnx, nothing else
-        os.replace(int8_file, tmp / "model_int8.onnx")
-        if graph == "fused":
+        os.replace(source.file if source else int8.file, tmp / "model_int8.onnx")
+        if fp32.chosen == "fused":
             os.replace(fused_path, plain_path)
         fused_path.unlink(missing_ok=True)
         for leftover in tmp.glob("int8-*.onnx"):
@@ -108,8 +118,8 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         tokenizer.save_pretrained(tmp)
         report.update(
             inputs=inputs,
-            fp32={"graph": graph, **fp32.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
-            int8={"variant": chosen, "source": report["int8_source"], **shipped_int8_check(report, chosen),
+            fp32={"graph": fp32.chosen, **fp32.check.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
+            int8={"variant": int8.chosen, "source": report["int8_source"], **shipped_int8(int8, source),
                   "size_mb": (tmp / "model_int8.onnx").stat().st_size / 2**20},
             pytorch_size_mb=(model_dir / "model.safetensors").stat().st_size / 2**20,
             total_seconds=time.perf_counter() - started,
@@ -119,11 +129,9 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
     return report
 
 
-def shipped_int8_check(report: dict, chosen: str) -> dict:
-    """The checks of the int8 file that ships: the chosen candidate's, or, when the candidate was quantized from
-    the fused graph but the plain graph's quantization shipped instead, that one's."""
-    skip = ("failures", "timed_seconds")
-    check = {k: v for k, v in report["int8_candidates"][chosen].items() if k not in skip}
-    if report["int8_source"] == "plain" and "int8_from_plain" in report:
-        check.update({k: v for k, v in report["int8_from_plain"].items() if k not in skip})
-    return check
+def shipped_int8(int8: Int8Choice, source: Int8SourceChoice | None) -> dict:
+    """The record of the int8 file that ships: the chosen candidate's, with the check of the plain graph's
+    quantization when that one shipped instead."""
+    record = {k: v for k, v in int8.candidates[int8.chosen].items() if k not in ("failures", "timed_seconds")}
+    shipped = source.check if source and source.chosen == "plain" else int8.check
+    return {**record, **shipped.to_dict()}

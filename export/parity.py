@@ -19,6 +19,10 @@ class ExportGateError(KdError):
 
     exit_code = 1
 
+    def __init__(self, message: str, evidence: dict | None = None):
+        super().__init__(message)
+        self.evidence = evidence or {}  # the failing choice's records, for <model>.failed.json
+
 
 @dataclass
 class Outputs:

@@ -60,6 +60,8 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     assert report["fp32"]["max_abs_diff"] <= 1e-4 and report["fp32"]["agreement"] == 1.0
     assert {p["batch_size"] for p in report["fp32"]["probes"]} == {1, 8, 32}
     assert report["int8"]["variant"] in ("qint8", "quint8")
+    for record in report["int8_candidates"].values():  # the validation pass's time is recorded, not compared
+        assert record["validation_seconds"] > 0 and "seconds" not in record
     assert report["int8"]["size_mb"] < report["fp32"]["size_mb"] / 2.5, "int8 weights are a quarter of fp32's"
     names = {p.name for p in out.iterdir()}
     assert {"model.onnx", "model_int8.onnx", "config.json", "tokenizer.json", "export_report.json"} <= names
@@ -168,6 +170,7 @@ def test_int8_gate_failure_names_the_numbers_and_writes_nothing(tmp_path):
     assert not out.exists()
     failed = json.loads((out.parent / "bert.failed.json").read_text())
     assert "no int8 variant" in failed["error"] and set(failed["int8_candidates"]) == {"qint8", "quint8"}
+    assert failed["graph_choice"] and "plain" in failed["fp32_candidates"], "the fp32 choice made before is kept"
 
 
 @pytest.mark.slow
