@@ -25,11 +25,10 @@ class Workload:
 
     @classmethod
     def load(cls, cfg: BenchConfig) -> Workload:
-        from export.run import run_split
         from kd.errors import KdError
 
         run = RunFolder(cfg.run_dir)
-        texts, labels, max_length = run_split(run, cfg.data, "test")
+        texts, labels, max_length = run.split(cfg.data, "test")
         if cfg.samples:
             if cfg.samples > len(texts):
                 raise KdError(f"--bench-samples {cfg.samples}: the test split has only {len(texts)} rows")
