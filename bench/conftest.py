@@ -5,47 +5,31 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from bench.backends import Row, load, missing, rows_for
-from bench.config import DEVICES, BenchConfig
+from bench.config import BenchConfig, SuitePlugin, add_arguments
 from bench.workload import Workload
 from kd.device import cpu_count
-from kd.runfolder import MODEL_NAMES, RunFolder
+from kd.runfolder import RunFolder
 
 SKIPPED: list[dict] = []
+CONFIG = pytest.StashKey[BenchConfig]()
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("kd-bench", "kd-bench: what to measure")
-    group.addoption("--run-dir", default="runs/cpu", help="run folder with models/ (and onnx/) to bench")
-    group.addoption("--bench-data", default=None, help="data source if not the run's own (fingerprint-checked)")
-    group.addoption("--bench-samples", type=int, default=None, help="test rows to score and time (default: all)")
-    group.addoption("--bench-order", default="length", help="throughput batches: length (sorted) or file order")
-    group.addoption("--bench-latency-texts", type=int, default=BenchConfig.latency_texts,
-                    help="single texts timed at batch 1")
-    group.addoption("--bench-min-seconds", type=float, default=BenchConfig.min_seconds,
-                    help="repeat a measurement shorter than this over its texts")
-    group.addoption("--bench-parts", type=int, default=BenchConfig.parts,
-                    help="parts each row is measured in, taking turns with the other rows")
-    group.addoption("--bench-devices", default=",".join(DEVICES), help="devices to bench, comma-separated")
-    group.addoption("--bench-models", default=",".join(MODEL_NAMES), help="models to bench, comma-separated")
+    add_arguments(parser.getgroup("kd-bench", "kd-bench: what to measure (bench/config.py)").addoption)
 
 
 def bench_config(config) -> BenchConfig:
-    if not hasattr(config, "_kd_bench"):
-        opt = config.getoption
-        config._kd_bench = BenchConfig(
-            run_dir=Path(opt("--run-dir")), data=opt("--bench-data"), samples=opt("--bench-samples"),
-            order=opt("--bench-order"), latency_texts=opt("--bench-latency-texts"),
-            min_seconds=opt("--bench-min-seconds"), parts=opt("--bench-parts"),
-            devices=[d for d in opt("--bench-devices").split(",") if d],
-            models=[m for m in opt("--bench-models").split(",") if m])
-        config._kd_bench.check()
-    return config._kd_bench
+    """The settings `kd bench` handed over (SuitePlugin), else those of this pytest command line."""
+    if CONFIG not in config.stash:
+        handed = [p.cfg for p in config.pluginmanager.get_plugins() if isinstance(p, SuitePlugin)]
+        config.stash[CONFIG] = handed[0] if handed else BenchConfig.from_args(config.option)
+        config.stash[CONFIG].check()
+    return config.stash[CONFIG]
 
 
 def pytest_configure(config):
@@ -114,7 +98,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else (
         "Apple MPS" if torch.backends.mps.is_available() else None)
     output_json["kd_bench"] = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": cfg.to_dict(),
         "preset": manifest.get("config", {}).get("preset"),
         "skipped": SKIPPED,
         "machine": {

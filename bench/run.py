@@ -6,28 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, SuitePlugin, flag
 from kd.errors import KdError
 from kd.runfolder import RunFolder, write_bytes, write_json, write_text
 
 SUITE = Path(__file__).resolve().parent
 
 
-def pytest_args(cfg: BenchConfig, json_path: Path) -> list[str]:
+def pytest_args(json_path: Path) -> list[str]:
+    """How pytest runs the suite; what it measures comes with the BenchConfig (SuitePlugin), not from here."""
     # no cache (the image's /app is read-only to its user); no warning that pytest cannot rewrite anyio
     # (kd imported it before pytest started: a fact of in-process runs, not a problem)
-    args = [str(SUITE), "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
-            f"--run-dir={cfg.run_dir}",
-            f"--bench-order={cfg.order}", f"--bench-latency-texts={cfg.latency_texts}",
-            f"--bench-devices={','.join(cfg.devices)}", f"--bench-models={','.join(cfg.models)}",
-            f"--bench-min-seconds={cfg.min_seconds}", f"--bench-parts={cfg.parts}",
+    return [str(SUITE), "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
             f"--benchmark-json={json_path}", "--benchmark-disable-gc", "--benchmark-sort=fullname",
             "--benchmark-columns=min,median,max,rounds"]
-    if cfg.samples:
-        args.append(f"--bench-samples={cfg.samples}")
-    if cfg.data:
-        args.append(f"--bench-data={cfg.data}")
-    return args
 
 
 def check_run(cfg: BenchConfig) -> RunFolder:
@@ -36,7 +28,7 @@ def check_run(cfg: BenchConfig) -> RunFolder:
     run.trained_models()  # a clear error for a folder without models
     texts, _, _ = run.split(cfg.data, "test")  # and for data that is not the run's own
     if cfg.samples and cfg.samples > len(texts):
-        raise KdError(f"--bench-samples {cfg.samples}: the test split of {run.root} has only {len(texts)} rows")
+        raise KdError(f"{flag('samples')} {cfg.samples}: the test split of {run.root} has only {len(texts)} rows")
     return run
 
 
@@ -51,7 +43,7 @@ def bench(cfg: BenchConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     partial = out / ".pytest-benchmark.json.partial"
     partial.unlink(missing_ok=True)
-    code = int(pytest.main(pytest_args(cfg, partial)))
+    code = int(pytest.main(pytest_args(partial), plugins=[SuitePlugin(cfg)]))
     if not partial.is_file():
         raise KdError(f"bench on {run.root}: the suite measured nothing (pytest exit code {code})")
     raw = partial.read_bytes()

@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 import pytest
-from sklearn.metrics import confusion_matrix
 
+from bench.config import flag
 from bench.flops import flops_of
 from bench.workload import token_counts
 from export.inference import encode
+from kd.metrics import confusion
 
 
 def feeder(items: list, warmup: int):
@@ -45,7 +46,7 @@ def row_info(row, loaded) -> dict:
 def test_cpu_fp32_peak(benchmark, bench_cfg):
     """The fp32 rate this CPU reaches on a large matrix product: the yardstick for the models' GFLOP/s."""
     if "cpu" not in bench_cfg.devices:
-        pytest.skip("cpu not among --bench-devices")
+        pytest.skip(f"cpu not among {flag('devices')}")
     import torch
 
     n = 2048
@@ -106,13 +107,12 @@ def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
     rows = np.concatenate([r for r, _ in batches])
     logits = np.concatenate(outputs[-len(batches):])  # the last pass
     assert np.isfinite(logits).all(), f"{row.id}: non-finite logits"
-    labels = range(len(workload.label_names))
-    confusion = confusion_matrix(workload.labels[rows], logits.argmax(-1), labels=list(labels))
+    matrix = confusion(logits.argmax(-1), workload.labels[rows], len(workload.label_names))
     pass_seconds = np.asarray(benchmark.stats.stats.data).reshape(passes, len(batches)).sum(axis=1)
     seconds = float(pass_seconds.min())  # timeit's rule: interference only ever slows a pass down
     padded, real = token_counts(padded_batches)
     benchmark.extra_info.update(
         kind="throughput", part=part, parts=bench_cfg.parts, batch_size=bench_cfg.batch_size, order=bench_cfg.order,
         samples=len(rows), batches=len(batches), passes=passes, seconds=seconds,
-        median_pass_seconds=float(np.median(pass_seconds)), confusion_matrix=confusion.tolist(),
+        median_pass_seconds=float(np.median(pass_seconds)), confusion_matrix=matrix.tolist(),
         padded_tokens=padded, real_tokens=real, flop=flops_of(loaded.config, padded_batches), **row_info(row, loaded))

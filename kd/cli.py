@@ -92,20 +92,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
-    from bench.config import DEVICES, BenchConfig
-
     if verb in ("bench", "bench-baseline"):
-        p.add_argument("--bench-samples", type=int, help="test rows to score and time (default: all)")
-        p.add_argument("--order", choices=["length", "file"], default=BenchConfig.order,
-                       help="throughput batches sorted by length (bulk scoring) or in file order (default: length)")
-        p.add_argument("--latency-texts", type=int, default=BenchConfig.latency_texts,
-                       help=f"single texts timed at batch 1 (default: {BenchConfig.latency_texts})")
-        p.add_argument("--devices", default=",".join(DEVICES), help="devices to bench, comma-separated")
-        p.add_argument("--models", default="teacher,baseline,distilled", help="models to bench, comma-separated")
-        p.add_argument("--min-seconds", type=float, default=BenchConfig.min_seconds,
-                       help="repeat a measurement shorter than this (default: %(default)s)")
-        p.add_argument("--parts", type=int, default=BenchConfig.parts,
-                       help="parts each row is measured in, taking turns with the other rows (default: %(default)s)")
+        from bench.config import add_arguments
+
+        add_arguments(p.add_argument, skip=("run_dir", "data"))  # those two every verb has
     if verb != "bench":
         p.add_argument("--baseline", type=Path, help="baseline file (default: bench/baselines/<preset>-<device>.json)")
     if verb == "bench-baseline":
@@ -282,9 +272,7 @@ def run_bench_verb(args) -> int:
         from bench.gate import read_summary, record_baseline
         from bench.run import bench, bench_summary
 
-        cfg = BenchConfig(run_dir=run_dir, data=args.data, samples=args.bench_samples, order=args.order,
-                          latency_texts=args.latency_texts, devices=args.devices.split(","),
-                          models=args.models.split(","), min_seconds=args.min_seconds, parts=args.parts)
+        cfg = BenchConfig.from_args(args, run_dir=run_dir, data=args.data)
         if args.verb == "bench":
             return bench(cfg)
         summaries = []
