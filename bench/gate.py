@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
+from bench.summary import LATENCY, Ratio, read_ratios
 from kd.errors import KdError
 from kd.runfolder import RunFolder, write_json
 
@@ -30,11 +32,52 @@ class GateConfig:
     latency_floor_ms: float = 2.5
 
 
+@dataclass(frozen=True)
+class Check:
+    """One gated quantity of bench-check. kind: "accuracy" (a row's accuracy or macro-F1, in %), "ratio" (a
+    within-run speed ratio, ×; `now` None when this bench lacks it) or "missing" (a baseline row this bench did not
+    measure; `change` says why). `floor` is the lowest value that passes (None: nothing passes but being there)."""
+
+    kind: Literal["accuracy", "ratio", "missing"]
+    what: str  # as the table and the failures name it, e.g. "<row>: macro-F1 (%)", "<ratio name> (×)"
+    base: float
+    now: float | None
+    change: str  # "+0.10 pt", "-3%", or why a row is missing
+    limit: str  # the limit as shown: "-1 pt", "-25%", "present", or why the ratio is not gated
+    floor: float | None
+    ok: bool
+    gated: bool = True
+    row: str | None = None  # accuracy and missing: the row
+    ratio: Ratio | None = None  # ratio: the baseline's ratio
+
+    @property
+    def failed(self) -> bool:
+        return self.gated and not self.ok
+
+    def line(self) -> str:
+        """The check's row of the printed table."""
+        now = "missing" if self.now is None else f"{self.now:.4g}"
+        verdict = (" ok |" if self.ok else " **FAIL** |") if self.gated else " |"
+        return f"| {self.what} | {self.base:.4g} | {now} | {self.change} | {self.limit} |{verdict}"
+
+    def message(self) -> str:
+        """A failure as the gate reports it."""
+        state = (f"missing now ({self.change})" if self.now is None
+                 else f"{self.now:.4g} now ({self.change}, limit {self.limit})")
+        return f"{self.what}: {self.base:.4g} in the baseline, {state}"
+
+
 def read_summary(run_dir: Path) -> dict:
     path = RunFolder(Path(run_dir)).bench_summary
     if not path.is_file():
         raise KdError(f"{path}: missing; run `make bench` (RUN={run_dir}) first")
-    return json.loads(path.read_text())
+    summary = json.loads(path.read_text())
+    try:
+        read_ratios(summary["ratios"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KdError(f"{path}: not a bench summary this kd-bench reads ({type(exc).__name__}: {exc}); run "
+                      f"`make bench` (RUN={run_dir}) again") from None
+    return summary
 
 
 def default_baseline(summary: dict) -> Path:
@@ -63,19 +106,24 @@ def baseline_of(summaries: list[dict]) -> dict:
     def median(row_id: str, key: str) -> float:
         return float(statistics.median(rows_by_id(s)[row_id][key] for s in summaries))
 
+    by_key = [ratios_by_key(s) for s in summaries]
     return {
         "preset": first.get("preset"), "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bench_runs": len(summaries), "settings": settings(first), "machine": first.get("machine"),
         "versions": first.get("versions"),
         "rows": {r: {"accuracy": lowest(r, "accuracy"), "f1_macro": lowest(r, "f1_macro"),
                      "samples_per_s": median(r, "samples_per_s"), "p50_ms": median(r, "p50_ms")} for r in row_ids},
-        "ratios": {name: min(s["ratios"][name] for s in summaries) for name in first["ratios"]
-                   if all(name in s["ratios"] for s in summaries)},
+        "ratios": [replace(r, value=min(ratios[r.key].value for ratios in by_key)).to_json()
+                   for r in read_ratios(first["ratios"]) if all(r.key in ratios for ratios in by_key)],
     }
 
 
 def rows_by_id(summary: dict) -> dict[str, dict]:
     return {r["row"]: r for r in summary["rows"]}
+
+
+def ratios_by_key(summary: dict) -> dict[tuple[str, str, str], Ratio]:
+    return {r.key: r for r in read_ratios(summary["ratios"])}
 
 
 def record_baseline(summaries: list[dict], path: Path | None = None) -> Path:
@@ -94,48 +142,54 @@ def record_baseline(summaries: list[dict], path: Path | None = None) -> Path:
     return path
 
 
-def compare(summary: dict, baseline: dict, gate: GateConfig) -> tuple[list[str], list[str]]:
-    """(table lines, failures): every gated quantity with its baseline, value now and limit."""
-    lines = ["| what | baseline | now | change | limit | |", "|---|---|---|---|---|---|"]
-    failures = []
+def compare(summary: dict, baseline: dict, gate: GateConfig) -> list[Check]:
+    """Every gated quantity with its baseline, value now and limit (the summary's and the baseline's ratios as
+    read_ratios reads them)."""
+    checks = []
     now_rows = rows_by_id(summary)
-
-    def add(what: str, base: float, now: float | None, change: str, limit: str, ok: bool) -> None:
-        lines.append(f"| {what} | {base:.4g} | {'missing' if now is None else f'{now:.4g}'} | {change} | {limit} | "
-                     f"{'ok' if ok else '**FAIL**'} |")
-        if not ok:
-            state = f"missing now ({change})" if now is None else f"{now:.4g} now ({change}, limit {limit})"
-            failures.append(f"{what}: {base:.4g} in the baseline, {state}")
-
     for row_id, base in baseline["rows"].items():
         now = now_rows.get(row_id)
         if now is None:
-            reason = summary.get("skipped", {}).get(row_id, "not measured")
-            add(f"{row_id}: accuracy", 100 * base["accuracy"], None, reason, "present", False)
+            checks.append(Check("missing", f"{row_id}: accuracy", base=100 * base["accuracy"], now=None,
+                                change=summary.get("skipped", {}).get(row_id, "not measured"), limit="present",
+                                floor=None, ok=False, row=row_id))
             continue
         for key, label in (("accuracy", "accuracy"), ("f1_macro", "macro-F1")):
             drop = 100 * (base[key] - now[key])
-            add(f"{row_id}: {label} (%)", 100 * base[key], 100 * now[key], f"{-drop:+.2f} pt",
-                f"-{gate.max_accuracy_drop_pt:g} pt", drop <= gate.max_accuracy_drop_pt + 1e-9)
-    for name, base in baseline["ratios"].items():
-        now = summary["ratios"].get(name)
-        change = "–" if now is None else f"{now / base - 1:+.0%}"
-        if now is not None and under_latency_floor(name, now_rows, baseline["rows"], gate.latency_floor_ms):
-            lines.append(f"| {name} (×) | {base:.4g} | {now:.4g} | {change} | not gated: both rows under "
-                         f"{gate.latency_floor_ms:g} ms | |")
+            checks.append(Check("accuracy", f"{row_id}: {label} (%)", base=100 * base[key], now=100 * now[key],
+                                change=f"{-drop:+.2f} pt", limit=f"-{gate.max_accuracy_drop_pt:g} pt",
+                                floor=100 * base[key] - gate.max_accuracy_drop_pt,
+                                ok=drop <= gate.max_accuracy_drop_pt + 1e-9, row=row_id))
+    now_ratios = ratios_by_key(summary)
+    for base in read_ratios(baseline["ratios"]):
+        now = now_ratios[base.key].value if base.key in now_ratios else None
+        change = "–" if now is None else f"{now / base.value - 1:+.0%}"
+        if now is not None and under_latency_floor(base, now_rows, baseline["rows"], gate.latency_floor_ms):
+            checks.append(Check("ratio", f"{base.name} (×)", base=base.value, now=now, change=change,
+                                limit=f"not gated: both rows under {gate.latency_floor_ms:g} ms", floor=None,
+                                ok=True, gated=False, ratio=base))
             continue
-        add(f"{name} (×)", base, now, change, f"-{gate.max_ratio_drop:.0%}",
-            now is not None and now >= base * (1 - gate.max_ratio_drop) - 1e-12)
-    return lines, failures
+        floor = base.value * (1 - gate.max_ratio_drop)
+        checks.append(Check("ratio", f"{base.name} (×)", base=base.value, now=now, change=change,
+                            limit=f"-{gate.max_ratio_drop:.0%}", floor=floor,
+                            ok=now is not None and now >= floor - 1e-12, ratio=base))
+    return checks
 
 
-def under_latency_floor(ratio: str, now_rows: dict, base_rows: dict, floor_ms: float) -> bool:
+def table(checks: list[Check]) -> list[str]:
+    return ["| what | baseline | now | change | limit | |", "|---|---|---|---|---|---|", *(c.line() for c in checks)]
+
+
+def failures_of(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.failed]
+
+
+def under_latency_floor(ratio: Ratio, now_rows: dict, base_rows: dict, floor_ms: float) -> bool:
     """True for a batch-1 latency ratio whose two rows are both faster than floor_ms, now and in the baseline."""
-    if "b1 p50 latency" not in ratio:
+    if ratio.what != LATENCY:
         return False
-    pair = ratio.split(":")[0].split(" vs ")
-    times = [rows.get(r, {}).get("p50_ms") for r in pair for rows in (now_rows, base_rows)]
-    return len(pair) == 2 and all(t is not None and t < floor_ms for t in times)
+    times = [rows.get(r, {}).get("p50_ms") for r in (ratio.fast, ratio.slow) for rows in (now_rows, base_rows)]
+    return all(t is not None and t < floor_ms for t in times)
 
 
 def absolute_changes(summary: dict, baseline: dict) -> list[str]:
@@ -150,18 +204,19 @@ def absolute_changes(summary: dict, baseline: dict) -> list[str]:
     return lines
 
 
-def speed_only(failures: list[str]) -> bool:
-    """True when every failure is a speed ratio (named "... (×)"): those are what noise can cause; accuracy
-    and missing rows are deterministic and would only fail again."""
-    return bool(failures) and all(" (×): " in f for f in failures)
+def speed_only(failures: list[Check]) -> bool:
+    """True when every failure is a speed ratio: those are what noise can cause; accuracy and missing rows are
+    deterministic and would only fail again."""
+    return bool(failures) and all(f.kind == "ratio" for f in failures)
 
 
 def best_ratios(summaries: list[dict]) -> dict:
     """The last summary with each speed ratio at the best value any of the bench runs measured: a ratio then
     fails only when it failed every time, as a real regression does."""
-    last = summaries[-1]
-    return {**last, "ratios": {name: max(s["ratios"][name] for s in summaries if name in s["ratios"])
-                               for name in last["ratios"]}}
+    by_key = [ratios_by_key(s) for s in summaries]
+    return {**summaries[-1], "ratios": [
+        replace(r, value=max(ratios[r.key].value for ratios in by_key if r.key in ratios)).to_json()
+        for r in read_ratios(summaries[-1]["ratios"])]}
 
 
 def bench_again(run_dir: Path, summary: dict) -> dict:
@@ -169,8 +224,7 @@ def bench_again(run_dir: Path, summary: dict) -> dict:
     from bench.config import BenchConfig
     from bench.run import bench_summary
 
-    known = {f.name for f in fields(BenchConfig)}
-    cfg = BenchConfig(**{k: v for k, v in summary["config"].items() if k in known})
+    cfg = BenchConfig.from_dict(summary["config"])
     cfg.run_dir = Path(run_dir)
     return bench_summary(cfg, "the speed regression is not confirmed either way")
 
@@ -197,8 +251,8 @@ def check(run_dir: Path, baseline_path: Path | None = None, overrides: dict | No
     try:
         baseline = json.loads(path.read_text())
         base_settings = baseline["settings"]
-        baseline["rows"], baseline["ratios"]
-    except (ValueError, KeyError) as exc:
+        baseline["rows"], read_ratios(baseline["ratios"])
+    except (ValueError, KeyError, TypeError) as exc:
         raise KdError(f"{path}: not a bench baseline ({exc}); record one with `make bench-baseline`") from None
     ours = settings(summary)
     differ = [k for k in COMPARABLE if base_settings.get(k) != ours.get(k)]
@@ -208,24 +262,26 @@ def check(run_dir: Path, baseline_path: Path | None = None, overrides: dict | No
                       "or record a new baseline")
     gate = gate_for(baseline, path, overrides)
     summaries = [summary]
-    lines, failures = compare(summary, baseline, gate)
-    while speed_only(failures) and len(summaries) <= confirm:
+    checks = compare(summary, baseline, gate)
+    while speed_only(failures_of(checks)) and len(summaries) <= confirm:
+        failures = failures_of(checks)
         print(f"kd: bench-check: {len(failures)} speed ratio(s) below the limit "
-              f"({'; '.join(f.split(' (×)')[0] for f in failures)}); benching again to "
+              f"({'; '.join(f.ratio.name for f in failures)}); benching again to "
               f"confirm ({len(summaries)} of {confirm})", flush=True)
         summaries.append(rebench(run_dir, summary))
-        lines, failures = compare(best_ratios(summaries), baseline, gate)
+        checks = compare(best_ratios(summaries), baseline, gate)
+    failures = failures_of(checks)
     same_machine = baseline.get("machine", {}).get("cpu") == summary.get("machine", {}).get("cpu")
     print(f"kd: bench-check of {run_dir} against {path} (recorded {baseline.get('recorded')}; limits: accuracy "
           f"-{gate.max_accuracy_drop_pt:g} pt, ratios -{gate.max_ratio_drop:.0%})"
           + (f"; speed ratios: the best of {len(summaries)} bench runs" if len(summaries) > 1 else "") + "\n")
-    print("\n".join(lines))
+    print("\n".join(table(checks)))
     print(f"\nAbsolute figures ({'same CPU model as the baseline' if same_machine else 'another machine'}; "
           "not gated):")
     print("\n".join(absolute_changes(summaries[-1], baseline)))
     if failures:
         print(f"\nkd: bench-check FAILED: {len(failures)} regression(s):")
-        print("\n".join(f"- {f}" for f in failures))
+        print("\n".join(f"- {f.message()}" for f in failures))
         return 1
-    print(f"\nkd: bench-check passed ({sum(line.endswith('| ok |') for line in lines)} checks)")
+    print(f"\nkd: bench-check passed ({sum(c.gated and c.ok for c in checks)} checks)")
     return 0

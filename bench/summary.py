@@ -5,12 +5,63 @@ the achieved GFLOP/s of the fastest fp32 student path against this CPU's fp32 ra
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
 from bench.backends import COMBOS, Row
 
 ROW_FIELDS = ("row", "model", "backend", "device", "precision", "params", "size_mb")
+THROUGHPUT, LATENCY = "throughput", "b1 p50 latency"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A speed ratio measured inside one bench run (machine speed cancels out): how many times faster the `fast`
+    row is than the `slow` one (row ids), in batch-32 throughput or in batch-1 p50 latency."""
+
+    fast: str
+    slow: str
+    what: Literal["throughput", "b1 p50 latency"]
+    value: float
+
+    def __post_init__(self):
+        if self.what not in (THROUGHPUT, LATENCY):
+            raise ValueError(f"ratio {self.what!r}: expected {THROUGHPUT!r} or {LATENCY!r}")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What is compared, without the value: the same key in two runs is the same ratio."""
+        return self.fast, self.slow, self.what
+
+    @property
+    def name(self) -> str:
+        """As tables and messages show it."""
+        return f"{self.fast} vs {self.slow}: {self.what}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Ratio:
+        return cls(data["fast"], data["slow"], data["what"], float(data["value"]))
+
+
+def read_ratios(stored: list | dict) -> list[Ratio]:
+    """The ratios of a summary or a baseline: a list of Ratio.to_json objects. Files written before the ratios had
+    their own fields held {"<fast> vs <slow>: <what>": value}; those are read as well (the names are exact)."""
+    if isinstance(stored, dict):
+        return [legacy_ratio(name, value) for name, value in stored.items()]
+    return [Ratio.from_json(r) for r in stored]
+
+
+def legacy_ratio(name: str, value: float) -> Ratio:
+    pair, sep, what = name.rpartition(": ")
+    fast, vs, slow = pair.partition(" vs ")
+    if not (sep and vs):
+        raise ValueError(f"ratio {name!r}: expected '<fast row> vs <slow row>: <what>'")
+    return Ratio(fast, slow, what, float(value))
 
 
 def build_summary(bench_json: dict) -> dict:
@@ -44,13 +95,15 @@ def build_summary(bench_json: dict) -> dict:
         "preset": meta.get("preset"), "config": meta.get("config", {}), "machine": meta.get("machine", {}),
         "versions": meta.get("versions", {}), "datetime": bench_json.get("datetime"),
         "rows": ordered, "skipped": skipped, "tokenize": tokenize, "cpu_fp32_peak": peak,
-        "ratios": within_run_ratios(rows), "compute": compute_efficiency(ordered, peak),
+        "ratios": [r.to_json() for r in within_run_ratios(rows)], "compute": compute_efficiency(ordered, peak),
     }
 
 
 def merge_parts(parts: dict[str, list[dict]]) -> dict:
     """One row from its parts: latency percentiles over every call of every part; samples/s, accuracy, macro-F1
     and GFLOP/s over the whole split (the parts' best-pass times, predictions and FLOPs added up)."""
+    from kd.metrics import confusion_scores  # sklearn: imported by a new summary, not by bench-check's reading
+
     first = (parts["latency"] or parts["throughput"])[0]["extra_info"]
     row = {k: first[k] for k in ROW_FIELDS}
     if parts["latency"]:
@@ -64,17 +117,9 @@ def merge_parts(parts: dict[str, list[dict]]) -> dict:
         row.update(samples=sum(i["samples"] for i in infos), seconds=seconds,
                    padded_tokens=sum(i["padded_tokens"] for i in infos),
                    real_tokens=sum(i["real_tokens"] for i in infos),
-                   gflops_per_s=sum(i["flop"] for i in infos) / seconds / 1e9, **scores(confusion))
+                   gflops_per_s=sum(i["flop"] for i in infos) / seconds / 1e9, **confusion_scores(confusion))
         row["samples_per_s"] = row["samples"] / seconds
     return row
-
-
-def scores(confusion: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-F1 from a confusion matrix (rows: true label, columns: prediction)."""
-    tp = np.diag(confusion).astype(float)
-    f1 = np.divide(2 * tp, confusion.sum(0) + confusion.sum(1), out=np.zeros_like(tp),
-                   where=(confusion.sum(0) + confusion.sum(1)) > 0)
-    return {"accuracy": float(tp.sum() / confusion.sum()), "f1_macro": float(f1.mean())}
 
 
 def row_order(row: dict) -> tuple:
@@ -88,9 +133,9 @@ def ratio(a, b) -> float | None:
     return a / b if a and b else None
 
 
-def within_run_ratios(rows: dict[str, dict]) -> dict[str, float]:
-    """Speed ratios measured inside this run (machine speed cancels out), named "<faster> vs <slower>: <what>".
-    Students and exports vs the teacher in PyTorch fp32; int8 vs fp32 ONNX; ONNX Runtime vs PyTorch."""
+def within_run_ratios(rows: dict[str, dict]) -> list[Ratio]:
+    """Speed ratios measured inside this run: students and exports vs the teacher in PyTorch fp32; int8 vs fp32
+    ONNX; ONNX Runtime vs PyTorch."""
     pairs = []
     for row in rows.values():
         r = Row(row["model"], row["backend"], row["device"], row["precision"])
@@ -100,14 +145,14 @@ def within_run_ratios(rows: dict[str, dict]) -> dict[str, float]:
             pairs.append((r.id, Row(r.model, "onnxruntime", r.device, "fp32").id))
         if r.backend == "onnxruntime" and r.precision == "fp32" and r.model != "teacher":
             pairs.append((r.id, Row(r.model, "pytorch", r.device, "fp32").id))
-    out = {}
+    out = []
     for fast, slow in pairs:
         if fast in rows and slow in rows:
             a, b = rows[fast], rows[slow]
             if a.get("samples_per_s") and b.get("samples_per_s"):
-                out[f"{fast} vs {slow}: throughput"] = a["samples_per_s"] / b["samples_per_s"]
+                out.append(Ratio(fast, slow, THROUGHPUT, a["samples_per_s"] / b["samples_per_s"]))
             if a.get("p50_ms") and b.get("p50_ms"):
-                out[f"{fast} vs {slow}: b1 p50 latency"] = b["p50_ms"] / a["p50_ms"]
+                out.append(Ratio(fast, slow, LATENCY, b["p50_ms"] / a["p50_ms"]))
     return out
 
 

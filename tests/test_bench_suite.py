@@ -3,6 +3,7 @@ count is right, and that bench-check catches a run made slower or less accurate 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,9 +12,11 @@ import torch
 from conftest import kd
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.config import BenchConfig, add_arguments
 from bench.flops import batch_flops
-from bench.gate import GateConfig, check, compare
+from bench.gate import GateConfig, check, compare, failures_of, table, under_latency_floor
 from bench.plot import frontier
+from bench.summary import LATENCY, THROUGHPUT, Ratio, read_ratios
 from kd.errors import KdError
 
 QUICK = ("--bench-samples", "256", "--latency-texts", "64", "--min-seconds", "0.5")
@@ -54,6 +57,12 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     if not torch.cuda.is_available():
         assert "no CUDA device" in summary["skipped"]["distilled-pytorch-cuda-fp16"]
     assert summary["compute"]["fraction_of_peak"] > 0
+    # the ratios are stored with their rows; the settings are those kd bench handed to the suite
+    keys = {r.key for r in read_ratios(summary["ratios"])}
+    assert ("distilled-onnxruntime-cpu-int8", "distilled-onnxruntime-cpu-fp32", THROUGHPUT) in keys
+    assert ("distilled-onnxruntime-cpu-int8", "teacher-pytorch-cpu-fp32", LATENCY) in keys
+    cfg = BenchConfig.from_dict(summary["config"])
+    assert (cfg.samples, cfg.latency_texts, cfg.min_seconds, cfg.run_dir) == (256, 64, 0.5, smoke_bench)
 
 
 def test_bench_accuracy_is_the_models_own(smoke_bench):
@@ -178,29 +187,105 @@ def test_flop_count_matches_pytorchs_counter(kind):
     assert batch_flops(config, 3, 17) == counter.get_total_flops()
 
 
+def ratios(*values: tuple[str, str, str, float]) -> list[dict]:
+    return [Ratio(*v).to_json() for v in values]
+
+
 def test_gate_limits_are_inclusive_and_missing_rows_fail():
     row = {"row": "distilled-onnxruntime-cpu-int8", "accuracy": 0.90, "f1_macro": 0.90}
     baseline = {"rows": {row["row"]: {"accuracy": 0.91, "f1_macro": 0.91}, "gone-pytorch-cpu-fp32":
-                         {"accuracy": 0.9, "f1_macro": 0.9}}, "ratios": {"a vs b: throughput": 4.0,
-                                                                         "c vs d: throughput": 4.0}}
-    summary = {"rows": [row], "ratios": {"a vs b: throughput": 3.0, "c vs d: throughput": 2.99},
+                         {"accuracy": 0.9, "f1_macro": 0.9}},
+                "ratios": ratios(("a", "b", THROUGHPUT, 4.0), ("c", "d", THROUGHPUT, 4.0))}
+    summary = {"rows": [row], "ratios": ratios(("a", "b", THROUGHPUT, 3.0), ("c", "d", THROUGHPUT, 2.99)),
                "skipped": {"gone-pytorch-cpu-fp32": "no such device"}}
-    _, failures = compare(summary, baseline, GateConfig(max_accuracy_drop_pt=1.0, max_ratio_drop=0.25))
-    assert [f.split(":")[0] for f in failures] == ["gone-pytorch-cpu-fp32", "c vs d"]
-    assert "no such device" in failures[0]
+    checks = compare(summary, baseline, GateConfig(max_accuracy_drop_pt=1.0, max_ratio_drop=0.25))
+    failures = failures_of(checks)
+    assert [(f.kind, f.row, f.ratio and f.ratio.key) for f in failures] == [
+        ("missing", "gone-pytorch-cpu-fp32", None), ("ratio", None, ("c", "d", THROUGHPUT))]
+    assert failures[0].change == "no such device" and "no such device" in failures[0].message()
+    # the numbers and the limit: a drop of exactly the limit passes
+    accuracy = next(c for c in checks if c.kind == "accuracy")
+    assert (accuracy.base, accuracy.now, accuracy.ok) == (pytest.approx(91), pytest.approx(90), True)
+    assert failures[1].floor == pytest.approx(3.0) and failures[1].now == 2.99
+    # what users read stays as it was
+    assert failures[1].message() == "c vs d: throughput (×): 4 in the baseline, 2.99 now (-25%, limit -25%)"
+    assert failures[0].message() == "gone-pytorch-cpu-fp32: accuracy: 90 in the baseline, missing now (no such device)"
+    assert "| a vs b: throughput (×) | 4 | 3 | -25% | -25% | ok |" in table(checks)
+    assert "| c vs d: throughput (×) | 4 | 2.99 | -25% | -25% | **FAIL** |" in table(checks)
 
 
 def test_batch_1_latency_ratios_of_sub_millisecond_rows_are_shown_not_gated():
-    name = "a vs b: b1 p50 latency"
     baseline = {"rows": {"a": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.3},
-                         "b": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}}, "ratios": {name: 0.95}}
+                         "b": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}},
+                "ratios": ratios(("a", "b", LATENCY, 0.95))}
     fast = {"rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.33},
-                     {"row": "b", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}], "ratios": {name: 0.6}}
-    lines, failures = compare(fast, baseline, GateConfig())
-    assert not failures and any("not gated: both rows under 2.5 ms" in line for line in lines)
+                     {"row": "b", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}],
+            "ratios": ratios(("a", "b", LATENCY, 0.6))}
+    checks = compare(fast, baseline, GateConfig())
+    assert not failures_of(checks) and any("not gated: both rows under 2.5 ms" in line for line in table(checks))
+    assert "| a vs b: b1 p50 latency (×) | 0.95 | 0.6 | -37% | not gated: both rows under 2.5 ms | |" in table(checks)
     fast["rows"][0]["p50_ms"] = 5.0  # a row that became slow is gated again
-    _, failures = compare(fast, baseline, GateConfig())
-    assert [f.split(":")[0] for f in failures] == ["a vs b"]
+    failures = failures_of(compare(fast, baseline, GateConfig()))
+    assert [f.ratio.key for f in failures] == [("a", "b", LATENCY)]
+
+
+def test_the_latency_floor_reads_the_ratios_rows():
+    """Both rows of the ratio, now and in the baseline, must be under the floor; a throughput ratio never is."""
+    now = {"a": {"p50_ms": 0.3}, "b": {"p50_ms": 0.2}, "c": {"p50_ms": 3.0}}
+    base = {"a": {"p50_ms": 0.3}, "b": {"p50_ms": 0.2}, "c": {"p50_ms": 0.2}}
+    assert under_latency_floor(Ratio("a", "b", LATENCY, 1.0), now, base, 2.5)
+    assert not under_latency_floor(Ratio("a", "b", THROUGHPUT, 1.0), now, base, 2.5)
+    assert not under_latency_floor(Ratio("a", "c", LATENCY, 1.0), now, base, 2.5)  # c is slow now
+    assert not under_latency_floor(Ratio("c", "b", LATENCY, 1.0), base, now, 2.5)  # c was slow in the baseline
+    assert not under_latency_floor(Ratio("a", "gone", LATENCY, 1.0), now, base, 2.5)
+
+
+def test_a_ratio_round_trips_through_json_and_old_files_still_read():
+    ratio = Ratio("distilled-onnxruntime-cpu-int8", "teacher-pytorch-cpu-fp32", LATENCY, 4.773637453719867)
+    assert Ratio.from_json(json.loads(json.dumps(ratio.to_json()))) == ratio
+    assert ratio.name == "distilled-onnxruntime-cpu-int8 vs teacher-pytorch-cpu-fp32: b1 p50 latency"
+    # summaries and baselines written before the ratios had fields: {"<fast> vs <slow>: <what>": value}
+    assert read_ratios({ratio.name: ratio.value}) == [ratio]
+    with pytest.raises(ValueError, match="speed"):
+        Ratio("a", "b", "speed", 1.0)
+    with pytest.raises(ValueError, match="expected"):
+        read_ratios({"a b: throughput": 1.0})
+    # the committed baselines: the smoke one in the new shape (its gate section kept), the cpu one in the old
+    from bench.gate import BASELINES
+
+    smoke = json.loads((BASELINES / "smoke-cpu.json").read_text())
+    assert len(read_ratios(smoke["ratios"])) == 26 and smoke["gate"]["max_ratio_drop"] == 0.4
+    assert len(read_ratios(json.loads((BASELINES / "cpu-cpu.json").read_text())["ratios"])) > 0
+
+
+def test_bench_settings_have_one_declaration_for_every_command_line():
+    """kd's bench options, pytest's and a summary's recorded settings all come from BenchConfig's fields."""
+    import argparse
+
+    from kd.cli import parser
+
+    given = ["--bench-samples", "5", "--order", "file", "--latency-texts", "7", "--devices", "cpu",
+             "--models", "teacher,distilled", "--min-seconds", "0.5", "--parts", "2"]
+    expected = BenchConfig(run_dir=Path("r"), samples=5, order="file", latency_texts=7, devices=["cpu"],
+                           models=["teacher", "distilled"], min_seconds=0.5, parts=2)
+    for verb in ("bench", "bench-baseline"):
+        args = parser().parse_args([verb, "--run-dir", "r", *given])
+        assert BenchConfig.from_args(args, run_dir=args.run_dir, data=args.data) == expected
+    suite = argparse.ArgumentParser()  # as bench/conftest.py declares them to pytest
+    add_arguments(suite.add_argument)
+    assert BenchConfig.from_args(suite.parse_args(["--run-dir", "r", *given])) == expected
+    assert BenchConfig.from_args(suite.parse_args([])) == BenchConfig()  # the defaults are the fields'
+    assert BenchConfig().models == ["teacher", "baseline", "distilled"]
+    # a summary records the settings; bench-check benches again from them
+    recorded = json.loads(json.dumps(expected.to_dict()))
+    assert BenchConfig.from_dict({**recorded, "from_a_later_version": 1}) == expected
+    for cfg, message in ((BenchConfig(order="random"), "--order 'random': expected length or file"),
+                         (BenchConfig(devices=["tpu"]), "--devices 'tpu': expected some of cpu, cuda, mps"),
+                         (BenchConfig(samples=0), "--bench-samples 0: expected a positive number"),
+                         (BenchConfig(latency_texts=0), "--latency-texts 0: expected a positive number"),
+                         (BenchConfig(parts=0), "--parts 0: expected a positive number")):
+        with pytest.raises(KdError, match=f"^{message}$"):
+            cfg.check()
 
 
 def test_pareto_front_keeps_only_unbeaten_points():
@@ -212,17 +297,18 @@ def test_pareto_front_keeps_only_unbeaten_points():
 def test_a_speed_failure_counts_only_when_it_repeats(tmp_path):
     """bench-check --confirm: a ratio low once (noise) passes when benched again; one low every time fails; an
     accuracy drop is judged at once."""
-    name = "a vs b: throughput"
+    name = ("a", "b", THROUGHPUT)
     config = {"batch_size": 32, "order": "length"}
     rows = [{"row": r, "accuracy": 0.9, "f1_macro": 0.9, "samples": 100, "p50_ms": 5.0} for r in "ab"]
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"settings": {"samples": 100, "batch_size": 32, "order": "length"},
-                                    "rows": {r["row"]: dict(r) for r in rows}, "ratios": {name: 2.0}}))
+                                    "rows": {r["row"]: dict(r) for r in rows}, "ratios": ratios((*name, 2.0))}))
     run = tmp_path / "run"
     (run / "bench").mkdir(parents=True)
 
     def bench_with(ratio, accuracy=0.9):
-        summary = {"config": config, "rows": [{**r, "accuracy": accuracy} for r in rows], "ratios": {name: ratio}}
+        summary = {"config": config, "rows": [{**r, "accuracy": accuracy} for r in rows],
+                   "ratios": ratios((*name, ratio))}
         (run / "bench" / "summary.json").write_text(json.dumps(summary))
         return summary
 
@@ -252,7 +338,8 @@ def test_a_baseline_may_set_its_own_limits_and_the_command_line_overrides_them(t
     with pytest.raises(KdError, match=r"b.json: gate.max_ratio is not a gate limit"):
         gate_for({"gate": {"max_ratio": 0.4}}, path)
     # re-recording keeps the limits chosen for the baseline
-    summary = {"preset": "smoke", "config": {"batch_size": 32, "order": "length"}, "ratios": {"a vs b: x": 2.0},
+    summary = {"preset": "smoke", "config": {"batch_size": 32, "order": "length"},
+               "ratios": ratios(("a", "b", THROUGHPUT, 2.0)),
                "rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "samples": 10, "samples_per_s": 1.0,
                          "p50_ms": 1.0}]}
     path.write_text(json.dumps(baseline))
