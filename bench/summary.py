@@ -48,20 +48,11 @@ class Ratio:
         return cls(data["fast"], data["slow"], data["what"], float(data["value"]))
 
 
-def read_ratios(stored: list | dict) -> list[Ratio]:
-    """The ratios of a summary or a baseline: a list of Ratio.to_json objects. Files written before the ratios had
-    their own fields held {"<fast> vs <slow>: <what>": value}; those are read as well (the names are exact)."""
-    if isinstance(stored, dict):
-        return [legacy_ratio(name, value) for name, value in stored.items()]
+def read_ratios(stored: list) -> list[Ratio]:
+    """The ratios of a summary or a baseline (a list of Ratio.to_json objects)."""
+    if not isinstance(stored, list):
+        raise ValueError("its ratios are not a list of {fast, slow, what, value}: written by an older kd-bench")
     return [Ratio.from_json(r) for r in stored]
-
-
-def legacy_ratio(name: str, value: float) -> Ratio:
-    pair, sep, what = name.rpartition(": ")
-    fast, vs, slow = pair.partition(" vs ")
-    if not (sep and vs):
-        raise ValueError(f"ratio {name!r}: expected '<fast row> vs <slow row>: <what>'")
-    return Ratio(fast, slow, what, float(value))
 
 
 def build_summary(bench_json: dict) -> dict:
