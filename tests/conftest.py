@@ -18,6 +18,25 @@ def kd(*args, cwd=REPO, timeout=600):
                           text=True, timeout=timeout)
 
 
+@pytest.fixture
+def kd_here(capsys):
+    """The kd command run in this process, where a separate process is not what a test is about: the same
+    entry point and exit code, without starting Python and importing torch again (seconds per call). Returns
+    what kd() returns."""
+    from kd.cli import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
 def write_csv(path: Path, rows, header=("label", "text")):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:

@@ -108,10 +108,10 @@ def add_slow_branch(path, n=768):
 
 
 @pytest.mark.slow
-def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_one(smoke_bench, tmp_path):
+def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_one(smoke_bench, tmp_path, kd_here):
     baseline = tmp_path / "baseline.json"
-    assert kd("bench-baseline", "--run-dir", smoke_bench, "--baseline", baseline).returncode == 0
-    passed = kd("bench-check", "--run-dir", smoke_bench, "--baseline", baseline)
+    assert kd_here("bench-baseline", "--run-dir", smoke_bench, "--baseline", baseline).returncode == 0
+    passed = kd_here("bench-check", "--run-dir", smoke_bench, "--baseline", baseline)
     assert passed.returncode == 0, passed.stdout[-3000:]
     assert "bench-check passed" in passed.stdout
 
@@ -123,7 +123,7 @@ def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_on
     add_slow_branch(worse / "onnx" / "distilled" / "model_int8.onnx")
     permute_classifier(worse / "models" / "distilled")
     assert kd("bench", "--run-dir", worse, *QUICK_BENCH).returncode == 0
-    failed = kd("bench-check", "--run-dir", worse, "--baseline", baseline)
+    failed = kd_here("bench-check", "--run-dir", worse, "--baseline", baseline)
     assert failed.returncode == 1, failed.stdout[-3000:]
     assert "benching again" not in failed.stdout
     report = failed.stdout.split("bench-check FAILED")[1]
@@ -134,27 +134,27 @@ def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_on
 
 
 @pytest.mark.slow
-def test_bench_errors_are_one_line(smoke_bench, tmp_path):
+def test_bench_errors_are_one_line(smoke_bench, tmp_path, kd_here):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        (("bench", "--run-dir", empty), "no trained models"),
+        (("bench", "--run-dir", empty), "no trained models"),  # (errors come before pytest starts)
         (("bench", "--run-dir", smoke_bench, "--bench-samples", "999999"), "--bench-samples 999999"),
         (("bench-check", "--run-dir", empty), "run `make bench`"),
         (("bench-check", "--run-dir", smoke_bench, "--baseline", tmp_path / "none.json"), "no such baseline"),
     ]
     for args, message in cases:
-        proc = kd(*args)
+        proc = kd_here(*args)
         assert proc.returncode == 2, (args, proc.stdout[-1000:], proc.stderr[-1000:])
         errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
     # a baseline recorded with other settings is not compared with
     other = tmp_path / "other.json"
-    assert kd("bench-baseline", "--run-dir", smoke_bench, "--baseline", other).returncode == 0
+    assert kd_here("bench-baseline", "--run-dir", smoke_bench, "--baseline", other).returncode == 0
     data = json.loads(other.read_text())
     data["settings"]["samples"] = 7600
     other.write_text(json.dumps(data))
-    proc = kd("bench-check", "--run-dir", smoke_bench, "--baseline", other)
+    proc = kd_here("bench-check", "--run-dir", smoke_bench, "--baseline", other)
     assert proc.returncode == 2 and "samples=7600" in proc.stderr
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import kd, sample_rows, tree_state
+from conftest import sample_rows, tree_state
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -175,7 +175,7 @@ def test_int8_gate_failure_names_the_numbers_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_kd_export_on_the_smoke_run(smoke_export, tmp_path):
+def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     """The session's export of the smoke run (which the bench tests bench too), then in a copy of it: re-export,
     forced re-export, export-check and predict."""
     summary = json.loads((smoke_export / "onnx/report.json").read_text())
@@ -188,16 +188,16 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path):
     assert "| distilled | int8 |" in (smoke_export / "onnx/report.md").read_text()
     smoke_copy = tmp_path / "smoke"
     shutil.copytree(smoke_export, smoke_copy)
-    again = kd("export", "--run-dir", smoke_copy, "--preset", "smoke")
+    again = kd_here("export", "--run-dir", smoke_copy, "--preset", "smoke")
     assert again.stdout.count("already exported with these weights and settings, skipped") == 3
     # the smoke preset makes no choice on speed (its `export` section): a forced re-export ships the same bytes
     shipped = {p: sha256_file(p) for p in sorted((smoke_copy / "onnx").glob("*/model*.onnx"))}
     assert len(shipped) == 6
-    redone = kd("export", "--run-dir", smoke_copy, "--preset", "smoke", "--force")
+    redone = kd_here("export", "--run-dir", smoke_copy, "--preset", "smoke", "--force")
     assert redone.returncode == 0, redone.stderr[-2000:]
     assert {p: sha256_file(p) for p in shipped} == shipped
 
-    check = kd("export-check", "--run-dir", smoke_copy, "--preset", "smoke")
+    check = kd_here("export-check", "--run-dir", smoke_copy, "--preset", "smoke")
     assert check.returncode == 0, check.stderr[-2000:]
     rows = json.loads((smoke_copy / "onnx/test_check.json").read_text())
     for name, r in rows.items():
@@ -208,7 +208,7 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path):
     texts.write_text("\n".join(TEXTS[:20]) + "\n\n")
     outputs = {}
     for target in ("models/distilled", "onnx/distilled", "onnx/distilled/model_int8.onnx"):
-        proc = kd("predict", "--model", smoke_copy / target, "--file", texts, "--json")
+        proc = kd_here("predict", "--model", smoke_copy / target, "--file", texts, "--json")
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[target] = [json.loads(line) for line in proc.stdout.splitlines()]
         assert len(outputs[target]) == 20, "the blank line is skipped"
@@ -216,20 +216,20 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path):
     assert [r["label"] for r in torch_rows] == [r["label"] for r in fp32_rows]
     assert max(abs(a["probability"] - b["probability"]) for a, b in zip(torch_rows, fp32_rows)) < 1e-4
     assert sum(a["label"] == b["label"] for a, b in zip(torch_rows, int8_rows)) >= 19
-    plain = kd("predict", "--model", smoke_copy / "onnx/distilled", TEXTS[0])
+    plain = kd_here("predict", "--model", smoke_copy / "onnx/distilled", TEXTS[0])
     label, prob, _ = plain.stdout.split("\t")
     assert label in {"World", "Sports", "Business", "Sci/Tech"} and 0.25 <= float(prob) <= 1.0
 
 
-def test_export_and_predict_errors_are_one_line(tmp_path):
+def test_export_and_predict_errors_are_one_line(tmp_path, kd_here):
     empty_run = tmp_path / "run"
     empty_run.mkdir()
-    proc = kd("export", "--run-dir", empty_run, "--preset", "smoke")
+    proc = kd_here("export", "--run-dir", empty_run, "--preset", "smoke")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "no trained models" in proc.stderr and "make train-all" in proc.stderr
-    proc = kd("predict", "--model", tmp_path / "nowhere", "some text")
+    proc = kd_here("predict", "--model", tmp_path / "nowhere", "some text")
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr
-    proc = kd("predict", "--model", stand_in("distilbert", tmp_path / "m"), "  ")
+    proc = kd_here("predict", "--model", stand_in("distilbert", tmp_path / "m"), "  ")
     assert proc.returncode == 2 and "text 1 is empty" in proc.stderr
 
 

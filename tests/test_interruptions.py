@@ -99,17 +99,6 @@ def test_resume_takes_the_last_whole_checkpoint_of_the_same_stage_key(tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ["stage_key"]
 
 
-@pytest.mark.slow
-def test_changed_config_discards_the_checkpoints_of_a_killed_stage(smoke_copy):
-    work = smoke_copy / "work" / "distilled"
-    shutil.rmtree(smoke_copy / "models" / "distilled")
-    start_afresh(work, "0123456789abcdef")  # as a killed run with another config would have left it
-    fake_checkpoint(work, 31)
-    proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "distilled: training from the start (the checkpoints there were made with another config" in proc.stdout
-
-
 def test_atomic_writes_leave_the_old_file_or_folder_when_interrupted(tmp_path, monkeypatch):
     target = tmp_path / "results.json"
     write_json(target, {"v": 1})
@@ -191,13 +180,19 @@ def test_wrong_shape_foreign_or_stale_teacher_logits_are_recomputed_never_used(s
 
 
 @pytest.mark.slow
-def test_a_student_is_distilled_from_recomputed_logits_not_planted_ones(smoke_copy, smoke_run):
+def test_a_killed_stage_of_another_config_restarts_and_planted_logits_are_not_learned_from(smoke_copy, smoke_run):
+    """One distill run, two plants: checkpoints a killed run with another config left behind (discarded, training
+    starts afresh), and foreign teacher logits (recomputed); the student then equals the session's bit for bit."""
+    work = smoke_copy / "work" / "distilled"
+    shutil.rmtree(smoke_copy / "models" / "distilled")
+    start_afresh(work, "0123456789abcdef")  # as a killed run with another config would have left it
+    fake_checkpoint(work, 31)
     (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
     good = np.load(cached)
     np.save(cached, np.random.default_rng(0).normal(size=good.shape).astype(np.float32))
-    shutil.rmtree(smoke_copy / "models/distilled")
     proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "distilled: training from the start (the checkpoints there were made with another config" in proc.stdout
     assert "not used: its files changed after it was written; computing them again" in proc.stdout
     assert (smoke_copy / "models/distilled/test_logits.npy").read_bytes() == \
         (smoke_run / "models/distilled/test_logits.npy").read_bytes()

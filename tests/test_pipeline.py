@@ -56,8 +56,8 @@ def test_saved_models_load_with_plain_transformers(smoke_run):
 
 
 @pytest.mark.slow
-def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy):
-    proc = kd("train-all", "--preset", "smoke", "--run-dir", smoke_copy)
+def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy, kd_here):
+    proc = kd_here("train-all", "--preset", "smoke", "--run-dir", smoke_copy)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("teacher", "baseline", "distilled"):
         assert f"{name}: already done with this config, skipped" in proc.stdout
@@ -70,11 +70,11 @@ def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy):
     assert json.loads((smoke_copy / "models/distilled/metrics.json").read_text())["temperature"] == 4
 
 
-def test_kd_help_lists_every_verb():
-    proc = kd("--help")
+def test_kd_help_lists_every_verb(kd_here):
+    proc = kd_here("--help")
     for verb in ("train-all", "eval-teacher", "train-teacher", "train-baseline", "distill", "report"):
         assert verb in proc.stdout
-    sub = kd("distill", "--help")
+    sub = kd_here("distill", "--help")
     assert "--set KEY=VALUE" in sub.stdout and "--run-dir" in sub.stdout and sub.returncode == 0
 
 
