@@ -79,9 +79,13 @@ def test_kd_help_lists_every_verb(kd_here):
 
 
 def test_default_preset_follows_the_machine(tmp_path):
+    """Also the bad-input contract through a real process (the catalogue runs kd in-process): exit 2, one error
+    line, no traceback."""
     proc = kd("report", "--run-dir", tmp_path)  # report on an empty folder: fails, after choosing the preset
     assert "using 'cpu' because no CUDA or MPS device was found" in proc.stderr
-    assert proc.returncode == 2 and "no trained models" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kd: error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "no trained models" in errors[0]
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
