@@ -1,11 +1,13 @@
 """Every score kd-bench reports, defined once: accuracy and F1 of predictions (training's model selection,
-the run's results, export gates and checks, the bench), and the paired comparison of two models."""
+the run's results, export gates and checks, the bench), calibration of the probabilities, and the paired
+comparison of two models."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax
 from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -37,6 +39,35 @@ def confusion(preds: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray
     return confusion_matrix(labels, preds, labels=list(range(classes)))
 
 
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error (Guo et al., 2017)
+
+
+def calibration(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """How far the predicted probabilities can be trusted: negative log-likelihood of the true labels (nats per
+    row), expected calibration error (top-class confidence against accuracy, over ECE_BINS equal-width bins,
+    weighted by their rows) and the multi-class Brier score (mean squared distance to the one-hot label)."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    log_probs = log_softmax(logits, axis=-1)
+    probs = np.exp(log_probs)
+    return {"nll": float(-log_probs[np.arange(len(labels)), labels].mean()),
+            "ece": expected_calibration_error(probs, labels),
+            "brier": float(brier_score_loss(labels, probs, labels=list(range(probs.shape[1]))))}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """sum over bins of |accuracy - mean confidence| x share of rows, rows binned by top-class confidence into
+    (0, 1/bins], ..., ((bins-1)/bins, 1]. Written here: scikit-learn's calibration_curve is binary only, and the
+    libraries that have it (torchmetrics, netcal) are not in this stack."""
+    confidence, correct = probs.max(-1), probs.argmax(-1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            ece += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
+    return float(ece)
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
     preds = logits.argmax(-1)
     ids = list(range(len(label_names)))
@@ -46,6 +77,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
         "f1_macro": float(f1_score(labels, preds, average="macro", labels=ids)),
         "f1_weighted": float(f1_score(labels, preds, average="weighted", labels=ids)),
         "f1_per_class": {name: float(v) for name, v in zip(label_names, per_class)},
+        **calibration(logits, labels),
         "confusion_matrix": confusion(preds, labels, len(ids)).tolist(),
         "test_rows": int(len(labels)),
     }

@@ -12,11 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kd.errors import KdError  # noqa: E402
-from kd.metrics import gap_closed, mcnemar  # noqa: E402
+from kd.metrics import ECE_BINS, gap_closed, mcnemar  # noqa: E402
 from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text  # noqa: E402
 
-ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "params", "size_mb", "train_seconds", "validation_accuracy",
-              "f1_per_class", "test_rows", "batch")
+ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "nll", "ece", "brier", "params", "size_mb", "train_seconds",
+              "validation_accuracy", "f1_per_class", "test_rows", "batch")
 
 
 def load_models(run: RunFolder) -> dict[str, dict]:
@@ -77,6 +77,12 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| {name} | {100 * m['accuracy']:.2f} % | {m['f1_macro']:.4f} | {m['f1_weighted']:.4f} | "
                      f"{m['params']:,} | {_fmt(m['size_mb'], '.1f')} | {_fmt(m['train_seconds'], '.0f')} | "
                      f"{_fmt(val and 100 * val, '.2f')} |")
+    lines += ["", f"Calibration of the predicted probabilities on the same test rows (lower is better): negative "
+              f"log-likelihood (nats per row), expected calibration error ({ECE_BINS} equal-width bins), Brier score.",
+              "", "| model | NLL | ECE | Brier |", "|---|---:|---:|---:|"]
+    for name, m in results["models"].items():
+        lines.append(f"| {name} | {_fmt(m.get('nll'), '.4f')} | {_fmt(m.get('ece'), '.4f')} | "
+                     f"{_fmt(m.get('brier'), '.4f')} |")
     plans = [f"{name} {b['global_batch']} = {b['world_size']} x {b['per_process_batch']}"
              for name, m in results["models"].items() if (b := m.get("batch"))]
     if plans:

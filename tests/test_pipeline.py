@@ -20,6 +20,7 @@ def test_make_train_all_smoke_writes_the_run_folder(smoke_run):
         for field in ("accuracy", "f1_macro", "f1_weighted"):
             assert 0.0 <= row[field] <= 1.0, (name, field)
         assert row["params"] > 100_000 and row["test_rows"] == 1000
+        assert row["nll"] > 0 and 0 <= row["ece"] <= 1 and 0 <= row["brier"] <= 2, name
         assert row["train_seconds"] > 0
     # the teacher learned something real from 2,000 rows of AG News: far above chance (25 %)
     assert results["models"]["teacher"]["accuracy"] > 0.6
@@ -27,6 +28,7 @@ def test_make_train_all_smoke_writes_the_run_folder(smoke_run):
     assert 0 <= d["mcnemar_baseline_vs_distilled"]["p_value"] <= 1
     assert d["gain_pt"] == pytest.approx(
         100 * (results["models"]["distilled"]["accuracy"] - results["models"]["baseline"]["accuracy"]))
+    assert "| model | NLL | ECE | Brier |" in (smoke_run / "results.md").read_text()
     for f in ("results.md", "confusion_matrices.png", "loss_curves.png", "manifest.json", "test_labels.npy"):
         assert (smoke_run / f).stat().st_size > 0, f
     assert (smoke_run / "confusion_matrices.png").read_bytes()[:4] == b"\x89PNG"
