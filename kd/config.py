@@ -34,6 +34,10 @@ class DataConfig:
     train_rows: int | None = None  # stratified subsample of train (before the validation split)
     test_rows: int | None = None  # stratified subsample of test (quick looks only; reports say so)
     validation_rows: int = 1600  # carved from train, stratified and seeded; drives model selection
+    # A label budget: how many of the students' train rows carry labels (a stratified, seeded choice; None: all).
+    # A teacher that fine-tunes and the baseline student train on those rows only; the distilled student trains
+    # on them too and on the rest, the unlabelled transfer pool, from the teacher's soft targets alone.
+    labelled_rows: int | None = None
     max_length: int = 128
     seed: int = 42
 

@@ -67,6 +67,7 @@ def start(pipeline, command: str) -> None:
             "source": splits.source,
             "label_names": splits.label_names,
             "rows": {"train": len(splits.train), "student_train": len(pipeline.student_train),
+                     "labelled": len(pipeline.student_train if pipeline.labelled is None else pipeline.labelled),
                      "validation": len(splits.validation), "test": len(splits.test)},
             "fingerprints": pipeline.fingerprints,
         },

@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from kd import cache, manifest
 from kd.config import RunConfig
-from kd.data import Splits, fingerprint, load_splits, stratified_take
+from kd.data import Splits, fingerprint, load_splits, stratified_indices, stratified_take
 from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
 from kd.features import length_order, tokenized, tokenizer_fingerprint
@@ -73,6 +73,27 @@ class Pipeline:
                                where="the train split")
 
     @functools.cached_property
+    def labelled(self) -> np.ndarray | None:
+        """Indices of the students' train rows that carry labels under a label budget (None: every row does)."""
+        rows = self.cfg.data.labelled_rows
+        if rows is None or rows >= len(self.student_train):
+            return None
+        return stratified_indices(self.student_train["label"], rows, self.cfg.data.seed,
+                                  f"data.labelled_rows={rows}")
+
+    def labelled_only(self, tok_ds):
+        """The labelled rows of the tokenized students' train rows (all of them without a label budget)."""
+        return tok_ds if self.labelled is None else tok_ds.select(self.labelled)
+
+    def pool_unlabelled(self, tok_ds):
+        """The tokenized students' train rows with the pool's labels withheld (-100: no cross-entropy term)."""
+        if self.labelled is None:
+            return tok_ds
+        labels = np.full(len(tok_ds), -100, dtype=np.int64)
+        labels[self.labelled] = np.asarray(tok_ds["label"])[self.labelled]
+        return tok_ds.remove_columns("label").add_column("label", labels.tolist())
+
+    @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
         fps = self.splits.fingerprints()
         fps["student_train"] = fingerprint(self.student_train)
@@ -92,6 +113,7 @@ class Pipeline:
         self.check_run_folder()
         _ = self.batch_plans
         _ = self.fingerprints
+        _ = self.labelled
         if need_teacher:
             _ = self.teacher
         if need_student:
@@ -229,9 +251,11 @@ class Pipeline:
             raise KdError(f"teacher {self.cfg.teacher.model}: not trained for these labels; run `kd train-teacher`")
         seconds, history, model = None, [], t.model
         if t.needs_finetune:
+            # under a label budget the teacher sees only the labels the students see
+            rows = (self.tokenized("train", t.tokenizer) if self.labelled is None
+                    else self.labelled_only(self.tokenized("student_train", t.tokenizer)))
             model, seconds, history = self.train(
-                "teacher", "teacher", KdTrainer, t.model, t.tokenizer, self.tokenized("train", t.tokenizer),
-                DataCollatorWithPadding(t.tokenizer),
+                "teacher", "teacher", KdTrainer, t.model, t.tokenizer, rows, DataCollatorWithPadding(t.tokenizer),
             )
         return self.finish("teacher", model, t.tokenizer, seconds, history,
                            {"label_match": t.label_match, "fine_tuned": t.needs_finetune})
@@ -239,7 +263,8 @@ class Pipeline:
     def stage_baseline(self) -> dict:
         model, tokenizer = self.new_student()
         model, seconds, history = self.train(
-            "baseline", "student", KdTrainer, model, tokenizer, self.tokenized("student_train", tokenizer),
+            "baseline", "student", KdTrainer, model, tokenizer,
+            self.labelled_only(self.tokenized("student_train", tokenizer)),
             DataCollatorWithPadding(tokenizer),
         )
         return self.finish("baseline", model, tokenizer, seconds, history)
@@ -247,7 +272,8 @@ class Pipeline:
     def stage_distill(self) -> dict:
         logits, cache_note = self.teacher_logits()
         model, tokenizer = self.new_student()
-        train_ds = self.tokenized("student_train", tokenizer).add_column(TEACHER_LOGITS, logits.tolist())
+        train_ds = self.pool_unlabelled(self.tokenized("student_train", tokenizer)).add_column(
+            TEACHER_LOGITS, logits.tolist())
         model, seconds, history = self.train(
             "distilled", "student", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
             distill=self.cfg.distill,

@@ -67,8 +67,12 @@ def render_markdown(results: dict) -> str:
     lines = [f"# kd-bench results: preset `{results['preset']}`", ""]
     rows = results.get("data", {}).get("rows", {})
     if rows:
+        pool = (rows.get("student_train") or 0) - (rows.get("labelled") or 0)
+        budget = ("" if rows.get("labelled") is None or pool == 0 else
+                  f", of which {rows['labelled']} labelled: a teacher that fine-tunes and the baseline train on "
+                  f"those, the distilled student also on the other {pool} through the teacher alone")
         lines += [f"Data: `{results['data'].get('source')}`: {rows.get('train')} train rows (students: "
-                  f"{rows.get('student_train')}), {rows.get('validation')} validation rows (model selection), "
+                  f"{rows.get('student_train')}{budget}), {rows.get('validation')} validation rows (model selection), "
                   f"{rows.get('test')} test rows (these numbers).", ""]
     lines += ["| model | accuracy | macro-F1 | weighted-F1 | params | size (MB) | train time (s) | best val. acc. |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -228,3 +228,31 @@ def test_foreign_or_damaged_tokenized_caches_are_rebuilt(smoke_copy, capsys):
     notes = cache_notes(capsys.readouterr().out)
     assert len(notes) == len(splits) and all("not used: its files changed after it was written" in n
                                               for n in notes), notes
+
+
+@pytest.mark.slow
+def test_no_pool_label_reaches_any_model_under_a_label_budget(tmp_path):
+    """data.labelled_rows=200 of the smoke students' 2,000 rows: the pool's labels shuffled and shifted give the
+    very same teacher, baseline and distilled weights (the positive control, a changed labelled row, is in
+    test_losses.py)."""
+    from kd.config import load_config
+    from kd.pipeline import Pipeline
+
+    cfg = load_config("smoke", ["data.labelled_rows=200"])
+    weights = []
+    for run, hide in ((tmp_path / "plain", False), (tmp_path / "hidden", True)):
+        pipe = Pipeline(cfg, run)
+        labelled = pipe.labelled  # chosen from the real labels, then kept
+        assert len(labelled) == 200
+        if hide:
+            ds = pipe.student_train
+            labels = np.asarray(ds["label"])
+            pool = np.setdiff1d(np.arange(len(ds)), labelled)
+            labels[pool] = (np.random.default_rng(0).permutation(labels[pool]) + 1) % 4
+            assert (labels != np.asarray(ds["label"])).sum() > 1000
+            pipe.__dict__["student_train"] = ds.remove_columns("label").add_column(
+                "label", labels.tolist()).cast_column("label", ds.features["label"])
+        pipe.train_all()
+        weights.append({m: json.loads((run / f"models/{m}/metrics.json").read_text())["weights_sha256"]
+                        for m in ("teacher", "baseline", "distilled")})
+    assert weights[0] == weights[1]
