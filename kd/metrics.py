@@ -1,10 +1,14 @@
 """Every score kd-bench reports, defined once: accuracy and F1 of predictions (training's model selection,
-the run's results, export gates and checks, the bench), calibration of the probabilities, and the paired
-comparison of two models."""
+the run's results, export gates and checks, the bench), calibration of the probabilities, the paired
+comparison of two models on one test split, and means and paired differences over seeds with their
+confidence intervals."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import stats
 from scipy.special import log_softmax
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score
@@ -97,3 +101,50 @@ def gap_closed(teacher: float, baseline: float, distilled: float) -> float | Non
     """Share of the teacher-baseline accuracy gap that distillation closed (None when there is no gap)."""
     gap = teacher - baseline
     return None if gap <= 0 else (distilled - baseline) / gap
+
+
+@dataclass
+class Interval:
+    """A mean over seeds with its two-sided confidence interval (Student's t, n - 1 degrees of freedom)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def mean_interval(values, confidence: float = 0.95) -> Interval:
+    """The mean of per-seed values and its t-interval; with one value the interval is unknown (NaN)."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return Interval(mean, float("nan"), float("nan"), len(values), confidence)
+    spread = float(stats.sem(values))
+    if spread == 0:  # every value equal: the interval is the mean itself
+        return Interval(mean, mean, mean, len(values), confidence)
+    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=spread)
+    return Interval(mean, float(low), float(high), len(values), confidence)
+
+
+@dataclass
+class PairedDifference:
+    """b - a, paired by seed (the same seed: the same labelled rows and initialisation)."""
+
+    difference: Interval
+    t_statistic: float
+    p_value: float  # two-sided paired t-test
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in number: {a.shape} and {b.shape}")
+    test = stats.ttest_rel(b, a) if len(a) > 1 else None
+    return PairedDifference(mean_interval(b - a, confidence),
+                            float("nan") if test is None else float(test.statistic),
+                            float("nan") if test is None else float(test.pvalue))

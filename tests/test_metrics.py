@@ -56,3 +56,29 @@ def test_confusion_scores_equal_the_direct_ones():
     summed = confusion_scores(np.array(direct["confusion_matrix"]))
     assert summed["accuracy"] == pytest.approx(direct["accuracy"])
     assert summed["f1_macro"] == pytest.approx(direct["f1_macro"])
+
+
+def test_seed_means_and_paired_differences_match_scipy():
+    from scipy import stats
+
+    from kd.metrics import mean_interval, paired_difference
+
+    baseline = [0.850, 0.861, 0.846, 0.858, 0.852]
+    distilled = [0.866, 0.870, 0.861, 0.873, 0.860]
+    ci = mean_interval(distilled)
+    half = stats.t.ppf(0.975, 4) * np.std(distilled, ddof=1) / np.sqrt(5)  # the t-interval written out
+    assert ci.mean == pytest.approx(np.mean(distilled)) and ci.n == 5
+    assert (ci.low, ci.high) == pytest.approx((np.mean(distilled) - half, np.mean(distilled) + half))
+    pair = paired_difference(baseline, distilled)
+    diffs = np.subtract(distilled, baseline)
+    assert pair.difference.mean == pytest.approx(diffs.mean())
+    assert pair.p_value == pytest.approx(stats.ttest_rel(distilled, baseline).pvalue)
+    assert pair.difference.excludes_zero and pair.p_value < 0.05
+    # a difference that changes sign between seeds: its interval includes 0, noise
+    noisy = paired_difference([0.85, 0.86, 0.84], [0.86, 0.85, 0.845])
+    assert not noisy.difference.excludes_zero and noisy.p_value > 0.05
+    # one seed: no interval; equal values: a zero-width one
+    assert np.isnan(mean_interval([0.9]).low)
+    assert (mean_interval([0.9, 0.9, 0.9]).low, mean_interval([0.9, 0.9, 0.9]).high) == (0.9, 0.9)
+    with pytest.raises(ValueError, match="differ in number"):
+        paired_difference([1, 2], [1, 2, 3])
