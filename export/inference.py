@@ -39,9 +39,3 @@ def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, ba
         out[rows] = logits
     return out
 
-
-def torch_runner(model) -> Runner:
-    """A PyTorch model already in memory, as a runner: the PyTorch engine's `run`."""
-    from export.engines.pytorch import PyTorchEngine
-
-    return PyTorchEngine(model).run

@@ -144,7 +144,8 @@ def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
     The smoke preset trains in fp32, so the baseline is trained again here in bf16."""
     from transformers import AutoTokenizer
 
-    from export.inference import logits_over, torch_runner
+    from export.engines.pytorch import PyTorchEngine
+    from export.inference import logits_over
     from kd.runfolder import RunFolder
 
     shutil.rmtree(smoke_copy / "models/baseline")
@@ -154,5 +155,5 @@ def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
     for name in ("teacher", "baseline"):
         folder = smoke_copy / "models" / name
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-        fresh = logits_over(torch_runner(model), AutoTokenizer.from_pretrained(folder), texts, max_length, 64)
+        fresh = logits_over(PyTorchEngine(model).run, AutoTokenizer.from_pretrained(folder), texts, max_length, 64)
         np.testing.assert_allclose(np.load(folder / "test_logits.npy"), fresh, atol=1e-4)
