@@ -3,7 +3,6 @@ precision; what the machine or the run lacks for a row (the reason it is skipped
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +52,11 @@ def missing(row: Row, run: RunFolder) -> str | None:
 
 def recorded_params(run: RunFolder, model: str) -> int:
     """The trained model's parameter count, as training recorded it (kd.models.count_params) in metrics.json."""
-    metrics = run.model_dir(model) / "metrics.json"
-    try:
-        return int(json.loads(metrics.read_text())["params"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise KdError(f"{metrics}: no readable params; the {model} stage did not finish here "
-                      "(run make train-all)") from None
+    params = run.model_metrics(model).get("params")
+    if not isinstance(params, int):
+        raise KdError(f"{run.model_dir(model) / 'metrics.json'}: no params recorded; the {model} stage did not "
+                      "finish here (run make train-all)")
+    return params
 
 
 def load(row: Row, run: RunFolder) -> Loaded:

@@ -106,14 +106,18 @@ class RunFolder:
             with contextlib.suppress(OSError):
                 probe.unlink()
 
-    def recorded_sha256(self, name: str) -> str | None:
-        """The sha256 of its weights that a finished stage recorded in its metrics.json."""
+    def model_metrics(self, name: str) -> dict[str, Any]:
+        """What a finished stage recorded in its metrics.json (scores, params, the sha256 of its weights)."""
         folder = self.model_dir(name)
         try:
-            return json.loads((folder / "metrics.json").read_text()).get("weights_sha256")
+            return json.loads((folder / "metrics.json").read_text())
         except (OSError, ValueError):
             raise KdError(f"{folder}: no readable metrics.json; the {name} stage did not finish here "
                           "(run make train-all)") from None
+
+    def recorded_sha256(self, name: str) -> str | None:
+        """The sha256 of its weights that a finished stage recorded in its metrics.json."""
+        return self.model_metrics(name).get("weights_sha256")
 
     def verified_model(self, name: str) -> Path:
         """The model folder of a finished stage, after checking its weights are the ones it saved."""
