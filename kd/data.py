@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 from datasets import ClassLabel, Dataset
 
 from kd.config import DataConfig
@@ -178,21 +177,6 @@ def _load_hub(dataset_id: str, cfg: DataConfig) -> tuple[Dataset, Dataset, list[
     cfg = DataConfig(**{**cfg.__dict__, "label_names": names})
     wheres = (f"{dataset_id}[train]", f"{dataset_id}[test]")
     return normalise(dsd["train"], wheres[0], cfg), normalise(dsd["test"], wheres[1], cfg), names, wheres
-
-
-def stratified_indices(labels: np.ndarray, rows: int | None, seed: int, what: str) -> np.ndarray:
-    """Sorted indices of a seeded sample of `rows` rows with the label proportions of `labels` (all of them
-    when rows is None or more)."""
-    from sklearn.model_selection import train_test_split
-
-    labels = np.asarray(labels)
-    if rows is None or rows >= len(labels):
-        return np.arange(len(labels))
-    classes = len(np.unique(labels))
-    if rows < classes:
-        raise KdError(f"{what}: expected at least one row per label ({classes}) or none (all rows labelled)")
-    chosen, _ = train_test_split(np.arange(len(labels)), train_size=rows, stratify=labels, random_state=seed)
-    return np.sort(chosen)
 
 
 def stratified_take(

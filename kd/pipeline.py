@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from kd import cache, manifest
 from kd.config import RunConfig
-from kd.data import Splits, fingerprint, load_splits, stratified_indices, stratified_take
+from kd.data import Splits, fingerprint, load_splits, stratified_take
 from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
 from kd.features import length_order, tokenized, tokenizer_fingerprint
@@ -75,11 +75,12 @@ class Pipeline:
     @functools.cached_property
     def labelled(self) -> np.ndarray | None:
         """Indices of the students' train rows that carry labels under a label budget (None: every row does)."""
-        rows = self.cfg.data.labelled_rows
-        if rows is None or rows >= len(self.student_train):
+        rows, ds = self.cfg.data.labelled_rows, self.student_train
+        if rows is None or rows >= len(ds):
             return None
-        return stratified_indices(self.student_train["label"], rows, self.cfg.data.seed,
-                                  f"data.labelled_rows={rows}")
+        chosen = stratified_take(ds.add_column("row", range(len(ds))), rows, self.cfg.data.seed,
+                                 what=f"data.labelled_rows={rows}", where="the students' train rows")
+        return np.sort(chosen["row"])
 
     def labelled_only(self, tok_ds):
         """The labelled rows of the tokenized students' train rows (all of them without a label budget)."""

@@ -168,7 +168,7 @@ CATALOGUE = [
          "training rows", with_data(train=[r for r in sample_rows("train", 20) if r[0] != "3"],
                                     test=[r for r in sample_rows("test", 5) if r[0] != "3"])),
     Case("a label budget smaller than the label count", "data.labelled_rows=2: expected at least one row per "
-         "label (4) or none (all rows labelled)", train_all("--set", "data.labelled_rows=2")),
+         "label (4) and at most 1996 of the 2000 rows (or all of them)", train_all("--set", "data.labelled_rows=2")),
     Case("validation split larger than train", "data.validation_rows=5000: expected at least one row per label",
          train_all("--set", "data.validation_rows=5000")),
     # models
