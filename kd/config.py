@@ -38,6 +38,7 @@ class DataConfig:
     # A teacher that fine-tunes and the baseline student train on those rows only; the distilled student trains
     # on them too and on the rest, the unlabelled transfer pool, from the teacher's soft targets alone.
     labelled_rows: int | None = None
+    labelled_seed: int | None = None  # which rows carry labels under a budget (None: data.seed); a study's seed
     max_length: int = 128
     seed: int = 42
 
@@ -45,15 +46,21 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: float = 1.0
+    # At least this many optimizer steps (epochs are raised to reach them), so that a small label budget still
+    # trains: 100 labelled rows are 4 batches an epoch.
+    min_steps: int = 0
     learning_rate: float = 5e-5
     batch_size: int = 32
     eval_batch_size: int = 128
     warmup: float = 0.06  # a float < 1 is a fraction of the steps, an integer >= 1 a step count
     weight_decay: float = 0.01
-    evals_per_epoch: int = 4  # validation passes per epoch; the best one is kept
+    evals_per_epoch: int = 4  # validation passes per epoch; the best one is kept (0: none, with select=last)
     # validation passes without a better accuracy before training stops; None: every epoch runs (the best
     # validation checkpoint is still the one kept)
     early_stopping_patience: int | None = 3
+    # Which weights the stage keeps: best (the validation pass with the best accuracy) or last (the final step;
+    # validation chooses nothing, which is what a user with a few hundred labels has to do).
+    select: str = "best"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     group_by_length: bool = True
     logging_steps: int = 25

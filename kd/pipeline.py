@@ -78,7 +78,8 @@ class Pipeline:
         rows, ds = self.cfg.data.labelled_rows, self.student_train
         if rows is None or rows >= len(ds):
             return None
-        chosen = stratified_take(ds.add_column("row", range(len(ds))), rows, self.cfg.data.seed,
+        seed = self.cfg.data.seed if self.cfg.data.labelled_seed is None else self.cfg.data.labelled_seed
+        chosen = stratified_take(ds.add_column("row", range(len(ds))), rows, seed,
                                  what=f"data.labelled_rows={rows}", where="the students' train rows")
         return np.sort(chosen["row"])
 
@@ -201,10 +202,15 @@ class Pipeline:
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         seconds = time.perf_counter() - started
-        self.log(f"{name}: trained on {len(train_ds)} rows in {seconds:.0f} s "
-                 f"({len(train_ds) * tc.epochs / seconds:.1f} examples/s; global batch {plan.global_batch} = "
-                 f"{plan.world_size} x {plan.per_process_batch}); best validation checkpoint "
-                 f"{trainer.state.best_model_checkpoint}")
+        step = trainer.state.global_step
+        evaluated = {h["step"] for h in trainer.state.log_history if "eval_accuracy" in h}
+        if tc.select == "last" and tc.evals_per_epoch and step not in evaluated:
+            trainer.evaluate()  # the final weights' validation accuracy, for the record (it chooses nothing)
+        self.log(f"{name}: trained on {len(train_ds)} rows in {seconds:.0f} s ({step} steps, "
+                 f"{step * plan.global_batch / seconds:.1f} examples/s; global batch {plan.global_batch} = "
+                 f"{plan.world_size} x {plan.per_process_batch}); "
+                 + (f"best validation checkpoint {trainer.state.best_model_checkpoint}" if tc.select == "best"
+                    else f"kept the final weights (step {step})"))
         # bf16/fp16 training wraps the model's forward in autocast in place; without unwrapping, the "fp32"
         # test predictions that follow would still run in bf16 (2e-2 off, a few predictions different)
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -218,11 +224,14 @@ class Pipeline:
         logits = self.predict(model, tokenizer, test, "fp32")
         labels = np.asarray(test["label"])
         metrics = classification_metrics(logits, labels, self.splits.label_names)
-        best = [h["eval_accuracy"] for h in log_history if "eval_accuracy" in h]
+        evals = [h["eval_accuracy"] for h in log_history if "eval_accuracy" in h]
         plan = self.trained_with.get(name)  # None for a teacher used as trained
+        kept = getattr(self.cfg, "teacher" if name == "teacher" else "student").train.select
+        chosen = (max(evals) if kept == "best" else evals[-1]) if evals else None  # of the weights kept
         metrics.update(
             params=count_params(model), train_seconds=seconds, eval_seconds=time.perf_counter() - started,
-            validation_accuracy=max(best) if best else None, stage_key=self.stage_key(name),
+            validation_accuracy=chosen, selected_by=kept if seconds is not None else None,
+            stage_key=self.stage_key(name),
             resumed_from=self.resumed_from.get(name), batch=plan.as_dict() if plan else None, **(extra or {}),
         )
         if self.state.is_main_process:

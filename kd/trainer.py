@@ -37,8 +37,22 @@ class BatchPlan:
         return asdict(self)
 
 
+SELECT = ("best", "last")
+
+
 def batch_plan(tc: TrainConfig, world_size: int, section: str) -> BatchPlan:
-    """The split of `tc`'s global batches over `world_size` processes; one clear error where it is uneven."""
+    """The split of `tc`'s global batches over `world_size` processes; one clear error where it is uneven (or
+    where the section asks for what cannot be: early stopping that may not choose by validation)."""
+    if tc.select not in SELECT:
+        raise KdError(f"{section}.select={tc.select!r}: expected one of {', '.join(SELECT)}")
+    if tc.select == "last" and tc.early_stopping_patience is not None:
+        raise KdError(f"{section}.select=last keeps the final weights, but early stopping chooses by validation: "
+                      f"set {section}.early_stopping_patience=null")
+    if tc.evals_per_epoch == 0 and tc.select != "last":
+        raise KdError(f"{section}.evals_per_epoch=0 leaves no validation pass to choose the best weights by: "
+                      f"set {section}.select=last")
+    if not isinstance(tc.min_steps, int) or tc.min_steps < 0:
+        raise KdError(f"{section}.min_steps={tc.min_steps!r}: expected 0 or a positive number of steps")
     for name in ("batch_size", "eval_batch_size"):
         value = getattr(tc, name)
         if not isinstance(value, int) or value < 1 or value % world_size:
@@ -76,22 +90,33 @@ def training_arguments(
 ) -> TrainingArguments:
     steps_per_epoch = max(1, math.ceil(n_train / plan.global_batch))
     eval_steps = max(1, steps_per_epoch // max(1, tc.evals_per_epoch))
+    max_steps = -1  # the epochs decide
+    if tc.min_steps > tc.epochs * steps_per_epoch:
+        # as many validation passes (and checkpoints) as the epochs would have had, spread over the longer run:
+        # an eval at every step of a 4-batch epoch would cost more than the training
+        max_steps = tc.min_steps
+        eval_steps = max(1, max_steps // max(1, math.ceil(tc.epochs * tc.evals_per_epoch)))
+    best = tc.select == "best"
+    # evals_per_epoch=0 (select=last only): no validation pass and no checkpoint, for stages shorter than
+    # their checkpoints are worth; a stage stopped midway starts again
+    strategy = "steps" if tc.evals_per_epoch else "no"
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=tc.epochs,
+        max_steps=max_steps,
         learning_rate=tc.learning_rate,
         **parallel_arguments(plan, device),
         warmup_steps=tc.warmup,
         weight_decay=tc.weight_decay,
         lr_scheduler_type="linear",
-        eval_strategy="steps",
+        eval_strategy=strategy,
         eval_steps=eval_steps,
-        save_strategy="steps",
+        save_strategy=strategy,
         save_steps=eval_steps,
         save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        greater_is_better=True,
+        load_best_model_at_end=best,
+        metric_for_best_model="accuracy" if best else None,
+        greater_is_better=True if best else None,
         logging_steps=tc.logging_steps,
         logging_first_step=True,
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",

@@ -71,3 +71,38 @@ def test_section_hash_changes_only_with_its_sections():
     a, b = load_config("cpu"), load_config("cpu", ["distill.alpha=0.2"])
     assert a.section_hash("data", "teacher") == b.section_hash("data", "teacher")
     assert a.section_hash("distill") != b.section_hash("distill")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["student.train.select=first"], r"student.train.select='first': expected one of best, last"),
+    (["teacher.train.select=last"], r"teacher.train.select=last keeps the final weights, but early stopping "
+                                    r"chooses by validation: set teacher.train.early_stopping_patience=null"),
+    (["student.train.evals_per_epoch=0"], r"student.train.evals_per_epoch=0 leaves no validation pass"),
+    (["student.train.min_steps=-5"], r"student.train.min_steps=-5: expected 0 or a positive number of steps"),
+])
+def test_how_a_stage_keeps_its_weights_is_checked(overrides, message):
+    from kd.trainer import batch_plans
+
+    cfg = load_config("cpu", overrides)
+    with pytest.raises(KdError, match=message):
+        batch_plans(cfg, 1)
+
+
+def test_min_steps_lengthen_a_small_budget_and_keep_its_validation_passes_few(tmp_path):
+    """100 labelled rows are 4 batches: min_steps raises the run to 100 steps with as many validation passes
+    as the epochs asked for, not one per step; select=last keeps the final weights."""
+    from kd.trainer import BatchPlan, training_arguments
+
+    plan = BatchPlan(1, 32, 32, 128)
+    cfg = load_config("smoke", ["student.train.min_steps=100", "student.train.select=last",
+                                "student.train.epochs=1", "student.train.evals_per_epoch=2"])
+    args = training_arguments(cfg.student.train, plan, tmp_path, 100, "cpu", "fp32")
+    assert (args.max_steps, args.eval_steps, args.load_best_model_at_end) == (100, 50, False)
+    # enough rows: the epochs decide, as before
+    args = training_arguments(cfg.student.train, plan, tmp_path, 8000, "cpu", "fp32")
+    assert (args.max_steps, args.num_train_epochs, args.eval_steps) == (-1, 1, 125)
+    cfg = load_config("smoke", ["student.train.select=last", "student.train.evals_per_epoch=0"])
+    args = training_arguments(cfg.student.train, plan, tmp_path, 8000, "cpu", "fp32")
+    assert (args.eval_strategy, args.save_strategy) == ("no", "no")
+    best = training_arguments(load_config("cpu").student.train, plan, tmp_path, 8000, "cpu", "fp32")
+    assert best.load_best_model_at_end and best.metric_for_best_model == "accuracy"
