@@ -40,10 +40,22 @@ def git_commit() -> str | None:
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name, which every time and speed ratio holds for (platform.processor() is often empty or
+    just the architecture on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device: str) -> dict:
     import torch
 
-    info = {"device": device, "cpu": platform.processor() or platform.machine(), "cpus_usable": cpu_count(),
+    info = {"device": device, "cpu": cpu_model(), "cpus_usable": cpu_count(),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
