@@ -1,6 +1,8 @@
 # The verbs users type. Variables: PRESET (smoke|cpu|full; empty = full with CUDA/MPS, else cpu),
-# DATA (data folder or hub id), RUN (run folder, default runs/<preset>), NPROC (processes for DDP).
+# DATA (data folder or hub id), RUN (run folder, default runs/<preset>), NPROC (processes for DDP),
+# STUDY (make study: a name in kd/studies/ or a YAML file).
 PRESET ?=
+STUDY ?= study-cpu
 DATA ?=
 RUN ?=
 NPROC ?= 1
@@ -31,12 +33,13 @@ CONTAINER_VERBS := train-all report export export-check bench bench-check gpu-ch
 VERB_ARGS = $(if $(PRESET),PRESET=$(PRESET)) $(if $(DATA),DATA=$(DATA)) $(if $(RUN),RUN=$(RUN)) \
 	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC)) $(if $(BENCH_ARGS),'BENCH_ARGS=$(BENCH_ARGS)')
 
-.PHONY: help setup train-all bench-train report export export-check bench bench-check bench-baseline \
+.PHONY: help setup train-all bench-train report study export export-check bench bench-check bench-baseline \
 	gpu-check test test-all lint clean image-cpu image-cuda docker-shell $(addprefix docker-,$(CONTAINER_VERBS))
 
 help:
 	@echo "kd-bench verbs (README.md and docs/ have the details):"
 	@echo "  make setup | train-all | export | export-check | bench | bench-check | bench-baseline | report"
+	@echo "  make study STUDY=study-smoke|study-cpu|study-full (or a YAML file)"
 	@echo "  make test (fast tier) | test-all | lint | gpu-check | bench-train"
 	@echo "  make image-cpu | image-cuda; make docker-<verb> IMAGE=cpu|cuda for <verb> in: $(CONTAINER_VERBS)"
 	@echo "variables: PRESET=smoke|cpu|full DATA=<folder or hub id> RUN=<run folder> BENCH_ARGS=..."
@@ -56,6 +59,11 @@ train-all: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/kd report $(KD_ARGS)
+
+# A study (kd/studies/<STUDY>.yaml or a YAML file): one run per label budget x seed x student depth under
+# runs/<study>/cells/, then study.md, study.json, study.png. Finished cells are skipped; a stopped study resumes.
+study: $(STAMP)
+	$(BIN)/kd study $(STUDY) $(if $(DATA),--data $(DATA)) $(if $(RUN),--run-dir $(RUN))
 
 # ONNX fp32 + int8 for every trained model of the run, each checked against PyTorch (runs/<preset>/onnx/).
 export: $(STAMP)

@@ -21,6 +21,7 @@ VERBS = {
     "distill": "train the distilled student on cached teacher logits mixed with hard labels",
     "report": "write results.json, results.md and the plots from the run's models",
     "bench-train": "time one training epoch: baseline vs distillation (cached logits) vs the seed's way",
+    "study": "a grid of runs (label budget x seed x student depth): means, 95 % CIs, paired tests, plots",
 }
 EXPORT_VERBS = {
     "export": "write fp32 and int8 ONNX for the run's models into <run>/onnx/, each checked against PyTorch",
@@ -63,6 +64,15 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="one JSON object per line, with all probabilities")
             p.add_argument("--batch-size", type=int, default=32)
             p.add_argument("--allow-pickle", action="store_true", help="allow pytorch_model.bin weights")
+            continue
+        if verb == "study":
+            from kd.study import available_studies
+
+            p.add_argument("study", help=f"one of {available_studies()} or a study YAML file (kd/studies/)")
+            p.add_argument("--data", help="data folder or hub dataset id, for every cell (default: as for a run)")
+            p.add_argument("--run-dir", type=Path, help="study folder (default: runs/<study>)")
+            p.add_argument("--report", action="store_true", help="only rebuild study.md, .json and the plots "
+                           "from the cells already finished")
             continue
         p.add_argument("--preset", help=f"one of {available_presets()} or a YAML file "
                        "(default: full with CUDA/MPS, else cpu)")
@@ -197,6 +207,16 @@ def run(args) -> int:
         return run_export_verb(args)
     if args.verb in BENCH_VERBS:
         return run_bench_verb(args)
+    if args.verb == "study":
+        from kd.study import load_study, run_study, write_study_report
+
+        study = load_study(args.study)
+        root = args.run_dir or default_run_dir(study.name)
+        if args.report:
+            write_study_report(root)
+        else:
+            run_study(study, root, args.data, SECTIONS)
+        return 0
     preset = choose_preset(args.preset)
     overrides = list(args.overrides)
     if args.data:

@@ -36,7 +36,9 @@ class DataConfig:
     validation_rows: int = 1600  # carved from train, stratified and seeded; drives model selection
     # A label budget: how many of the students' train rows carry labels (a stratified, seeded choice; None: all).
     # A teacher that fine-tunes and the baseline student train on those rows only; the distilled student trains
-    # on them too and on the rest, the unlabelled transfer pool, from the teacher's soft targets alone.
+    # on them too and on the rest, the unlabelled transfer pool, from the teacher's soft targets alone. A budget
+    # of every student row has no pool, but its teacher still trains on the students' rows only (None: on the
+    # whole train split).
     labelled_rows: int | None = None
     labelled_seed: int | None = None  # which rows carry labels under a budget (None: data.seed); a study's seed
     max_length: int = 128

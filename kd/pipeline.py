@@ -261,8 +261,9 @@ class Pipeline:
             raise KdError(f"teacher {self.cfg.teacher.model}: not trained for these labels; run `kd train-teacher`")
         seconds, history, model = None, [], t.model
         if t.needs_finetune:
-            # under a label budget the teacher sees only the labels the students see
-            rows = (self.tokenized("train", t.tokenizer) if self.labelled is None
+            # under a label budget the teacher sees only the labels the students see (all the students' rows
+            # when the budget covers them: a study's full budget), else the whole train split
+            rows = (self.tokenized("train", t.tokenizer) if self.cfg.data.labelled_rows is None
                     else self.labelled_only(self.tokenized("student_train", t.tokenizer)))
             model, seconds, history = self.train(
                 "teacher", "teacher", KdTrainer, t.model, t.tokenizer, rows, DataCollatorWithPadding(t.tokenizer),

@@ -116,7 +116,7 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -138,7 +138,7 @@ def plot_confusion(run: RunFolder, results: dict) -> bytes:
         ax.set_title(f"{name} ({100 * models[name]['accuracy']:.2f} %)")
         ax.set_xlabel("predicted")
     axes[0][0].set_ylabel("true")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_losses(run: RunFolder, results: dict) -> bytes:
@@ -159,7 +159,7 @@ def plot_losses(run: RunFolder, results: dict) -> bytes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def write_report(run: RunFolder) -> dict:

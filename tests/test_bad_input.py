@@ -53,6 +53,15 @@ def with_data(**files) -> Callable[[Path, Path], list]:
     return lambda tmp, run: ["train-all", "--preset", "smoke", "--run-dir", run, "--data", data(tmp, **files)]
 
 
+def study_file(text: str) -> Callable[[Path, Path], list]:
+    """`kd study` on a study file with this text, into the run folder (which must stay as it was)."""
+    def argv(tmp: Path, run: Path) -> list:
+        (tmp / "mine.yaml").write_text(text)
+        return ["study", tmp / "mine.yaml", "--run-dir", run]
+
+    return argv
+
+
 def tiny_bert(folder: Path, head_labels: dict | None = None, vocab_size: int = 30522) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
@@ -208,6 +217,14 @@ CATALOGUE = [
          train_all("--set", "teacher.train.learning_rate=fast")),
     Case("unknown preset", "preset 'tiny' not found: expected one of",
          lambda tmp, run: ["train-all", "--preset", "tiny", "--run-dir", run]),
+    Case("unknown study", "study 'tiny' not found: expected one of ['study-cpu', 'study-full', 'study-smoke']",
+         lambda tmp, run: ["study", "tiny", "--run-dir", run]),
+    Case("a study with a seed listed twice", "seeds=[1, 1]: expected a list of different integers",
+         study_file("base: smoke\nseeds: [1, 1]\n")),
+    Case("a study with a budget that is not a row count", "budgets: 0: expected a positive number of labelled "
+         "rows or 'all'", study_file("base: smoke\nbudgets: [0, all]\n")),
+    Case("a study setting that is not a run setting", "mine.yaml: config: unknown key student.train.epoch",
+         study_file("base: smoke\nset: {student.train.epoch: 2}\n")),
     Case("a batch that does not split across the processes", "student.train.batch_size=30: batch sizes are "
          "global and split evenly across processes; expected a positive multiple of the 4 processes",
          train_all("--nproc", "4", "--set", "student.train.batch_size=30")),
