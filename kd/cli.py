@@ -21,7 +21,7 @@ VERBS = {
     "distill": "train the distilled student on cached teacher logits mixed with hard labels",
     "report": "write results.json, results.md and the plots from the run's models",
     "bench-train": "time one training epoch: baseline vs distillation (cached logits) vs the seed's way",
-    "study": "a grid of runs (label budget x seed x student depth): means, 95 % CIs, paired tests, plots",
+    "study": "runs over label budget x seed x student depth: means and confidence intervals, paired tests, plots",
 }
 EXPORT_VERBS = {
     "export": "write fp32 and int8 ONNX for the run's models into <run>/onnx/, each checked against PyTorch",

@@ -402,7 +402,7 @@ def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> by
     per model."""
     depths = list(dict.fromkeys(g.depth for g in groups))
     fig, axes = plt.subplots(len(panels), len(depths), figsize=(5.5 * len(depths), 3.8 * len(panels)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     styles = {"teacher": dict(color="grey", linestyle="--"), "baseline": dict(color="tab:blue"),
               "distilled": dict(color="tab:orange")}
     for col, depth in enumerate(depths):
@@ -422,7 +422,8 @@ def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> by
             ax.set_xscale("log")
             ax.set_xlabel("labelled rows (log scale; the last point: all)")
             ax.set_ylabel(label)
-            ax.set_title(f"student {depth or 'of the base preset'}")
+            if row == 0:
+                ax.set_title(f"student {depth or 'of the base preset'}")
             ax.grid(alpha=0.3, which="both")
             ax.legend()
     return figure_png(fig)
