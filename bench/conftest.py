@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,7 @@ from bench.backends import Row, load, missing, rows_for
 from bench.config import BenchConfig, SuitePlugin, add_arguments
 from bench.workload import Workload
 from kd.device import cpu_count
+from kd.manifest import cpu_model
 from kd.runfolder import RunFolder
 
 SKIPPED: list[dict] = []
@@ -102,7 +102,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "preset": manifest.get("config", {}).get("preset"),
         "skipped": SKIPPED,
         "machine": {
-            "cpu": cpu_name(), "cpus_usable": cpu_count(), "cpus_host": os.cpu_count(),
+            "cpu": cpu_model(), "cpus_usable": cpu_count(), "cpus_host": os.cpu_count(),
             "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count()},
             "accelerator": accelerator, "platform": platform.platform(),
         },
@@ -110,12 +110,3 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                      "transformers": transformers.__version__},
     }
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
