@@ -33,7 +33,7 @@ import yaml
 from kd.config import RunConfig, build_dataclass, load_config
 from kd.errors import KdError
 from kd.manifest import cpu_model
-from kd.metrics import ECE_BINS, mean_interval, paired_difference
+from kd.metrics import ECE_BINS, Interval, mean_interval, paired_difference
 from kd.report import figure_png
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, write_bytes, write_json, write_text
 
@@ -290,14 +290,14 @@ def _ci(d: dict, scale: float = 1, spec: str = ".2f") -> str:
     return f"{scale * d['mean']:{spec}} [{scale * d['low']:{spec}}, {scale * d['high']:{spec}}]"
 
 
-def _verdict(diff: dict, lower_is_better: bool) -> str:
-    d = diff["difference"]
-    if d["n"] < 2:
+def _verdict(diff: dict) -> str:
+    """The accuracy difference's verdict (higher is better)."""
+    d = Interval(**diff["difference"])
+    if d.n < 2:
         return "one seed: no interval"
-    if not (d["low"] > 0 or d["high"] < 0):
+    if not d.excludes_zero:
         return "noise (CI includes 0)"
-    better = (d["mean"] < 0) == lower_is_better
-    return "**distilled better**" if better else "**distilled worse**"
+    return "**distilled better**" if d.mean > 0 else "**distilled worse**"
 
 
 def _label(g: Group) -> str:
@@ -341,7 +341,7 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
         mc = ", ".join(f"{x['p_value']:.2g}" for x in g.mcnemar if "p_value" in x)
         row = [_label(g), g.depth or cfg.student.init, str(len(g.seeds))]
         row += [_ci(m[k]["accuracy"], 100) if k in m else "–" for k in MODEL_NAMES]
-        row += [_ci(d["difference"], 100, "+.2f"), f"{d['p_value']:.2g}", mc, _verdict(d, False)] if d else ["–"] * 4
+        row += [_ci(d["difference"], 100, "+.2f"), f"{d['p_value']:.2g}", mc, _verdict(d)] if d else ["–"] * 4
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Calibration (lower is better)", "",
               f"Negative log-likelihood (nats per row), expected calibration error ({ECE_BINS} equal-width bins) and "
