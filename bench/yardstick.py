@@ -1,0 +1,428 @@
+"""The yardstick for the bench's achieved GFLOP/s: the best large matrix-product rate any engine of the bench
+reaches on this CPU, per precision (fp32, bf16, int8), and, where the OS lets it be read, the theoretical peak.
+
+One engine's BLAS path is no yardstick: PyTorch's torch.mm ran well below ONNX Runtime's MatMul on this AMD CPU,
+so a student in ONNX Runtime was reported at 176 % of "this CPU's fp32 rate". A fraction above 100 % is a
+measurement fault, and this module never prints one (`efficiency`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PRECISIONS = ("fp32", "bf16", "int8")  # the bench's CPU row precisions, each with its own yardstick
+
+
+@dataclass(frozen=True)
+class Stick:
+    """One engine's n x n matrix product in one precision: what is timed."""
+
+    engine: str  # pytorch, onnxruntime, openvino
+    precision: str  # fp32, int8, bf16
+    matrix: int
+
+    @property
+    def op(self) -> str:
+        return OPS[(self.engine, self.precision)]
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}-{self.precision}-{self.matrix}"
+
+    @property
+    def ops_per_call(self) -> int:
+        return 2 * self.matrix**3  # a multiply-add is two operations, in floats and in ints alike
+
+
+# The bench times each engine at two sizes and keeps the best (6 calls each, about 1 s per engine unloaded). On the
+# project's CPU under load (docs/bench.md) 1024² gave the best rate for 5 of 6 engine x precision and torch.mm's
+# 4096² was within the noise of its 2048² (34 vs 30 GFLOP/s), while 3072² and 4096² take 3.4x and 8x as long.
+BENCH_SIZES = (1024, 2048)
+OPS = {
+    ("pytorch", "fp32"): "torch.mm",
+    ("onnxruntime", "fp32"): "MatMul",
+    ("onnxruntime", "int8"): "MatMulInteger u8 x s8",
+    ("openvino", "fp32"): "MatMul, INFERENCE_PRECISION_HINT f32",
+    ("openvino", "bf16"): "MatMul, INFERENCE_PRECISION_HINT bf16",
+    ("openvino", "int8"): "MatMul between FakeQuantize u8 x s8",
+}
+BENCH_STICKS = tuple(Stick(e, p, n) for e, p in OPS if p in PRECISIONS for n in BENCH_SIZES)
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A measured matrix-product rate: GFLOP/s (GOP/s for int8) of the fastest call."""
+
+    engine: str
+    precision: str
+    op: str
+    matrix: int
+    threads: int
+    gflops_per_s: float
+
+    @classmethod
+    def of(cls, stick: Stick, threads: int, best_seconds: float) -> Peak:
+        return cls(stick.engine, stick.precision, stick.op, stick.matrix, threads,
+                   stick.ops_per_call / best_seconds / 1e9)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Peak:
+        """Also a record or a `cpu_fp32_peak` of an older bench, which timed torch.mm in fp32 only."""
+        return cls(data.get("engine", "pytorch"), data.get("precision", "fp32"), data.get("op", "torch.mm"),
+                   data["matrix"], data["threads"], data["gflops_per_s"])
+
+    @property
+    def name(self) -> str:
+        op = self.op.split(",")[0]
+        return f"{op if op.startswith('torch.') else f'{self.engine} {op}'} {self.matrix}²"
+
+
+def unavailable(stick: Stick) -> str | None:
+    """Why this machine cannot run the stick (an engine not installed), else None."""
+    import importlib.util
+
+    module = {"pytorch": "torch"}.get(stick.engine, stick.engine)
+    return None if importlib.util.find_spec(module) else f"{module} is not installed"
+
+
+def prepare(stick: Stick, threads: int) -> Callable[[], object]:
+    """A no-argument call that runs the product once, inputs made and the engine warmed up beforehand. The
+    second operand is a constant, as the models' weights are (ONNX Runtime and OpenVINO pre-pack it)."""
+    rng = np.random.default_rng(0)
+    n = stick.matrix
+    if stick.precision == "int8":
+        a, b = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-128, 128, (n, n), dtype=np.int8)
+    else:
+        a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    call = {"pytorch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino}[stick.engine](stick, threads, a, b)
+    call()
+    return call
+
+
+def _torch(stick: Stick, threads: int, a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
+    import torch
+
+    torch.set_num_threads(threads)  # the bench's conftest sets the same; a standalone caller gets it too
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: torch.mm(ta, tb)
+
+
+def _onnxruntime(stick: Stick, threads: int, a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.engines.onnxruntime import session_options
+
+    kind = TensorProto.UINT8 if stick.precision == "int8" else TensorProto.FLOAT
+    out = TensorProto.INT32 if stick.precision == "int8" else TensorProto.FLOAT
+    node = helper.make_node("MatMulInteger" if stick.precision == "int8" else "MatMul", ["A", "B"], ["Y"])
+    graph = helper.make_graph([node], "yardstick", [helper.make_tensor_value_info("A", kind, a.shape)],
+                              [helper.make_tensor_value_info("Y", out, a.shape)], [numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # the bench's session options (graph optimizations, one inter-op thread), threads as asked; whether idle
+    # threads spin does not matter to calls this long
+    opts = session_options()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"A": a})
+
+
+def _openvino(stick: Stick, threads: int, a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
+    request = _openvino_compiled(stick, threads, b).create_infer_request()
+    a = a.astype(np.float32)  # int8: the model's input is float; its FakeQuantize makes it u8
+    return lambda: request.infer({0: a})
+
+
+def _openvino_compiled(stick: Stick, threads: int, b: np.ndarray):
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([stick.matrix] * 2, ov.Type.f32, name="A")
+    if stick.precision == "int8":
+        # FakeQuantize on both operands: OpenVINO's low-precision pass turns the MatMul into a u8 x s8 product
+        left = ops.fake_quantize(x, 0.0, 255.0, 0.0, 255.0, 256)
+        right = ops.fake_quantize(ops.constant(b.astype(np.float32)), -128.0, 127.0, -128.0, 127.0, 256)
+    else:
+        left, right = x, ops.constant(b)
+    model = ov.Model([ops.matmul(left, right, False, False)], [x], "yardstick")
+    # On a CPU with bf16, OpenVINO's default runs an "fp32" model in bf16: the fp32 yardstick says f32 outright
+    hint = "bf16" if stick.precision == "bf16" else "f32"
+    # LATENCY: one stream with every thread on the one request (THROUGHPUT would split the threads over streams)
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                                                  "PERFORMANCE_HINT": "LATENCY"})
+
+
+def runtime_precisions(stick: Stick, threads: int = 1) -> set[str]:
+    """OpenVINO only: the precisions its compiled matrix product runs in (to check that the hint or the
+    FakeQuantize took effect)."""
+    b = np.ones([stick.matrix] * 2, np.int8 if stick.precision == "int8" else np.float32)
+    runtime = _openvino_compiled(stick, threads, b).get_runtime_model()
+    return {op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops()
+            if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "MatMul")}
+
+
+def measure(stick: Stick, threads: int, seconds: float = 1.0, max_calls: int = 10) -> Peak:
+    """Outside pytest-benchmark (the bench times the prepared call itself): the fastest of up to `max_calls`
+    calls within about `seconds`, after one warm-up call."""
+    call = prepare(stick, threads)
+    times, deadline = [], time.perf_counter() + seconds
+    while len(times) < max_calls and (not times or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return Peak.of(stick, threads, min(times))  # timeit's rule: interference only ever slows a call down
+
+
+def best(peaks: list[Peak], precision: str) -> Peak | None:
+    """The yardstick of a precision: the fastest engine's rate."""
+    return max((p for p in peaks if p.precision == precision), key=lambda p: p.gflops_per_s, default=None)
+
+
+# --- the theoretical peak: vector width x FMA units x 2 x clock x cores, from what the OS shows -------------------
+
+# FMA datapath per core, which no flag or file shows, for the families it is documented for (AMD's software
+# optimization guides): (vendor, family, first model, last model) -> (bits per FMA unit, FMA units, name).
+# Zen 4 takes AVX-512 but runs each 512-bit FMA as two 256-bit halves, so it does no more per cycle than AVX2.
+FMA_TABLE = {
+    ("AuthenticAMD", 0x17, 0x00, 0x2F): (128, 2, "Zen/Zen+"),
+    ("AuthenticAMD", 0x17, 0x30, 0xFF): (256, 2, "Zen 2"),
+    ("AuthenticAMD", 0x19, 0x00, 0xFF): (256, 2, "Zen 3/Zen 4"),
+}
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What lscpu and /proc/cpuinfo say about the CPU (None: not shown)."""
+
+    vendor: str | None
+    family: int | None
+    model: int | None
+    model_name: str | None
+    flags: frozenset[str]
+    max_mhz: float | None  # lscpu's CPU max MHz: the highest clock the kernel knows of
+    mhz: float | None  # /proc/cpuinfo's cpu MHz: the clock when read (a VM shows the host's nominal clock)
+    threads_per_core: int
+
+
+def _fields(text: str) -> dict[str, str]:
+    """`key: value` lines (lscpu) or `key<TAB>: value` lines (/proc/cpuinfo, first processor only)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() and out:
+            break  # /proc/cpuinfo: the first processor's block is enough
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() not in out:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _number(value: str | None, kind: type = float):
+    try:
+        return int(value, 16 if value.lower().startswith("0x") else 10) if kind is int else kind(value)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def read_cpu(lscpu: str = "", cpuinfo: str = "") -> CpuInfo:
+    """Either text may be empty (lscpu missing, no /proc on macOS); lscpu wins where both say something."""
+    ls, ci = _fields(lscpu), _fields(cpuinfo)
+    flags = (ls.get("flags") or ci.get("flags") or "").split()
+    return CpuInfo(
+        vendor=ls.get("vendor id") or ci.get("vendor_id"),
+        family=_number(ls.get("cpu family") or ci.get("cpu family"), int),
+        model=_number(ls.get("model") or ci.get("model"), int),
+        model_name=ls.get("model name") or ci.get("model name"),
+        flags=frozenset(flags), max_mhz=_number(ls.get("cpu max mhz")) or None,
+        mhz=_number(ci.get("cpu mhz")) or None, threads_per_core=_number(ls.get("thread(s) per core"), int) or 1)
+
+
+def this_cpu() -> CpuInfo:
+    import subprocess
+    from pathlib import Path
+
+    try:  # LC_ALL=C: lscpu translates its keys
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, env={"LC_ALL": "C"}, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        lscpu = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    return read_cpu(lscpu, cpuinfo.read_text() if cpuinfo.is_file() else "")
+
+
+@dataclass(frozen=True)
+class Theoretical:
+    """The fp32 peak the CPU's vector units allow, or why it is not given (gflops_per_s None)."""
+
+    gflops_per_s: float | None
+    cores: int
+    ghz: float | None
+    clock: str  # where the clock comes from
+    flops_per_cycle: int | None  # per core
+    basis: str  # how flops_per_cycle was found: a table entry, or the assumption made
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Theoretical | None:
+        return cls(**data) if data else None
+
+
+def theoretical_peak(cpu: CpuInfo, cpus: int) -> Theoretical:
+    """fp32 FLOP/cycle/core = lanes (the widest vector the flags show, capped by the FMA datapath) x 2 (a
+    multiply-add) x FMA units; x clock x cores. Cores: usable CPUs / threads per core (SMT siblings share the
+    FMA units). FMA units come from FMA_TABLE, else are assumed to be 2 (and said so)."""
+    cores = max(1, cpus // cpu.threads_per_core)
+    width = 512 if "avx512f" in cpu.flags else 256 if {"avx2", "fma"} <= cpu.flags else None
+    entry = next((v for (vendor, fam, lo, hi), v in FMA_TABLE.items()
+                  if cpu.vendor == vendor and cpu.family == fam and cpu.model is not None and lo <= cpu.model <= hi),
+                 None)
+    if cpu.max_mhz:
+        ghz, clock = cpu.max_mhz / 1e3, "lscpu's CPU max MHz"
+    elif cpu.mhz:
+        ghz, clock = cpu.mhz / 1e3, "/proc/cpuinfo's cpu MHz (the clock when read; the cores may boost above it)"
+    else:
+        ghz, clock = None, "not readable (no CPU max MHz in lscpu, no cpu MHz in /proc/cpuinfo)"
+    if width is None:
+        return Theoretical(None, cores, ghz, clock, None, "no AVX2+FMA or AVX-512 flag: the FMA width is unknown")
+    if entry:
+        bits, units, name = entry
+        lanes = min(width, bits) // 32
+        basis = (f"{name} (family {cpu.family:#x}, model {cpu.model:#x}): {units} FMA units of {bits} bits, "
+                 f"{lanes} fp32 lanes each")
+    else:
+        units, lanes = 2, width // 32
+        basis = (f"assumes 2 FMA units of {width} bits ({lanes} fp32 lanes, from the flags): the number of FMA units "
+                 "is not readable from the OS")
+    per_cycle = lanes * 2 * units
+    return Theoretical(ghz and per_cycle * ghz * cores, cores, ghz, clock, per_cycle, basis)
+
+
+# --- the fastest student path against the yardstick ------------------------------------------------------------
+
+UNIT = {"int8": "GOP/s"}  # int8 rows: the same operation count as fp32, their matrix products done in int8
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """The fastest student row of a precision on the CPU: its achieved rate, and its share of the yardstick.
+
+    `fraction_of_peak` is never above 1. A row faster than every matrix product measured in the same bench means
+    the yardstick was measured low (a slow spell on a shared host, or a faster engine not measured): then no
+    fraction is given and `fault` says why. Raising the yardstick to the row's rate would print 100 %, which
+    is no more true."""
+
+    precision: str
+    row: str
+    gflops_per_s: float
+    useful_token_share: float
+    yardstick: Peak | None
+    fraction_of_peak: float | None
+    fault: str | None = None
+    theoretical: Theoretical | None = None
+
+    def __post_init__(self):
+        if self.fraction_of_peak is not None and not 0 < self.fraction_of_peak <= 1:
+            raise ValueError(f"{self.row}: a fraction of the yardstick of {self.fraction_of_peak:.0%} is a fault")
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        # the keys summaries had before the yardstick had an engine (tests and older readers use them)
+        out["peak_gflops_per_s"] = self.yardstick and self.yardstick.gflops_per_s
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict, old_peak: dict | None = None) -> Efficiency:
+        """Made again under the rule above, never trusted as stored. `old_peak`: the `cpu_fp32_peak` of a summary
+        written before the yardstick had an engine."""
+        stick = data.get("yardstick") or old_peak
+        yardstick = Peak.from_json(stick) if stick else None
+        return efficiency(data.get("precision", "fp32"), data["row"], data["gflops_per_s"],
+                          data["useful_token_share"], yardstick, Theoretical.from_json(data.get("theoretical")))
+
+
+def efficiency(precision: str, row: str, rate: float, useful: float, yardstick: Peak | None,
+               theoretical: Theoretical | None = None) -> Efficiency:
+    """The one place a fraction of the yardstick is made (see Efficiency for the rule above 100 %)."""
+    if yardstick is None:
+        return Efficiency(precision, row, rate, useful, None, None, None, theoretical)
+    if rate > yardstick.gflops_per_s:
+        fault = (f"it ran faster than the best {precision} matrix product measured in the same bench, so that "
+                 "yardstick was measured low (a slow spell on a shared host?) and no fraction is given")
+        return Efficiency(precision, row, rate, useful, yardstick, None, fault, theoretical)
+    return Efficiency(precision, row, rate, useful, yardstick, rate / yardstick.gflops_per_s, None, theoretical)
+
+
+def compute_efficiency(rows: list[dict], peaks: list[Peak], theoretical: Theoretical | None = None
+                       ) -> dict[str, Efficiency]:
+    """Per precision of PRECISIONS: the fastest (batch-32 samples/s) student row on the CPU with a GFLOP/s,
+    against the best measured matrix-product rate of that precision. The theoretical peak is fp32's only: the
+    int8 dot-product throughput per core is not readable from the OS."""
+    out = {}
+    for precision in PRECISIONS:
+        candidates = [r for r in rows if r["device"] == "cpu" and r["precision"] == precision
+                      and r["model"] != "teacher" and r.get("gflops_per_s")]
+        if candidates:
+            top = max(candidates, key=lambda r: r["samples_per_s"])
+            out[precision] = efficiency(precision, top["row"], top["gflops_per_s"],
+                                        top["real_tokens"] / top["padded_tokens"], best(peaks, precision),
+                                        theoretical if precision == "fp32" else None)
+    return out
+
+
+def sentence(e: Efficiency) -> str:
+    """The summary's line for one precision."""
+    unit = UNIT.get(e.precision, "GFLOP/s")
+    text = (f"Fastest {e.precision} student path: {e.row} at {e.gflops_per_s:.0f} {unit} (FLOPs counted from the "
+            f"model shape and the padded batches; {e.useful_token_share:.0%} of the tokens are real, the rest padding")
+    text += ")" if e.precision == "fp32" else f"; its matrix products run in {e.precision})"
+    y = e.yardstick
+    if y is None:
+        return text + f"; no {e.precision} matrix-product rate was measured in this bench."
+    stick = f"{y.name}, {y.gflops_per_s:.0f} {unit}, {y.threads} threads"
+    if e.theoretical:
+        stick += f"; {theoretical_text(e.theoretical, max(y.gflops_per_s, e.gflops_per_s))}"
+    if e.fraction_of_peak is None:  # (Efficiency refuses one above 1)
+        return text + f": {e.fault} ({stick})."
+    return text + (f" = {e.fraction_of_peak:.0%} of the best {e.precision} matrix-product rate measured on this "
+                   f"CPU ({stick}).")
+
+
+def theoretical_text(t: Theoretical, measured: float) -> str:
+    """`measured`: the highest rate the bench saw, which no peak can be below."""
+    if t.gflops_per_s is None:
+        return f"no theoretical peak: the clock is {t.clock}" if t.ghz is None else f"no theoretical peak: {t.basis}"
+    text = (f"theoretical peak {t.gflops_per_s:.0f} GFLOP/s = {t.cores} cores x {t.flops_per_cycle} FLOP/cycle x "
+            f"{t.ghz:.2f} GHz, {t.basis}; clock from {t.clock}")
+    if measured > t.gflops_per_s:  # the clock read is not the clock the cores ran at
+        text += f"; a measured rate is above it, so the cores ran at ≥ {measured / t.cores / t.flops_per_cycle:.2f} GHz"
+    return text
+
+
+def summary_sentences(summary: dict) -> list[str]:
+    """The efficiency lines of a bench summary, new or older (an older one has `compute` for fp32 against a
+    torch.mm `cpu_fp32_peak`, whose stored fraction is not trusted: it is made again under the rule above)."""
+    old = summary.get("cpu_fp32_peak")
+    stored = [(summary.get(key), old if precision == "fp32" else None) for precision, key in COMPUTE_KEYS.items()]
+    return [sentence(Efficiency.from_json(data, peak)) for data, peak in stored if data]
+
+
+# the summary's keys: `compute` (fp32) and `cpu_fp32_peak` (its yardstick) kept the names they had before the
+# other precisions came, for the tests and readers that use them
+COMPUTE_KEYS = {"fp32": "compute", "bf16": "compute_bf16", "int8": "compute_int8"}
+
+
+def summary_fields(rows: list[dict], peak_records: list[dict]) -> dict:
+    """The summary's JSON for the yardsticks and the efficiencies, from the bench's kind="peak" records."""
+    peaks = [Peak.from_json(r) for r in peak_records]
+    theoretical = next((Theoretical.from_json(r["theoretical"]) for r in peak_records if r.get("theoretical")), None)
+    found = compute_efficiency(rows, peaks, theoretical)
+    fp32 = best(peaks, "fp32")
+    return {"cpu_peaks": [p.to_json() for p in peaks], "cpu_theoretical_peak": theoretical and theoretical.to_json(),
+            "cpu_fp32_peak": fp32 and fp32.to_json(),
+            **{key: found[p].to_json() if p in found else None for p, key in COMPUTE_KEYS.items()}}
