@@ -33,12 +33,14 @@ CONTAINER_VERBS := train-all report export export-check bench bench-check gpu-ch
 VERB_ARGS = $(if $(PRESET),PRESET=$(PRESET)) $(if $(DATA),DATA=$(DATA)) $(if $(RUN),RUN=$(RUN)) \
 	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC)) $(if $(BENCH_ARGS),'BENCH_ARGS=$(BENCH_ARGS)')
 
-.PHONY: help setup train-all bench-train report study export export-check bench bench-check bench-baseline \
-	gpu-check test test-all lint clean image-cpu image-cuda docker-shell $(addprefix docker-,$(CONTAINER_VERBS))
+.PHONY: help setup train-all bench-train report study export export-check optimum-check bench bench-check \
+	bench-baseline gpu-check test test-all lint clean image-cpu image-cuda docker-shell \
+	$(addprefix docker-,$(CONTAINER_VERBS))
 
 help:
 	@echo "kd-bench verbs (README.md and docs/ have the details):"
 	@echo "  make setup | train-all | export | export-check | bench | bench-check | bench-baseline | report"
+	@echo "  make optimum-check (the exports loaded by optimum, in its own environment under .venv/optimum/)"
 	@echo "  make study STUDY=study-smoke|study-cpu|study-full (or a YAML file)"
 	@echo "  make test (fast tier) | test-all | lint | gpu-check | bench-train"
 	@echo "  make image-cpu | image-cuda; make docker-<verb> IMAGE=cpu|cuda for <verb> in: $(CONTAINER_VERBS)"
@@ -72,6 +74,22 @@ export: $(STAMP)
 # Every export, loaded with a plain onnxruntime.InferenceSession, on the whole test split vs PyTorch's predictions.
 export-check: $(STAMP)
 	$(BIN)/kd export-check $(KD_ARGS)
+
+# Every export folder loaded by optimum as its users load it (ORTModelForSequenceClassification, and that in
+# transformers.pipeline) predicts what kd's ONNX Runtime run predicts, on the whole test split, fp32 and int8
+# (runs/<preset>/onnx/optimum-check/result.{md,json}). optimum-onnx needs transformers<4.58 and kd needs 5, so
+# optimum runs in its own environment, rebuilt from scratch when requirements-optimum.txt changes.
+OPTIMUM_VENV := $(VENV)/optimum
+$(OPTIMUM_VENV)/.installed: requirements-optimum.txt
+	rm -rf $(OPTIMUM_VENV)
+	$(PYTHON) -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/pip install -r requirements-optimum.txt
+	touch $@
+
+# kd's side (main environment) prints the folder it wrote; the optimum side reads it.
+optimum-check: $(STAMP) $(OPTIMUM_VENV)/.installed
+	ref=$$($(BIN)/python -m export.optimum_reference $(KD_ARGS)) && \
+		$(OPTIMUM_VENV)/bin/python scripts/optimum_check.py "$$ref"
 
 # pytest-benchmark over every model x backend x device of the run: runs/<preset>/bench/summary.md, .json,
 # pareto.png, pytest-benchmark.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--bench-samples 1000".
