@@ -83,11 +83,46 @@ def test_container_run_gives_the_cuda_image_the_gpus(fake_engines, tmp_path):
 
 def test_dockerfiles_take_versions_from_requirements_only():
     """One list of versions: no package pinned in a Dockerfile, both install requirements.txt, and the CUDA
-    image swaps onnxruntime for onnxruntime-gpu of the same version."""
+    image swaps onnxruntime for the onnxruntime-gpu pin of requirements.txt's `# cuda image:` line."""
     for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
         text = (REPO / name).read_text()
         assert not re.search(r"pip install[^\n]*\b[\w-]+==\d", text), name
         assert "requirements.txt" in text and "USER 10001:10001" in text, name
     cuda = (REPO / "Dockerfile.cuda").read_text()
-    assert "s/^onnxruntime==/onnxruntime-gpu==/" in cuda
-    assert re.search(r"^onnxruntime==\d", (REPO / "requirements.txt").read_text(), re.M)
+    assert "s/^# cuda image: (onnxruntime-gpu==[^ ]+).*/\\1/p" in cuda and "grep -vE '^onnxruntime=='" in cuda
+    requirements = (REPO / "requirements.txt").read_text()
+    assert re.search(r"^onnxruntime==\d", requirements, re.M)
+    assert len(re.findall(r"^# cuda image: onnxruntime-gpu==\d[\w.]*\s", requirements, re.M)) == 1
+
+
+def test_cuda_image_takes_torch_from_pypi_not_a_local_wheel_folder():
+    """PyPI's torch is the CUDA build; the machines' pip find-links folder holds its CPU build of the same
+    version, so the CUDA image neither takes nor is given one, and its build checks what it got."""
+    cuda = (REPO / "Dockerfile.cuda").read_text()
+    assert re.search(r"^ARG TORCH_INDEX_URL=$", cuda, re.M)
+    assert not re.search(r"^ARG PIP_FIND_LINKS", cuda, re.M)
+    assert "assert torch.version.cuda" in cuda and "'CUDAExecutionProvider' in" in cuda
+    ci = (REPO / ".ci" / "container").read_text()
+    assert '[ "$image" = cpu ] && [ -n "${PIP_FIND_LINKS:-}" ]' in ci
+
+
+def test_cuda_image_record_is_of_the_inputs_and_not_of_itself(tmp_path):
+    """CI rebuilds the CUDA image when .ci/cuda-image's hash of its inputs differs from the committed record's:
+    the hash changes with each input and not with the record."""
+    def inputs_hash(root: Path) -> str:
+        out = subprocess.run(["bash", str(root / ".ci" / "cuda-image"), "hash"], capture_output=True, text=True,
+                             check=True)
+        return out.stdout.strip()
+
+    root = tmp_path / "repo"
+    for path in ("Dockerfile.cuda", "requirements.txt", ".ci/container", ".ci/cuda-image",
+                 "scripts/container-run.sh", "scripts/debian-base-image.sh"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes((REPO / path).read_bytes())
+    before = inputs_hash(root)
+    assert re.fullmatch(r"[0-9a-f]{64}", before)
+    (root / ".ci" / "cuda-image.json").write_text("{}")
+    assert inputs_hash(root) == before
+    with (root / "requirements.txt").open("a") as f:
+        f.write("# a change\n")
+    assert inputs_hash(root) != before
