@@ -57,6 +57,7 @@ class ChoiceContext:
     name: str  # the model, for messages
     say: Callable[[str], None]  # progress lines
     folder: Path  # where the candidate graphs are written
+    calibration: list[dict]  # tokenized training batches for the static int8 variants
 
     @property
     def speed_matters(self) -> bool:
@@ -171,7 +172,7 @@ def choose_int8(ctx: ChoiceContext, source: Path, fp32: Check) -> Int8Choice:
     with evidence(int8_candidates=records):
         for candidate in cfg.int8_candidates:
             t0 = time.perf_counter()
-            quantize(source, path[candidate], candidate)
+            quantize(source, path[candidate], candidate, ctx.calibration)
             records[candidate] = {"quantize_seconds": time.perf_counter() - t0,
                                   "size_mb": path[candidate].stat().st_size / 2**20}
             t0 = time.perf_counter()
@@ -241,7 +242,7 @@ def choose_int8_source(ctx: ChoiceContext, plain_path: Path, int8: Int8Choice, f
     if not ctx.speed_matters:  # the plain graph's int8 could only win on speed
         return Int8SourceChoice("fused", "no choice on speed: speed_margin >= 1", int8.file, None, None)
     plain_int8 = ctx.folder / f"int8-{int8.chosen}-plain.onnx"
-    quantize(plain_path, plain_int8, int8.chosen)
+    quantize(plain_path, plain_int8, int8.chosen, ctx.calibration)
     check = ctx.checked(plain_int8, f"int8 {int8.chosen} from the plain graph")
     failures = int8_failures(check, fp32, cfg.gates)
     times = ctx.timed({"fused": int8.file, "plain": plain_int8})

@@ -22,11 +22,16 @@ class ExportConfig:
     # auto: run ONNX Runtime's transformer optimizer and keep its graph only if it passes the gates and is
     # faster; always / never.
     optimize: str = "auto"
-    # int8 variants tried (dynamic quantization: weights int8 ahead of time, activations at run time);
+    # int8 variants tried (dynamic quantization: weights int8 ahead of time, activations at run time; and static
+    # QDQ, activation scales calibrated on training rows);
     # the one with the best validation accuracy wins, the faster one when within `int8_tie` of each other
     # (see export/choose.py for the screening that keeps this within the time budget).
     int8_candidates: list[str] = field(default_factory=lambda: ["qint8", "qint8-per-channel", "quint8",
-                                                                 "quint8-per-channel"])
+                                                                 "quint8-per-channel", "qdq-static"])
+    openvino: bool = True  # also write the OpenVINO fp32 and int8 IRs (openvino/, openvino_int8/)
+    # training rows (a fixed random sample; never validation or test) that calibrate the static int8 variants:
+    # ONNX Runtime's qdq-static and OpenVINO's NNCF int8
+    calibration_rows: int = 300
     int8_screen_rows: int = 400  # every variant runs these validation rows; the finalists run the rest
     int8_finalists: int = 2
     int8_tie: float = 0.0025  # 0.25 pt: 4 rows of 1,600, below what one validation split can tell apart

@@ -1,5 +1,5 @@
-"""Export one trained model: fp32 ONNX, the fused graph where it is faster, the best int8, each gated
-against PyTorch. The folder appears whole or not at all."""
+"""Export one trained model: fp32 ONNX, the fused graph where it is faster, the best int8, and the OpenVINO fp32
+and int8 IRs, each gated against PyTorch. The folder appears whole or not at all."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from export.choose import (
 from export.config import ExportConfig
 from export.engines import load_model
 from export.onnx_export import export_onnx
+from export.openvino_export import export_openvino
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.timing import timing_batches
@@ -32,8 +33,9 @@ from kd.metrics import accuracy
 from kd.runfolder import atomic_dir, sha256_file, write_json
 
 REPORT = "export_report.json"
+CALIBRATION_BATCH = 8  # texts per calibration batch (padded to the longest): fewer calls than one text each
 # Bumped when the export procedure changes what it ships: exports made by an older one are redone.
-PROCEDURE = 2
+PROCEDURE = 3
 
 
 def export_key(weights_sha256: str, cfg: ExportConfig) -> str:
@@ -48,9 +50,17 @@ def is_current(out_dir: Path, key: str) -> bool:
 
 
 def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], labels: np.ndarray,
-                 cfg: ExportConfig, max_length: int, log=print, key: str | None = None) -> dict:
-    """`key`: export_key of the weights when the caller has their verified sha256 (hashed here otherwise)."""
+                 cfg: ExportConfig, max_length: int, log=print, key: str | None = None,
+                 calibration_texts: list[str] = ()) -> dict:
+    """`texts`, `labels`: the validation rows the gates use; `calibration_texts`: training rows for the static
+    int8 variants. `key`: export_key of the weights when the caller has their verified sha256 (hashed here
+    otherwise)."""
     check_candidates(cfg.int8_candidates)
+    if not calibration_texts:
+        raise KdError(f"{name}: no calibration texts (OpenVINO's int8 and qdq-static are calibrated on training rows)")
+    if cfg.calibration_rows < 1:
+        raise KdError(f"export.calibration_rows={cfg.calibration_rows}: expected at least 1 (OpenVINO's int8 and "
+                      "the qdq-static variant are calibrated on training rows)")
     if cfg.optimize not in ("auto", "always", "never"):
         raise KdError(f"export.optimize={cfg.optimize!r}: expected auto, always or never")
     started = time.perf_counter()
@@ -74,13 +84,15 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
                     "pytorch_validation_accuracy": accuracy(reference.validation.argmax(-1), labels)}
     speed_batches = (timing_batches(tokenizer, texts, max_length, 1, 8)
                      + timing_batches(tokenizer, texts[8:], max_length, cfg.batch_size, 2))
+    calibration = timing_batches(tokenizer, list(calibration_texts), max_length, CALIBRATION_BATCH,
+                                 -(-len(calibration_texts) // CALIBRATION_BATCH))
 
     with atomic_dir(out_dir) as tmp:
         plain_path, fused_path = tmp / "model.onnx", tmp / "model_fused.onnx"
         t0 = time.perf_counter()
         inputs = export_onnx(traced, tokenizer, texts, plain_path, cfg.opset, cfg.exporter)
         report["export_seconds"] = time.perf_counter() - t0
-        ctx = ChoiceContext(parity, reference, speed_batches, cfg, name, say, tmp)
+        ctx = ChoiceContext(parity, reference, speed_batches, cfg, name, say, tmp, calibration)
         try:
             fp32 = choose_fp32(ctx, plain_path, fused_path, model.config)
             report.update(fp32_candidates=fp32.candidates, graph_choice=str(fp32))
@@ -97,6 +109,12 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
                 if source.record is not None:
                     report["int8_from_plain"] = source.record
             report["int8_source"] = source.chosen if source else "plain"
+            # from the plain graph: OpenVINO fuses attention itself, and the fused graph's contrib ops are
+            # ONNX Runtime's own
+            if cfg.openvino:
+                report["openvino"] = export_openvino(name, plain_path, tmp, parity, reference, calibration, cfg.gates,
+                                                     (loaded.config, tokenizer_for_users(tokenizer, max_length)),
+                                                     say)
         except ExportGateError as exc:
             # the evidence goes beside (not inside) the export folder, which stays as it was
             failed = out_dir.parent / f"{name}.failed.json"
@@ -106,7 +124,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
                                  + f"; shipped: quantized from the {report['int8_source']} graph")
         say(f"int8 choice: {report['int8_choice']}")
 
-        # the folder keeps model.onnx (the chosen fp32 graph) and model_int8.onnx, nothing else
+        # the folder keeps model.onnx (the chosen fp32 graph), model_int8.onnx and the OpenVINO folders
         os.replace(source.file if source else int8.file, tmp / "model_int8.onnx")
         if fp32.chosen == "fused":
             os.replace(fused_path, plain_path)
@@ -114,8 +132,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         for leftover in tmp.glob("int8-*.onnx"):
             leftover.unlink()
         model.config.save_pretrained(tmp)
-        tokenizer.model_max_length = max_length  # what the checks ran with; `kd predict` truncates the same
-        tokenizer.save_pretrained(tmp)
+        tokenizer_for_users(tokenizer, max_length).save_pretrained(tmp)
         report.update(
             inputs=inputs,
             fp32={"graph": fp32.chosen, **fp32.check.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
@@ -127,6 +144,12 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         write_json(tmp / REPORT, report)
     (out_dir.parent / f"{name}.failed.json").unlink(missing_ok=True)
     return report
+
+
+def tokenizer_for_users(tokenizer, max_length: int):
+    """The tokenizer saved beside every exported file: it truncates where the checks did (`kd predict` too)."""
+    tokenizer.model_max_length = max_length
+    return tokenizer
 
 
 def shipped_int8(int8: Int8Choice, source: Int8SourceChoice | None) -> dict:

@@ -1,4 +1,4 @@
-"""onnx/report.md and report.json: one row per model and precision, from each folder's export_report.json."""
+"""onnx/report.md and report.json: one row per model, format and precision, from each folder's export_report.json."""
 
 from __future__ import annotations
 
@@ -15,18 +15,28 @@ def collect(onnx_root: Path) -> dict[str, dict]:
 
 def render(reports: dict[str, dict]) -> str:
     lines = [
-        "| model | precision | graph / variant | max abs Δlogits vs PyTorch | argmax agreement | "
+        "| model | format | precision | graph / variant | max abs Δlogits vs PyTorch | argmax agreement | "
         "validation acc (PyTorch) | size MB (PyTorch) | export s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in reports.items():
         fp32, int8 = r["fp32"], r["int8"]
-        lines.append(f"| {name} | fp32 | {fp32['graph']} | {fp32['max_abs_diff']:.1e} | {fp32['agreement']:.2%} | "
+        lines.append(f"| {name} | ONNX | fp32 | {fp32['graph']} | {fp32['max_abs_diff']:.1e} | "
+                     f"{fp32['agreement']:.2%} | "
                      f"{fp32['accuracy']:.2%} ({r['pytorch_validation_accuracy']:.2%}) | "
                      f"{fp32['size_mb']:.1f} ({r['pytorch_size_mb']:.1f}) | {r['export_seconds']:.1f} |")
-        lines.append(f"| {name} | int8 | {int8['variant']} from {int8.get('source', 'fused')} | "
+        lines.append(f"| {name} | ONNX | int8 | {int8['variant']} from {int8.get('source', 'fused')} | "
                      f"{int8['max_abs_diff']:.1e} | {int8['agreement']:.2%} | "
                      f"{int8['accuracy']:.2%} | {int8['size_mb']:.1f} | {int8['quantize_seconds']:.1f} |")
+        ov = r.get("openvino")
+        if ov:
+            lines.append(f"| {name} | OpenVINO | fp32 | IR (run in f32) | {ov['fp32']['max_abs_diff']:.1e} | "
+                         f"{ov['fp32']['agreement']:.2%} | {ov['fp32']['accuracy']:.2%} | "
+                         f"{ov['fp32']['size_mb']:.1f} | {ov['fp32']['convert_seconds']:.1f} |")
+            lines.append(f"| {name} | OpenVINO | int8 | NNCF, {ov['int8']['calibration_rows']} training rows | "
+                         f"{ov['int8']['max_abs_diff']:.1e} | {ov['int8']['agreement']:.2%} | "
+                         f"{ov['int8']['accuracy']:.2%} | {ov['int8']['size_mb']:.1f} | "
+                         f"{ov['int8']['quantize_seconds']:.1f} |")
     lines.append("")
     lines.append(f"Rows checked per model: the validation split ({_rows(reports)} rows) plus parity probes at batch "
                  "sizes and lengths listed in each export_report.json. Gates: fp32 max |Δ| ≤ "
@@ -34,10 +44,28 @@ def render(reports: dict[str, dict]) -> str:
                  f"{_gate(reports, 'int8_min_agreement'):.0%} and accuracy drop ≤ "
                  f"{_gate(reports, 'int8_max_accuracy_drop') * 100:.1f} pt vs fp32.")
     lines.append("")
+    static = {name: r["int8_candidates"]["qdq-static"] for name, r in reports.items()
+              if "qdq-static" in r.get("int8_candidates", {})}
+    if static:
+        lines.append("ONNX Runtime's static QDQ int8 (calibrated on training rows), whether it shipped or not: "
+                     + "; ".join(f"{name}: {describe_candidate(c)}" for name, c in static.items()) + ".")
+        lines.append("")
     for name, r in reports.items():
         lines.append(f"- {name}: graph {r['graph_choice']}; int8 {r['int8_choice']}; "
                      f"whole export {r['total_seconds']:.0f} s")
     return "\n".join(lines) + "\n"
+
+
+def describe_candidate(record: dict) -> str:
+    """One int8 candidate's outcome: screen accuracy, and its full check and timing where it got that far."""
+    text = f"screen accuracy {record['screen']['accuracy']:.2%}"
+    if "accuracy" in record:
+        text += f", validation accuracy {record['accuracy']:.2%}"
+    if record.get("failures"):
+        text += f" (fails: {'; '.join(record['failures'])})"
+    if "timed_seconds" in record:
+        text += f", {record['timed_seconds'] * 1e3:.0f} ms on the timing batches"
+    return text
 
 
 def _rows(reports: dict[str, dict]) -> str:

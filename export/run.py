@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from export.config import ExportConfig
 from export.exporter import export_key, export_model, is_current
 from export.report import write_run_report
@@ -17,6 +19,15 @@ def export_config(run_dir: Path, overrides: list[str] = ()) -> ExportConfig:
     return build_dataclass(ExportConfig, manifest.get("config", {}).get("export") or {}, overrides)
 
 
+def calibration_texts(run: RunFolder, data: str | None, rows: int) -> list[str]:
+    """A fixed random sample of the run's training split: static int8 is calibrated on rows the gates never see."""
+    if rows < 1:
+        return []
+    texts, _, _ = run.split(data, "train")
+    picked = np.random.default_rng(0).choice(len(texts), size=min(rows, len(texts)), replace=False)
+    return [texts[i] for i in sorted(picked)]
+
+
 def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None, data: str | None = None,
                force: bool = False) -> dict:
     run = RunFolder(Path(run_dir))
@@ -24,6 +35,7 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
     texts, labels, max_length = run.split(data, "validation")
     if cfg.validation_rows:
         texts, labels = texts[:cfg.validation_rows], labels[:cfg.validation_rows]
+    calibration = calibration_texts(run, data, cfg.calibration_rows)
     for name in names:
         out_dir = run.onnx_dir(name)
         key = export_key(run.recorded_sha256(name), cfg)  # trained_models checked the file against it
@@ -31,7 +43,7 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
             print(f"kd: {name}: already exported with these weights and settings, skipped ({out_dir})")
             continue
         report = export_model(name, run.model_dir(name), out_dir, texts, labels, cfg, max_length,
-                              log=lambda m: print(f"kd: {m}", flush=True), key=key)
+                              log=lambda m: print(f"kd: {m}", flush=True), key=key, calibration_texts=calibration)
         print(f"kd: {name}: exported in {report['total_seconds']:.0f} s -> {out_dir}", flush=True)
     summary = write_run_report(run.onnx_root)
     print((run.onnx_root / "report.md").read_text())

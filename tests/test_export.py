@@ -26,6 +26,7 @@ from kd.runfolder import sha256_file
 TEXTS_LABELS = sample_rows("test", 24)  # 96 real AG News texts
 TEXTS = [t for _, t in TEXTS_LABELS]
 LABELS = np.array([int(label) for label, _ in TEXTS_LABELS])
+CALIBRATION = [t for _, t in sample_rows("train", 4)]  # training rows for the static int8 variants
 # stand-ins are untrained: their logits sit close together, so int8 may flip argmaxes; int8 gates are tested on
 # the trained smoke models below
 LOOSE_INT8 = Gates(int8_min_agreement=0.0, int8_max_accuracy_drop=1.0)
@@ -46,15 +47,28 @@ def stand_in(kind: str, folder):
 
 
 def small_cfg(**kw) -> ExportConfig:
-    return ExportConfig(int8_candidates=["qint8", "quint8"], probe_rows=16, gates=kw.pop("gates", LOOSE_INT8), **kw)
+    """Two int8 variants, no OpenVINO IRs (one stand-in test writes them: NNCF takes seconds per model)."""
+    return ExportConfig(int8_candidates=kw.pop("int8_candidates", ["qint8", "quint8"]), probe_rows=16,
+                        gates=kw.pop("gates", LOOSE_INT8), openvino=kw.pop("openvino", False), **kw)
 
 
 @pytest.mark.parametrize("kind,optimize", [("bert", "auto"), ("distilbert", "auto"), ("distilbert", "never")])
 def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind, optimize, tmp_path):
     src = stand_in(kind, tmp_path / kind)
     out = tmp_path / "onnx" / kind
-    report = exporter.export_model(kind, src, out, TEXTS, LABELS, small_cfg(optimize=optimize), max_length=128,
-                                   log=lambda m: None)
+    with_openvino = kind == "distilbert" and optimize == "auto"  # static int8 and the IRs, on one stand-in
+    cfg = small_cfg(optimize=optimize, openvino=with_openvino,
+                    int8_candidates=["qint8", "qdq-static"] if with_openvino else ["qint8", "quint8"])
+    report = exporter.export_model(kind, src, out, TEXTS, LABELS, cfg, max_length=128, log=lambda m: None,
+                                   calibration_texts=CALIBRATION)
+    if with_openvino:  # the IRs are gated like the ONNX graphs, each folder loads on its own
+        assert report["openvino"]["fp32"]["max_abs_diff"] <= 1e-4
+        assert "screen" in report["int8_candidates"]["qdq-static"]
+        for sub in ("openvino", "openvino_int8"):
+            assert {p.name for p in (out / sub).iterdir()} >= {"model.xml", "model.bin", "config.json",
+                                                                "tokenizer.json"}, sub
+    else:
+        assert "openvino" not in report and not (out / "openvino").exists()
     if optimize == "never":  # nothing fused: the plain graph ships and is the one quantized
         assert report["fp32"]["graph"] == "plain" and report["int8"]["source"] == "plain"
         assert report["int8"]["agreement"] == report["int8_candidates"][report["int8"]["variant"]]["agreement"]
@@ -90,7 +104,7 @@ def test_speed_choices_move_off_their_defaults_only_for_a_clear_margin(plain, fu
                                                                      "quint8": 1.0})
     src = stand_in("bert", tmp_path / "bert")
     report = exporter.export_model("bert", src, tmp_path / "onnx", TEXTS, LABELS, small_cfg(), max_length=128,
-                                   log=lambda m: None)
+                                   log=lambda m: None, calibration_texts=CALIBRATION)
     assert report["fp32"]["graph"] == graph, report["graph_choice"]
     accurate = report["int8_from_plain"]["accuracy"] >= report["int8_candidates"][report["int8"]["variant"]][
         "accuracy"] - ExportConfig().int8_tie
@@ -152,12 +166,13 @@ def rename_input(graph):
 def test_planted_broken_export_is_caught_and_leaves_the_old_export_alone(tamper, message, tmp_path, monkeypatch):
     src = stand_in("distilbert", tmp_path / "distilbert")
     out = tmp_path / "onnx" / "distilbert"
-    exporter.export_model("distilbert", src, out, TEXTS, LABELS, small_cfg(), 128, log=lambda m: None)
+    exporter.export_model("distilbert", src, out, TEXTS, LABELS, small_cfg(), 128, log=lambda m: None,
+                          calibration_texts=CALIBRATION)
     before = tree_state(out)
     monkeypatch.setattr(exporter, "export_onnx", tampered(tamper))
     with pytest.raises(ExportGateError, match=message):
         exporter.export_model("distilbert", src, out, TEXTS, LABELS, small_cfg(optimize="never"), 128,
-                              log=lambda m: None)
+                              log=lambda m: None, calibration_texts=CALIBRATION)
     assert tree_state(out) == before, "the good export is untouched"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no scratch folder left behind"
 
@@ -167,7 +182,8 @@ def test_int8_gate_failure_names_the_numbers_and_writes_nothing(tmp_path):
     out = tmp_path / "onnx" / "bert"
     impossible = Gates(int8_min_agreement=1.01)
     with pytest.raises(ExportGateError, match=r"no int8 variant passes the gates \(qint8: argmax agreement"):
-        exporter.export_model("bert", src, out, TEXTS, LABELS, small_cfg(gates=impossible), 128, log=lambda m: None)
+        exporter.export_model("bert", src, out, TEXTS, LABELS, small_cfg(gates=impossible), 128, log=lambda m: None,
+                              calibration_texts=CALIBRATION)
     assert not out.exists()
     failed = json.loads((out.parent / "bert.failed.json").read_text())
     assert "no int8 variant" in failed["error"] and set(failed["int8_candidates"]) == {"qint8", "quint8"}
@@ -183,9 +199,16 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     for name, r in summary["models"].items():
         assert r["fp32"]["max_abs_diff"] <= 1e-4 and r["fp32"]["agreement"] == 1.0, name
         assert r["int8"]["agreement"] >= 0.99 and r["fp32"]["accuracy"] - r["int8"]["accuracy"] <= 0.005 + 1e-9, name
-        assert set(r["int8_candidates"]) == {"qint8", "qint8-per-channel", "quint8", "quint8-per-channel"}
+        assert set(r["int8_candidates"]) == {"qint8", "qint8-per-channel", "quint8", "quint8-per-channel",
+                                             "qdq-static"}
+        assert r["int8_candidates"]["qdq-static"]["screen"]["accuracy"] > 0.25, "static int8 calibrated and run"
         assert r["validation_rows"] == 400
-    assert "| distilled | int8 |" in (smoke_export / "onnx/report.md").read_text()
+        ov = r["openvino"]
+        assert ov["fp32"]["max_abs_diff"] <= 1e-4 and ov["fp32"]["agreement"] == 1.0, name
+        assert ov["int8"]["agreement"] >= 0.99 and not ov["int8"]["failures"], name
+        assert ov["int8"]["calibration_rows"] == 300 and ov["int8"]["size_mb"] < 0.5 * ov["fp32"]["size_mb"], name
+    report_md = (smoke_export / "onnx/report.md").read_text()
+    assert "| distilled | ONNX | int8 |" in report_md and "| distilled | OpenVINO | int8 | NNCF" in report_md
     smoke_copy = tmp_path / "smoke"
     shutil.copytree(smoke_export, smoke_copy)
     again = kd_here("export", "--run-dir", smoke_copy, "--preset", "smoke")
@@ -193,6 +216,7 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     # the smoke preset makes no choice on speed (its `export` section): a forced re-export ships the same bytes
     shipped = {p: sha256_file(p) for p in sorted((smoke_copy / "onnx").glob("*/model*.onnx"))}
     assert len(shipped) == 6
+    assert len(list((smoke_copy / "onnx").glob("*/openvino*/model.xml"))) == 6
     redone = kd_here("export", "--run-dir", smoke_copy, "--preset", "smoke", "--force")
     assert redone.returncode == 0, redone.stderr[-2000:]
     assert {p: sha256_file(p) for p in shipped} == shipped
@@ -207,15 +231,18 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     texts = smoke_copy / "texts.txt"
     texts.write_text("\n".join(TEXTS[:20]) + "\n\n")
     outputs = {}
-    for target in ("models/distilled", "onnx/distilled", "onnx/distilled/model_int8.onnx"):
+    for target in ("models/distilled", "onnx/distilled", "onnx/distilled/model_int8.onnx", "onnx/distilled/openvino",
+                   "onnx/distilled/openvino_int8/model.xml"):
         proc = kd_here("predict", "--model", smoke_copy / target, "--file", texts, "--json")
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[target] = [json.loads(line) for line in proc.stdout.splitlines()]
         assert len(outputs[target]) == 20, "the blank line is skipped"
-    torch_rows, fp32_rows, int8_rows = outputs.values()
-    assert [r["label"] for r in torch_rows] == [r["label"] for r in fp32_rows]
-    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(torch_rows, fp32_rows)) < 1e-4
-    assert sum(a["label"] == b["label"] for a, b in zip(torch_rows, int8_rows)) >= 19
+    torch_rows, fp32_rows, int8_rows, ov_rows, ov_int8_rows = outputs.values()
+    for rows in (fp32_rows, ov_rows):
+        assert [r["label"] for r in torch_rows] == [r["label"] for r in rows]
+        assert max(abs(a["probability"] - b["probability"]) for a, b in zip(torch_rows, rows)) < 1e-4
+    for rows in (int8_rows, ov_int8_rows):
+        assert sum(a["label"] == b["label"] for a, b in zip(torch_rows, rows)) >= 19
     plain = kd_here("predict", "--model", smoke_copy / "onnx/distilled", TEXTS[0])
     label, prob, _ = plain.stdout.split("\t")
     assert label in {"World", "Sports", "Business", "Sci/Tech"} and 0.25 <= float(prob) <= 1.0
@@ -243,13 +270,14 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     from kd.errors import KdError
     from kd.runfolder import RunFolder
 
-    assert [cls.name for cls in engines()] == ["pytorch", "onnxruntime"]
+    assert [cls.name for cls in engines()] == ["pytorch", "onnxruntime", "openvino"]
     assert COMBOS == (("pytorch", "cpu", "fp32"), ("onnxruntime", "cpu", "fp32"), ("onnxruntime", "cpu", "int8"),
+                      ("openvino", "cpu", "fp32"), ("openvino", "cpu", "bf16"), ("openvino", "cpu", "int8"),
                       ("pytorch", "cuda", "fp32"), ("pytorch", "cuda", "fp16"), ("pytorch", "cuda", "bf16"),
                       ("onnxruntime", "cuda", "fp32"), ("onnxruntime", "cuda", "int8"),
                       ("pytorch", "mps", "fp32"), ("pytorch", "mps", "fp16"))
-    with pytest.raises(KdError, match=r"^engine 'openvino': unknown; expected one of pytorch, onnxruntime$"):
-        engine("openvino")
+    with pytest.raises(KdError, match=r"^engine 'tensorrt': unknown; expected one of pytorch, onnxruntime, openvino$"):
+        engine("tensorrt")
     with pytest.raises(KdError, match=r"nowhere.onnx: no such model file for onnxruntime$"):
         load("onnxruntime", tmp_path / "nowhere.onnx")
     assert engine("pytorch").unavailable("tpu", "fp32") == "pytorch offers no fp32 on tpu"
@@ -257,6 +285,9 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     run = RunFolder(tmp_path / "run")
     assert engine("onnxruntime").missing(run, "distilled", "cpu", "int8") == (
         f"{run.onnx_dir('distilled') / 'model_int8.onnx'} is missing: run `make export` for {run.root}")
+    assert engine("openvino").missing(run, "distilled", "cpu", "int8") == (
+        f"{run.onnx_dir('distilled') / 'openvino_int8/model.xml'} is missing: run `make export` for {run.root}")
+    assert engine("openvino").unavailable("cuda", "fp32") == "openvino offers no fp32 on cuda"
 
     torch_dir = stand_in("distilbert", tmp_path / "torch")
     onnx_dir = tmp_path / "onnx"
@@ -265,15 +296,29 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     traced = DistilBertForSequenceClassification.from_pretrained(torch_dir, attn_implementation="eager").eval()
     exporter.export_onnx(traced, AutoTokenizer.from_pretrained(torch_dir), TEXTS, onnx_dir / "model.onnx", 17,
                          "legacy")
+    ov_dir = tmp_path / "openvino"
+    from export.openvino_export import save
+    save(__import__("openvino").convert_model(onnx_dir / "model.onnx"), ov_dir,
+         (AutoTokenizer.from_pretrained(torch_dir), traced.config))
     rows = {}
     for target, name, file in ((torch_dir, "pytorch", torch_dir / "model.safetensors"),
                                (onnx_dir, "onnxruntime", onnx_dir / "model.onnx"),
-                               (onnx_dir / "model.onnx", "onnxruntime", onnx_dir / "model.onnx")):
+                               (onnx_dir / "model.onnx", "onnxruntime", onnx_dir / "model.onnx"),
+                               (ov_dir, "openvino", ov_dir / "model.xml")):
         loaded = load_target(target)
         described = loaded.engine.describe()
-        assert described == {"engine": name, "device": "cpu", "precision": "fp32", "file": str(file),
-                             "size_mb": file.stat().st_size / 2**20}, target
+        size = file.stat().st_size + (file.with_suffix(".bin").stat().st_size if name == "openvino" else 0)
+        assert {k: described[k] for k in ("engine", "device", "precision", "file", "size_mb")} == {
+            "engine": name, "device": "cpu", "precision": "fp32", "file": str(file), "size_mb": size / 2**20}, target
         rows[target] = predict(loaded, TEXTS[:16])
+    # OpenVINO's asynchronous queue gives the synchronous requests' logits, batch for batch
+    ov = load_target(ov_dir).engine
+    batches = [dict(AutoTokenizer.from_pretrained(ov_dir)(TEXTS[i:i + 4], padding=True, return_tensors="np"))
+               for i in range(0, 16, 4)]
+    for sync, queued in zip(ov.run_many(batches, "sync"), ov.run_many(batches, "async")):
+        np.testing.assert_allclose(sync, queued, atol=1e-5)
+    with pytest.raises(ValueError, match="onnxruntime has no bulk mode 'async'"):
+        load("onnxruntime", onnx_dir / "model.onnx").run_many(batches, "async")
     torch_rows, *onnx_rows = rows.values()
     for other in onnx_rows:
         assert [r["label"] for r in torch_rows] == [r["label"] for r in other]
@@ -283,5 +328,5 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     tuned, plain = load("onnxruntime", onnx_dir / "model.onnx"), load("onnxruntime", onnx_dir / "model.onnx",
                                                                        plain=True)
     np.testing.assert_allclose(tuned.run(batch), plain.run(batch), atol=1e-5)
-    with pytest.raises(KdError, match=r"expected a model folder or an \.onnx file"):
+    with pytest.raises(KdError, match=r"expected a model folder or an \.onnx or \.xml file"):
         load_target(torch_dir / "config.json")

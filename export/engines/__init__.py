@@ -40,6 +40,10 @@ class Engine:
     file_suffix: ClassVar[str | None]  # a file it loads on its own (".onnx"); None: it loads a model folder
     made_by: ClassVar[str]  # what writes its files into a run folder ("make export")
     errors: ClassVar[tuple[type[Exception], ...]] = ()  # what it raises for a model that does not load or run
+    # how it can score many batches (`run_many`'s modes); the bench times each and keeps the fastest
+    bulk_modes: ClassVar[tuple[str, ...]] = ("sync",)
+    # `open`'s options for the bench: the settings a user would deploy when the model has the cores to itself
+    bench_options: ClassVar[dict] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -98,6 +102,12 @@ class Engine:
     def run(self, batch: Batch) -> np.ndarray:
         """Host arrays in, host float32 logits out; an accelerator has finished the work when it returns."""
         raise NotImplementedError
+
+    def run_many(self, batches: list[Batch], mode: str = "sync") -> list[np.ndarray]:
+        """Logits of every batch, in order; `mode` is one of `bulk_modes` ("sync": one `run` after another)."""
+        if mode not in self.bulk_modes:
+            raise ValueError(f"{self.name} has no bulk mode {mode!r}; it has {', '.join(self.bulk_modes)}")
+        return [self.run(batch) for batch in batches]
 
     @property
     def size_mb(self) -> float | None:

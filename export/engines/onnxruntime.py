@@ -16,7 +16,7 @@ ORT_ERRORS = tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in
                    ("Fail", "InvalidArgument", "InvalidGraph", "RuntimeException", "NoSuchFile"))
 
 
-def session_options() -> ort.SessionOptions:
+def session_options(spinning: bool = False) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     # ORT sizes its pool from the host's cores; inside a container or under taskset that oversubscribes.
     opts.intra_op_num_threads = cpu_count()
@@ -24,18 +24,21 @@ def session_options() -> ort.SessionOptions:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     # ORT's threads spin after each call by default, stealing the cores from whatever runs next (PyTorch in a
-    # side-by-side timing, the tokenizer in a service); on 2 cores that made PyTorch look 10x slower.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # side-by-side timing, the tokenizer in a service); on 2 cores that made PyTorch look 10x slower. So they
+    # spin only when asked (`spinning`): the bench, which gives each row the cores to itself, as a user who
+    # deploys the model alone would.
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
-def session(path: Path, providers: list[str], plain: bool = False) -> ort.InferenceSession:
+def session(path: Path, providers: list[str], plain: bool = False, spinning: bool = False) -> ort.InferenceSession:
     """`plain`: ONNX Runtime's defaults, as a user who loads the file would run it."""
     if plain:
         return ort.InferenceSession(str(path), providers=providers)
     # ONNX Runtime's own SkipLayerNormFusion (Add + LayerNormalization) made the int8 students 11 % slower at
     # batch 32 on this project's CPU (791 vs 712 samples/s; fp32 unchanged, 307 vs 307), so it is left out.
-    return ort.InferenceSession(str(path), session_options(), providers=providers,
+    return ort.InferenceSession(str(path), session_options(spinning), providers=providers,
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
 
@@ -55,6 +58,7 @@ class OnnxRuntimeEngine(Engine):
     file_suffix = ".onnx"
     made_by = "make export"
     errors = ORT_ERRORS
+    bench_options = {"spinning": True}
 
     def __init__(self, sess: ort.InferenceSession, file: Path, device: str, precision: str):
         super().__init__(file, device, precision)
@@ -74,10 +78,12 @@ class OnnxRuntimeEngine(Engine):
         return None
 
     @classmethod
-    def open(cls, file: Path, device: str, precision: str, plain: bool = False) -> OnnxRuntimeEngine:
-        """The session sized to the CPUs this process may use, threads not spinning (`plain`: no options)."""
+    def open(cls, file: Path, device: str, precision: str, plain: bool = False,
+             spinning: bool = False) -> OnnxRuntimeEngine:
+        """The session sized to the CPUs this process may use, threads spinning only if asked (`plain`: no
+        options)."""
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        sess = session(file, providers, plain)
+        sess = session(file, providers, plain, spinning)
         if sess.get_providers()[0] != providers[0]:
             raise RuntimeError(f"{file}: onnxruntime fell back to {sess.get_providers()[0]}")
         return cls(sess, file, device, precision)

@@ -1,0 +1,115 @@
+"""OpenVINO on the CPU: the fp32 IR (run in f32, or in bf16 where the CPU has it) and NNCF's int8 IR.
+
+Each IR sits in its own folder of the export (onnx/<model>/openvino/, onnx/<model>/openvino_int8/) with the
+tokenizer and config beside it, so a folder is what a user copies and loads (`kd predict --model <folder>`)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from export.engines import Batch, Engine
+from kd.device import cpu_count
+from kd.runfolder import RunFolder
+
+FOLDERS = {"fp32": "openvino", "bf16": "openvino", "int8": "openvino_int8"}  # one fp32 IR serves fp32 and bf16
+# OpenVINO runs an fp32 IR in bf16 by default on CPUs that have it: fp32 must be asked for. The int8 IR keeps
+# OpenVINO's default for its unquantized parts, as a user who loads it gets.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
+LATENCY, THROUGHPUT = "LATENCY", "THROUGHPUT"
+
+
+@functools.cache
+def core() -> ov.Core:
+    return ov.Core()
+
+
+def cpu_has_bf16() -> bool:
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoEngine(Engine):
+    name = "openvino"
+    rank = 2
+    offers = (("cpu", "fp32"), ("cpu", "bf16"), ("cpu", "int8"))
+    files = dict.fromkeys(FOLDERS, "model.xml")  # (and model.bin beside it)
+    file_suffix = ".xml"
+    made_by = "make export"
+    errors = (RuntimeError,)  # what openvino raises for an IR that does not compile or run
+    # Bulk scoring runs one synchronous request at a time (the LATENCY hint) or an asynchronous queue of requests
+    # (the THROUGHPUT hint: several streams, each on a share of the threads); the bench keeps the faster.
+    bulk_modes = ("sync", "async")
+
+    def __init__(self, model: ov.Model, file: Path, device: str, precision: str):
+        super().__init__(file, device, precision)
+        self.model = model
+        self.input_names = [i.get_any_name() for i in model.inputs]
+        self.request = self.compiled(LATENCY).create_infer_request()
+
+    @classmethod
+    def folder(cls, run: RunFolder, model: str) -> Path:
+        return run.onnx_dir(model)
+
+    @classmethod
+    def model_file(cls, run: RunFolder, model: str, precision: str) -> Path:
+        return cls.folder(run, model) / FOLDERS[precision] / cls.files[precision]
+
+    @classmethod
+    def precision_of(cls, file: Path) -> str:
+        return "int8" if Path(file).parent.name == FOLDERS["int8"] else "fp32"
+
+    @classmethod
+    def machine_lacks(cls, device: str, precision: str) -> str | None:
+        if precision == "bf16" and not cpu_has_bf16():
+            return "this CPU has no bf16 (OpenVINO's OPTIMIZATION_CAPABILITIES lists no BF16)"
+        return None
+
+    @classmethod
+    def open(cls, file: Path, device: str, precision: str) -> OpenVinoEngine:
+        file = file / cls.files[precision] if file.is_dir() else file
+        return cls(core().read_model(file), file, device, precision)
+
+    @functools.cache  # noqa: B019 (one compiled model per hint for the engine's lifetime is the point)
+    def compiled(self, hint: str) -> ov.CompiledModel:
+        """The model compiled for the CPU with the bench's thread count and this precision, under `hint`."""
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": cpu_count()}
+        if PRECISION_HINTS[self.precision]:
+            config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[self.precision]
+        return core().compile_model(self.model, "CPU", config)
+
+    def feed(self, batch: Batch) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in batch]
+        if missing:
+            raise KeyError(f"the OpenVINO model wants input {missing[0]!r}, the tokenizer gives {sorted(batch)}")
+        return {n: np.asarray(batch[n], dtype=np.int64) for n in self.input_names}
+
+    def run(self, batch: Batch) -> np.ndarray:
+        self.request.infer(self.feed(batch))
+        return self.request.get_output_tensor(0).data.astype(np.float32)  # a copy: the request reuses its buffer
+
+    def run_many(self, batches: list[Batch], mode: str = "sync") -> list[np.ndarray]:
+        if mode == "sync":
+            return super().run_many(batches)
+        queue = ov.AsyncInferQueue(self.compiled(THROUGHPUT))  # as many requests as the hint's streams want
+        out: list[np.ndarray | None] = [None] * len(batches)
+
+        def done(request, index):
+            out[index] = request.get_output_tensor(0).data.astype(np.float32)
+
+        queue.set_callback(done)
+        for i, batch in enumerate(batches):
+            queue.start_async(self.feed(batch), i)
+        queue.wait_all()
+        return out
+
+    def describe(self) -> dict:
+        return {**super().describe(), "bulk_modes": {"sync": f"{LATENCY} hint, one request at a time",
+                                                     "async": f"{THROUGHPUT} hint, an asynchronous request queue"}}
+
+    @property
+    def size_mb(self) -> float | None:
+        weights = self.file.with_suffix(".bin") if self.file else None
+        return (self.file.stat().st_size + weights.stat().st_size) / 2**20 if weights and weights.is_file() else None

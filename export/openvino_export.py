@@ -1,0 +1,84 @@
+"""The OpenVINO IRs of one model: `openvino.convert_model` of the plain fp32 ONNX graph, and NNCF's static int8
+(`nncf.quantize`, transformer preset, calibrated on training rows), held to the ONNX exports' gates: the fp32 IR
+run in f32 matches PyTorch; the int8 IR agrees with it and keeps its validation accuracy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from export.engines import Batch, engine
+from export.engines.openvino import FOLDERS
+from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
+
+OPENVINO = engine("openvino")
+
+
+def checked(parity: ParitySet, reference: Outputs, file: Path, precision: str, what: str) -> Check:
+    """The IR against PyTorch on the probes and the whole validation split; one that cannot run fails the gate."""
+    try:
+        ir = OPENVINO.open(file, "cpu", precision)
+        return parity.compare(parity.run(ir.run), reference)
+    except (KeyError, *OPENVINO.errors) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise ExportGateError(f"{what} does not run on the tokenizer's inputs: {message}") from None
+
+
+def save(model, folder: Path, extras) -> Path:
+    """model.xml + model.bin in `folder` with the tokenizer and config (`extras`: objects with save_pretrained)."""
+    import openvino as ov
+
+    folder.mkdir()
+    file = folder / "model.xml"
+    ov.save_model(model, file, compress_to_fp16=False)  # save_model halves the weights to fp16 unless told not to
+    for extra in extras:
+        extra.save_pretrained(folder)
+    return file
+
+
+def export_openvino(name: str, onnx_graph: Path, out: Path, parity: ParitySet, reference: Outputs,
+                    calibration: list[Batch], gates, extras, say) -> dict:
+    """Write out/openvino/ and out/openvino_int8/; the record for export_report.json. Raises ExportGateError
+    (with the record as evidence) when either IR fails its gate."""
+    import nncf
+    import openvino as ov
+
+    record: dict = {}
+    try:
+        t0 = time.perf_counter()
+        model = ov.convert_model(onnx_graph)
+        fp32_file = save(model, out / FOLDERS["fp32"], extras)
+        convert_seconds = time.perf_counter() - t0
+        fp32 = checked(parity, reference, fp32_file, "fp32", f"{name}: OpenVINO fp32 IR")
+        record["fp32"] = {**fp32.to_dict(), "convert_seconds": convert_seconds, "precision_hint": "f32",
+                          "size_mb": size_mb(fp32_file)}
+        problems = fp32_failures(fp32, gates)
+        if problems:
+            raise ExportGateError(f"{name}: OpenVINO fp32 IR (run in f32) does not match PyTorch: "
+                                  + "; ".join(problems))
+        say(f"OpenVINO fp32 IR: max |Δlogits| {fp32.max_abs_diff:.1e}, agreement {fp32.agreement:.2%}")
+
+        t0 = time.perf_counter()
+        logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and INFO lines per step
+        names = [i.get_any_name() for i in model.inputs]  # the graph's inputs (DistilBERT: no token_type_ids)
+        feeds = [{n: batch[n].astype("int64") for n in names} for batch in calibration]
+        quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(feeds))
+        int8_file = save(quantized, out / FOLDERS["int8"], extras)
+        quantize_seconds = time.perf_counter() - t0
+        int8 = checked(parity, reference, int8_file, "int8", f"{name}: OpenVINO int8 IR")
+        failures = int8_failures(int8, fp32, gates)
+        record["int8"] = {**int8.to_dict(), "quantize_seconds": quantize_seconds, "size_mb": size_mb(int8_file),
+                          "calibration_rows": sum(len(b["input_ids"]) for b in calibration), "failures": failures}
+        if failures:
+            raise ExportGateError(f"{name}: OpenVINO int8 IR fails the gates: " + "; ".join(failures))
+        say(f"OpenVINO int8 IR (NNCF): validation accuracy {int8.accuracy:.2%}, agreement {int8.agreement:.2%}")
+    except ExportGateError as exc:
+        exc.evidence = {"openvino": record, **exc.evidence}
+        raise
+    return record
+
+
+def size_mb(xml: Path) -> float:
+    return (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 2**20
