@@ -60,6 +60,8 @@ def recorded_params(run: RunFolder, model: str) -> int:
 
 
 def load(row: Row, run: RunFolder) -> Loaded:
-    loaded = load_model(row.backend, weights_file(run, row), row.device, row.precision)
+    """The row's model with its engine's deployed settings (`bench_options`: ONNX Runtime's threads spinning)."""
+    options = engine(row.backend).bench_options
+    loaded = load_model(row.backend, weights_file(run, row), row.device, row.precision, **options)
     loaded.params = recorded_params(run, row.model)
     return loaded

@@ -44,6 +44,10 @@ class BenchConfig:
     # A measurement shorter than this repeats its pass over the texts (up to max_passes): tiny models finish a
     # pass in milliseconds, where one scheduler hiccup moves the figure by 30 %. Throughput is then the
     # fastest pass; latency percentiles are over every call.
+    # Each row runs with the settings a user would deploy (ONNX Runtime's threads spin between calls), so the
+    # cores are left to settle for this long before each part: threads still spinning from the last row would
+    # otherwise take them from the next.
+    settle_seconds: float = 0.2
     min_seconds: float = option("--min-seconds", "repeat a measurement shorter than this (seconds)", 2.0)
     max_passes: int = 20
     # rows on other devices are deselected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 import pytest
 
@@ -69,14 +70,15 @@ def _loaded_rows() -> dict:
 
 
 @pytest.fixture
-def loaded(row: Row, run: RunFolder, _loaded_rows: dict):
+def loaded(row: Row, run: RunFolder, _loaded_rows: dict, bench_cfg: BenchConfig):
     """The row's model, loaded once for the latency and the throughput test; a skip when the machine or the run
-    lacks it."""
+    lacks it. Each part starts after the cores have settled (bench/config.py, settle_seconds)."""
     reason = missing(row, run)
     if reason:
         pytest.skip(reason)
     if row not in _loaded_rows:
         _loaded_rows[row] = load(row, run)
+    time.sleep(bench_cfg.settle_seconds)
     return _loaded_rows[row]
 
 
@@ -89,6 +91,7 @@ def pytest_runtest_logreport(report):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """What the summary needs beyond the timings: the settings, the skips and their reasons, the machine."""
     import onnxruntime
+    import openvino
     import torch
     import transformers
 
@@ -103,10 +106,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "skipped": SKIPPED,
         "machine": {
             "cpu": cpu_model(), "cpus_usable": cpu_count(), "cpus_host": os.cpu_count(),
-            "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count()},
+            "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count(),
+                        "openvino": cpu_count()},
             "accelerator": accelerator, "platform": platform.platform(),
         },
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                     "transformers": transformers.__version__},
+                     "openvino": openvino.__version__.split("-")[0], "transformers": transformers.__version__},
     }
 

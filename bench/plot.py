@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"teacher": "tab:blue", "baseline": "tab:orange", "distilled": "tab:green"}
 MARKERS = {("pytorch", "fp32"): "o", ("pytorch", "fp16"): "^", ("pytorch", "bf16"): "v",
-           ("onnxruntime", "fp32"): "s", ("onnxruntime", "int8"): "D"}
+           ("onnxruntime", "fp32"): "s", ("onnxruntime", "int8"): "D",
+           ("openvino", "fp32"): "P", ("openvino", "bf16"): "X", ("openvino", "int8"): "*"}
 
 
 def frontier(points: list[tuple[float, float]], lower_is_better: bool) -> list[tuple[float, float]]:
@@ -60,9 +61,9 @@ def pareto_png(summary: dict) -> bytes:
     handles += [plt.Line2D([], [], color="gray", marker=mk, linestyle="", label=f"{b} {p}")
                 for (b, p), mk in MARKERS.items() if any((r["backend"], r["precision"]) == (b, p) for r in rows)]
     handles.append(plt.Line2D([], [], color="gray", linestyle="--", label="Pareto front (labelled)"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
     fig.suptitle(f"{summary['config'].get('run_dir')}: which model and backend to ship")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)

@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from bench.backends import COMBOS, Row
+from bench.yardstick import summary_fields, summary_sentences
 
 ROW_FIELDS = ("row", "model", "backend", "device", "precision", "params", "size_mb")
 THROUGHPUT, LATENCY = "throughput", "b1 p50 latency"
@@ -59,7 +60,7 @@ def build_summary(bench_json: dict) -> dict:
     meta = bench_json.get("kd_bench", {})
     parts: dict[str, dict[str, list[dict]]] = {}
     tokenize: dict[str, dict] = {}
-    peak = None
+    peaks: list[dict] = []
     for b in bench_json["benchmarks"]:
         info = b["extra_info"]
         kind = info.get("kind")
@@ -68,7 +69,7 @@ def build_summary(bench_json: dict) -> dict:
         elif kind == "tokenize":
             tokenize.setdefault(info["model"], {})[f"b{info['batch_size']}_ms"] = info["ms_per_call"]
         elif kind == "peak":
-            peak = {"gflops_per_s": info["gflops_per_s"], "matrix": info["matrix"], "threads": info["threads"]}
+            peaks.append(info)
     rows = {row_id: merge_parts(p) for row_id, p in parts.items()}
     ordered = sorted(rows.values(), key=row_order)
     for row in ordered:
@@ -85,8 +86,8 @@ def build_summary(bench_json: dict) -> dict:
     return {
         "preset": meta.get("preset"), "config": meta.get("config", {}), "machine": meta.get("machine", {}),
         "versions": meta.get("versions", {}), "datetime": bench_json.get("datetime"),
-        "rows": ordered, "skipped": skipped, "tokenize": tokenize, "cpu_fp32_peak": peak,
-        "ratios": [r.to_json() for r in within_run_ratios(rows)], "compute": compute_efficiency(ordered, peak),
+        "rows": ordered, "skipped": skipped, "tokenize": tokenize,
+        "ratios": [r.to_json() for r in within_run_ratios(rows)], **summary_fields(ordered, peaks),
     }
 
 
@@ -110,6 +111,8 @@ def merge_parts(parts: dict[str, list[dict]]) -> dict:
                    real_tokens=sum(i["real_tokens"] for i in infos),
                    gflops_per_s=sum(i["flop"] for i in infos) / seconds / 1e9, **confusion_scores(confusion))
         row["samples_per_s"] = row["samples"] / seconds
+        modes = sorted({i.get("bulk_mode", "sync") for i in infos})
+        row["bulk_mode"] = modes[0] if len(modes) == 1 else "mixed"  # per part; "mixed": the parts disagreed
     return row
 
 
@@ -125,17 +128,19 @@ def ratio(a, b) -> float | None:
 
 
 def within_run_ratios(rows: dict[str, dict]) -> list[Ratio]:
-    """Speed ratios measured inside this run: students and exports vs the teacher in PyTorch fp32; int8 vs fp32
-    ONNX; ONNX Runtime vs PyTorch."""
+    """Speed ratios measured inside this run: students and exports vs the teacher in PyTorch fp32; an export's
+    int8 (and bf16) vs its fp32; each export's fp32 vs PyTorch; OpenVINO's int8 vs ONNX Runtime's."""
     pairs = []
     for row in rows.values():
         r = Row(row["model"], row["backend"], row["device"], row["precision"])
         if r != r.reference:
             pairs.append((r.id, r.reference.id))
-        if r.backend == "onnxruntime" and r.precision == "int8":
-            pairs.append((r.id, Row(r.model, "onnxruntime", r.device, "fp32").id))
-        if r.backend == "onnxruntime" and r.precision == "fp32" and r.model != "teacher":
+        if r.backend != "pytorch" and r.precision != "fp32":
+            pairs.append((r.id, Row(r.model, r.backend, r.device, "fp32").id))
+        if r.backend != "pytorch" and r.precision == "fp32" and r.model != "teacher":
             pairs.append((r.id, Row(r.model, "pytorch", r.device, "fp32").id))
+        if r.backend == "openvino" and r.precision == "int8":
+            pairs.append((r.id, Row(r.model, "onnxruntime", r.device, "int8").id))
     out = []
     for fast, slow in pairs:
         if fast in rows and slow in rows:
@@ -147,18 +152,46 @@ def within_run_ratios(rows: dict[str, dict]) -> list[Ratio]:
     return out
 
 
-def compute_efficiency(rows: list[dict], peak: dict | None) -> dict | None:
-    """GFLOP/s of the fastest fp32 student path on the CPU, and its share of the CPU's measured fp32 rate."""
-    candidates = [r for r in rows if r["device"] == "cpu" and r["precision"] == "fp32" and r["model"] != "teacher"
-                  and r.get("gflops_per_s")]
-    if not candidates:
+def fastest(rows: list[dict], key: str, higher: bool, model: str | None = None) -> dict | None:
+    """The row that does best on `key` (of `model`'s rows, if given)."""
+    found = [r for r in rows if r.get(key) and (model is None or r["model"] == model)]
+    if not found:
         return None
-    best = max(candidates, key=lambda r: r["samples_per_s"])
-    out = {"row": best["row"], "gflops_per_s": best["gflops_per_s"],
-           "useful_token_share": best["real_tokens"] / best["padded_tokens"]}
-    if peak:
-        out.update(peak_gflops_per_s=peak["gflops_per_s"], fraction_of_peak=best["gflops_per_s"] / peak["gflops_per_s"])
-    return out
+    return max(found, key=lambda r: r[key] if higher else -r[key])
+
+
+def fastest_lines(rows: list[dict]) -> list[str]:
+    """Which backend serves each workload fastest, for each model; the accuracy it keeps."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        b1, b32 = fastest(rows, "p50_ms", False, model), fastest(rows, "samples_per_s", True, model)
+        if b1 is None and b32 is None:
+            continue
+        parts = []
+        if b1:
+            parts.append(f"batch 1: {b1['backend']} {b1['precision']} ({b1['p50_ms']:.2f} ms p50"
+                         + (f", {b1['accuracy']:.2%} accuracy)" if b1.get("accuracy") is not None else ")"))
+        if b32:
+            parts.append(f"batch {b32.get('batch_size', 32)}: {b32['backend']} {b32['precision']} "
+                         f"({b32['samples_per_s']:.0f} samples/s, {b32['accuracy']:.2%} accuracy)")
+        lines.append(f"- {model}: " + "; ".join(parts))
+    return lines
+
+
+def settings_sentence(rows: list[dict]) -> str:
+    """The settings the numbers hold for: each engine as a user would deploy it, the rows taking turns by part."""
+    text = ("Each row ran as deployed, with the cores to itself during its part: ONNX Runtime's threads spinning "
+            "between calls (its default), OpenVINO with the LATENCY hint at batch 1")
+    async_rows = [r for r in rows if r.get("bulk_mode") in ("async", "mixed")]
+    sync_rows = [r for r in rows if r["backend"] == "openvino" and r.get("bulk_mode") == "sync"]
+    if async_rows or sync_rows:
+        text += ("; at batch 32 OpenVINO used whichever was faster of the LATENCY hint (one request at a time) and "
+                 "the THROUGHPUT hint (an asynchronous queue): THROUGHPUT for "
+                 + (", ".join(f"{r['model']} {r['precision']}" + (" (some parts)" if r["bulk_mode"] == "mixed"
+                                                                   else "") for r in async_rows) or "none")
+                 + ", LATENCY for " + (", ".join(f"{r['model']} {r['precision']}" for r in sync_rows) or "none"))
+    return text + (". The rows took turns part by part, and the cores were left to settle between parts, so "
+                   "that a slow spell of the machine hits every row alike.")
 
 
 def fmt(value, spec: str, suffix: str = "") -> str:
@@ -190,16 +223,12 @@ def render(summary: dict) -> str:
             f"{fmt(r.get('tokenize_b1_ms'), '.2f')} |")
     lines += ["", "Speed-ups are against the teacher in PyTorch fp32 on the same device, in this run. "
               "Tokenization is not in the model timings; add it for end-to-end latency."]
-    compute = summary.get("compute")
-    if compute:
-        text = (f"Fastest fp32 student path: {compute['row']} at {compute['gflops_per_s']:.0f} GFLOP/s "
-                f"(FLOPs counted from the model shape and the padded batches; "
-                f"{compute['useful_token_share']:.0%} of the tokens are real, the rest padding)")
-        if compute.get("peak_gflops_per_s"):
-            text += (f" = {compute['fraction_of_peak']:.0%} of this CPU's fp32 rate on a "
-                     f"{summary['cpu_fp32_peak']['matrix']}² matrix product "
-                     f"({compute['peak_gflops_per_s']:.0f} GFLOP/s)")
-        lines += ["", text + "."]
+    best = fastest_lines(rows)
+    if best:
+        lines += ["", "Fastest backend per workload:", *best]
+    lines += ["", settings_sentence(rows)]
+    for text in summary_sentences(summary):  # achieved GFLOP/s against the yardsticks (bench/yardstick.py)
+        lines += ["", text]
     if summary["skipped"]:
         lines += ["", "Skipped on this machine:"]
         reasons: dict[str, list[str]] = {}
