@@ -1,6 +1,7 @@
-"""`kd export-check`: the exported folders, loaded as a user would (the ONNX Runtime engine's `plain` option: an
-`onnxruntime.InferenceSession` with no options), classify the whole test split; their predictions are compared
-with the PyTorch test logits the training run saved (models/<model>/test_logits.npy)."""
+"""`kd export-check`: the exported files, loaded as a user would (the ONNX Runtime engine's `plain` option: an
+`onnxruntime.InferenceSession` with no options; the OpenVINO IRs with the engine's settings: fp32 in f32), classify
+the whole test split; their predictions are compared with the PyTorch test logits the training run saved
+(models/<model>/test_logits.npy)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from kd.metrics import accuracy, agreement
 from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
 
 ONNX = engine("onnxruntime")
+OPENVINO = engine("openvino")
 
 
 def plain_logits(path: Path, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
@@ -42,19 +44,21 @@ def export_check(run_dir: Path, data: str | None = None) -> dict:
         row = {"test_rows": len(texts), "pytorch_accuracy": accuracy(torch_pred, labels)}
         for precision in ("fp32", "int8"):
             started = time.perf_counter()
-            logits = plain_logits(ONNX.model_file(run, name, precision), tokenizer, texts, max_length)
-            pred = logits.argmax(-1)
-            row[precision] = {"accuracy": accuracy(pred, labels),
-                              "agreement": agreement(pred, torch_pred),
-                              "differing_predictions": int((pred != torch_pred).sum()),
-                              "max_abs_diff": float(np.abs(logits - torch_logits).max()),
-                              "seconds": time.perf_counter() - started}
+            row[precision] = compared(plain_logits(ONNX.model_file(run, name, precision), tokenizer, texts,
+                                                   max_length), torch_logits, labels, started)
+            ir = OPENVINO.model_file(run, name, precision)
+            if ir.is_file():
+                started = time.perf_counter()
+                model = load(OPENVINO.name, ir, precision=precision)
+                logits = logits_over(model.run, tokenizer, texts, max_length, 32, progress=f"openvino {precision}")
+                row.setdefault("openvino", {})[precision] = compared(logits, torch_logits, labels, started)
         row["fp32_identical"] = row["fp32"]["differing_predictions"] == 0
         row["int8_accuracy_drop_pt"] = 100 * (row["pytorch_accuracy"] - row["int8"]["accuracy"])
         rows[name] = row
         print(f"kd: {name}: fp32 {row['fp32']['differing_predictions']} of {len(texts)} predictions differ from "
-              f"PyTorch; int8 accuracy {row['int8']['accuracy']:.2%} vs PyTorch {row['pytorch_accuracy']:.2%}",
-              flush=True)
+              f"PyTorch; int8 accuracy {row['int8']['accuracy']:.2%} vs PyTorch {row['pytorch_accuracy']:.2%}"
+              + ("".join(f"; OpenVINO {p} {r['differing_predictions']} differ, accuracy {r['accuracy']:.2%}"
+                         for p, r in row.get("openvino", {}).items())), flush=True)
     write_json(run.onnx_root / "test_check.json", rows)
     md = render(rows)
     write_text(run.onnx_root / "test_check.md", md)
@@ -62,12 +66,22 @@ def export_check(run_dir: Path, data: str | None = None) -> dict:
     return rows
 
 
+def compared(logits: np.ndarray, torch_logits: np.ndarray, labels: np.ndarray, started: float) -> dict:
+    """One file's test predictions against PyTorch's."""
+    pred, torch_pred = logits.argmax(-1), torch_logits.argmax(-1)
+    return {"accuracy": accuracy(pred, labels), "agreement": agreement(pred, torch_pred),
+            "differing_predictions": int((pred != torch_pred).sum()),
+            "max_abs_diff": float(np.abs(logits - torch_logits).max()), "seconds": time.perf_counter() - started}
+
+
 def render(rows: dict) -> str:
-    lines = ["| model | test rows | PyTorch acc | ONNX fp32 acc | fp32 predictions differing | fp32 max abs Δ | "
-             "int8 acc | int8 agreement | int8 drop (pt) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | file | test rows | accuracy (PyTorch) | predictions differing from PyTorch | max abs Δ | "
+             "agreement | accuracy change (pt) |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['test_rows']} | {r['pytorch_accuracy']:.2%} | {r['fp32']['accuracy']:.2%} | "
-                     f"{r['fp32']['differing_predictions']} | {r['fp32']['max_abs_diff']:.1e} | "
-                     f"{r['int8']['accuracy']:.2%} | {r['int8']['agreement']:.2%} | "
-                     f"{r['int8_accuracy_drop_pt']:+.2f} |")
+        files = {f"ONNX {p}": r[p] for p in ("fp32", "int8")}
+        files.update({f"OpenVINO {p}": c for p, c in r.get("openvino", {}).items()})
+        for what, c in files.items():
+            lines.append(f"| {name} | {what} | {r['test_rows']} | {c['accuracy']:.2%} ({r['pytorch_accuracy']:.2%}) | "
+                         f"{c['differing_predictions']} | {c['max_abs_diff']:.1e} | {c['agreement']:.2%} | "
+                         f"{100 * (c['accuracy'] - r['pytorch_accuracy']):+.2f} |")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""`kd predict`: label and probability for each text, from a PyTorch folder, an ONNX folder or an .onnx file."""
+"""`kd predict`: label and probability for each text, from a PyTorch folder, an ONNX folder or .onnx file, or an
+OpenVINO folder or .xml file."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from kd.errors import KdError
 
 
 def load(target: Path, allow_pickle: bool = False) -> Loaded:
-    """A save_pretrained folder (PyTorch), an export folder (its model.onnx), or an .onnx file."""
+    """A save_pretrained folder (PyTorch), an export folder (its model.onnx), an .onnx file, or an OpenVINO folder
+    (its model.xml) or .xml file."""
     from transformers import AutoTokenizer
 
     target = Path(target)

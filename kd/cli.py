@@ -24,9 +24,11 @@ VERBS = {
     "study": "runs over label budget x seed x student depth: means and confidence intervals, paired tests, plots",
 }
 EXPORT_VERBS = {
-    "export": "write fp32 and int8 ONNX for the run's models into <run>/onnx/, each checked against PyTorch",
-    "export-check": "classify the test split with each export (plain InferenceSession) and compare with PyTorch",
-    "predict": "label and probability per text, from a PyTorch folder, an ONNX folder or an .onnx file",
+    "export": "write fp32 and int8 ONNX and OpenVINO IRs for the run's models into <run>/onnx/, each checked "
+              "against PyTorch",
+    "export-check": "classify the test split with each export (plain InferenceSession; OpenVINO) and compare with "
+                    "PyTorch",
+    "predict": "label and probability per text, from a PyTorch folder, an ONNX or OpenVINO folder or file",
 }
 # the preset sections that other packages read, checked when a preset loads
 SECTIONS = {"export": ExportConfig}
@@ -58,8 +60,9 @@ def parser() -> argparse.ArgumentParser:
         if verb == "predict":
             p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
             p.add_argument("--model", type=Path, required=True,
-                           help="a save_pretrained folder (PyTorch), an export folder (its model.onnx) or an "
-                           ".onnx file such as <run>/onnx/distilled/model_int8.onnx")
+                           help="a save_pretrained folder (PyTorch), an export folder (its model.onnx), an "
+                           ".onnx file such as <run>/onnx/distilled/model_int8.onnx, or an OpenVINO folder such as "
+                           "<run>/onnx/distilled/openvino_int8")
             p.add_argument("--file", type=Path, help="a UTF-8 file with one text per line")
             p.add_argument("--json", action="store_true", help="one JSON object per line, with all probabilities")
             p.add_argument("--batch-size", type=int, default=32)

@@ -227,6 +227,9 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     for name, r in rows.items():
         assert r["fp32_identical"] and r["fp32"]["max_abs_diff"] <= 1e-4, name
         assert abs(r["int8_accuracy_drop_pt"]) <= 1.0, name
+        assert r["openvino"]["fp32"]["differing_predictions"] == 0, name
+        assert abs(r["openvino"]["int8"]["accuracy"] - r["pytorch_accuracy"]) <= 0.01, name
+    assert "| distilled | OpenVINO int8 |" in (smoke_copy / "onnx/test_check.md").read_text()
 
     texts = smoke_copy / "texts.txt"
     texts.write_text("\n".join(TEXTS[:20]) + "\n\n")
