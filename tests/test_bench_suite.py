@@ -19,7 +19,8 @@ from bench.plot import frontier
 from bench.summary import LATENCY, THROUGHPUT, Ratio, read_ratios
 from kd.errors import KdError
 
-CPU_COMBOS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+CPU_COMBOS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+              ("openvino", "int8")]
 
 
 @pytest.mark.slow
@@ -28,7 +29,9 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     summary = json.loads((out / "summary.json").read_text())
     raw = json.loads((out / "pytest-benchmark.json").read_text())
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| model | backend |" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| model | backend |" in md and "Fastest backend per workload:" in md
+    assert "ONNX Runtime's threads spinning between calls" in md
     rows = {r["row"]: r for r in summary["rows"]}
     expected = {f"{m}-{b}-cpu-{p}" for m in ("teacher", "baseline", "distilled") for b, p in CPU_COMBOS}
     assert expected <= set(rows)
@@ -44,7 +47,11 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     assert all(len(b["stats"]["data"]) == b["stats"]["rounds"] for b in raw["benchmarks"])
     if not torch.cuda.is_available():
         assert "no CUDA device" in summary["skipped"]["distilled-pytorch-cuda-fp16"]
-    assert summary["compute"]["fraction_of_peak"] > 0
+    fraction = summary["compute"]["fraction_of_peak"]
+    assert fraction is None or 0 < fraction <= 1, "never above the best matrix-product rate measured"
+    for m in ("teacher", "baseline", "distilled"):  # OpenVINO's batch-32 rows say which hint served them
+        assert rows[f"{m}-openvino-cpu-int8"]["bulk_mode"] in ("sync", "async", "mixed")
+        assert rows[f"{m}-openvino-cpu-int8"]["size_mb"] < rows[f"{m}-openvino-cpu-fp32"]["size_mb"] / 2
     # the ratios are stored with their rows; the settings are those kd bench handed to the suite
     keys = {r.key for r in read_ratios(summary["ratios"])}
     assert ("distilled-onnxruntime-cpu-int8", "distilled-onnxruntime-cpu-fp32", THROUGHPUT) in keys
@@ -107,6 +114,17 @@ def add_slow_branch(path, n=768):
     onnx.save(model, path)
 
 
+def plant_slow_openvino_graph(export_dir):
+    """The fp32 IR replaced by one converted from a slowed copy of the ONNX graph (same logits)."""
+    import openvino as ov
+
+    slowed = export_dir / "slowed.onnx"
+    shutil.copy(export_dir / "model.onnx", slowed)
+    add_slow_branch(slowed)
+    ov.save_model(ov.convert_model(slowed), export_dir / "openvino" / "model.xml", compress_to_fp16=False)
+    slowed.unlink()
+
+
 @pytest.mark.slow
 def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_one(smoke_bench, tmp_path, kd_here):
     baseline = tmp_path / "baseline.json"
@@ -121,6 +139,7 @@ def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_on
     worse = tmp_path / "worse"
     shutil.copytree(smoke_bench, worse)
     add_slow_branch(worse / "onnx" / "distilled" / "model_int8.onnx")
+    plant_slow_openvino_graph(worse / "onnx" / "distilled")
     permute_classifier(worse / "models" / "distilled")
     assert kd("bench", "--run-dir", worse, *QUICK_BENCH).returncode == 0
     failed = kd_here("bench-check", "--run-dir", worse, "--baseline", baseline)
@@ -130,6 +149,7 @@ def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_on
     assert "- distilled-pytorch-cpu-fp32: accuracy (%)" in report
     assert "- distilled-onnxruntime-cpu-int8 vs distilled-onnxruntime-cpu-fp32: throughput (×)" in report
     assert "- distilled-onnxruntime-cpu-int8 vs teacher-pytorch-cpu-fp32: b1 p50 latency (×)" in report
+    assert "- distilled-openvino-cpu-fp32 vs teacher-pytorch-cpu-fp32: throughput (×)" in report
     assert "teacher-pytorch-cpu-fp32: accuracy" not in report  # the untouched model passes
 
 
