@@ -16,7 +16,7 @@ from export.config import ExportConfig
 from export.engines import Runner, engine, load
 from export.optimize import heads_and_hidden, optimize_graph
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
-from export.quantize import quantize
+from export.quantize import is_static, quantize
 from export.timing import clearly_faster, faster
 
 ONNX = engine("onnxruntime")
@@ -58,6 +58,7 @@ class ChoiceContext:
     say: Callable[[str], None]  # progress lines
     folder: Path  # where the candidate graphs are written
     calibration: list[dict]  # tokenized training batches for the static int8 variants
+    plain_graph: Path  # the unfused fp32 graph, which the static variants are quantized from
 
     @property
     def speed_matters(self) -> bool:
@@ -172,8 +173,10 @@ def choose_int8(ctx: ChoiceContext, source: Path, fp32: Check) -> Int8Choice:
     with evidence(int8_candidates=records):
         for candidate in cfg.int8_candidates:
             t0 = time.perf_counter()
-            quantize(source, path[candidate], candidate, ctx.calibration)
+            origin = ctx.plain_graph if is_static(candidate) else source
+            quantize(origin, path[candidate], candidate, ctx.calibration)
             records[candidate] = {"quantize_seconds": time.perf_counter() - t0,
+                                  "source": "plain" if origin == ctx.plain_graph else "fused",
                                   "size_mb": path[candidate].stat().st_size / 2**20}
             t0 = time.perf_counter()
             screened[candidate] = run_graph(head, path[candidate], f"{ctx.name}: int8 {candidate}")

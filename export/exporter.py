@@ -26,7 +26,7 @@ from export.engines import load_model
 from export.onnx_export import export_onnx
 from export.openvino_export import export_openvino
 from export.parity import ExportGateError, ParitySet, fp32_failures
-from export.quantize import check_candidates
+from export.quantize import check_candidates, is_static
 from export.timing import timing_batches
 from kd.errors import KdError
 from kd.metrics import accuracy
@@ -92,7 +92,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         t0 = time.perf_counter()
         inputs = export_onnx(traced, tokenizer, texts, plain_path, cfg.opset, cfg.exporter)
         report["export_seconds"] = time.perf_counter() - t0
-        ctx = ChoiceContext(parity, reference, speed_batches, cfg, name, say, tmp, calibration)
+        ctx = ChoiceContext(parity, reference, speed_batches, cfg, name, say, tmp, calibration, plain_path)
         try:
             fp32 = choose_fp32(ctx, plain_path, fused_path, model.config)
             report.update(fp32_candidates=fp32.candidates, graph_choice=str(fp32))
@@ -104,11 +104,12 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             int8 = choose_int8(ctx, fp32.int8_source, fp32.check)
             report["int8_candidates"] = int8.candidates
             source = None
-            if fp32.int8_source == fused_path:  # quantized from the fused graph: is the plain graph's int8 better?
+            # quantized from the fused graph: is the plain graph's int8 better? (static variants come from it)
+            if fp32.int8_source == fused_path and not is_static(int8.chosen):
                 source = choose_int8_source(ctx, plain_path, int8, fp32.check)
                 if source.record is not None:
                     report["int8_from_plain"] = source.record
-            report["int8_source"] = source.chosen if source else "plain"
+            report["int8_source"] = source.chosen if source else int8.candidates[int8.chosen]["source"]
             # from the plain graph: OpenVINO fuses attention itself, and the fused graph's contrib ops are
             # ONNX Runtime's own
             if cfg.openvino:
@@ -155,6 +156,6 @@ def tokenizer_for_users(tokenizer, max_length: int):
 def shipped_int8(int8: Int8Choice, source: Int8SourceChoice | None) -> dict:
     """The record of the int8 file that ships: the chosen candidate's, with the check of the plain graph's
     quantization when that one shipped instead."""
-    record = {k: v for k, v in int8.candidates[int8.chosen].items() if k not in ("failures", "timed_seconds")}
+    record = {k: v for k, v in int8.candidates[int8.chosen].items() if k not in ("failures", "timed_seconds", "source")}
     shipped = source.check if source and source.chosen == "plain" else int8.check
     return {**record, **shipped.to_dict()}

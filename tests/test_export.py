@@ -63,7 +63,9 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
                                    calibration_texts=CALIBRATION)
     if with_openvino:  # the IRs are gated like the ONNX graphs, each folder loads on its own
         assert report["openvino"]["fp32"]["max_abs_diff"] <= 1e-4
-        assert "screen" in report["int8_candidates"]["qdq-static"]
+        static = report["int8_candidates"]["qdq-static"]
+        assert "screen" in static and static["source"] == "plain", "static int8 is quantized from the plain graph"
+        assert static["size_mb"] < 0.5 * report["fp32"]["size_mb"], "its embeddings and projections are int8"
         for sub in ("openvino", "openvino_int8"):
             assert {p.name for p in (out / sub).iterdir()} >= {"model.xml", "model.bin", "config.json",
                                                                 "tokenizer.json"}, sub
