@@ -124,7 +124,7 @@ def _onnxruntime(stick: Stick, threads: int, a: np.ndarray, b: np.ndarray) -> Ca
     node = helper.make_node("MatMulInteger" if stick.precision == "int8" else "MatMul", ["A", "B"], ["Y"])
     graph = helper.make_graph([node], "yardstick", [helper.make_tensor_value_info("A", kind, a.shape)],
                               [helper.make_tensor_value_info("Y", out, a.shape)], [numpy_helper.from_array(b, "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # as torch.onnx writes
     # the bench's session options (graph optimizations, one inter-op thread), threads as asked; whether idle
     # threads spin does not matter to calls this long
     opts = session_options()

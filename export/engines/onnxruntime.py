@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export.engines import Batch, Engine
-from kd.device import cpu_count
+from kd.device import cpu_count, detect_device
 from kd.runfolder import RunFolder
 
 # what ONNX Runtime raises for a graph that does not load or run (they derive from Exception only)
@@ -75,6 +75,8 @@ class OnnxRuntimeEngine(Engine):
             return "ONNX Runtime's dynamic int8 has no CUDA kernels (MatMulInteger runs on the CPU provider only)"
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             return "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)"
+        if device == "cuda" and detect_device() != "cuda":  # onnxruntime-gpu lists its CUDA provider without a GPU
+            return "no CUDA device (torch.cuda.is_available() is False)"
         return None
 
     @classmethod
