@@ -125,7 +125,9 @@ def test_no_module_writes_a_file_in_place():
     """Every file a stage leaves goes through kd.runfolder (write aside, fsync, rename) or into an atomic_dir
     scratch folder; a direct write of a final file would be a half-file after a kill."""
     direct = ("write_text(", "write_bytes(", ".savefig(", "np.save(", "json.dump(", "torch.save(", "open(")
-    allowed = {"kd/runfolder.py"}
+    # scripts/optimum_check.py runs in optimum's own environment, where kd (and kd.runfolder) cannot be imported;
+    # it has its own write-aside-then-rename helper
+    allowed = {"kd/runfolder.py", "scripts/optimum_check.py"}
     offenders = []
     for path in sorted(REPO.glob("*/*.py")):
         rel = str(path.relative_to(REPO))
