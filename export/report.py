@@ -58,9 +58,12 @@ def render(reports: dict[str, dict]) -> str:
 
 def describe_candidate(record: dict) -> str:
     """One int8 candidate's outcome: screen accuracy, and its full check and timing where it got that far."""
-    text = f"screen accuracy {record['screen']['accuracy']:.2%}"
+    text = (f"{record['size_mb']:.1f} MB, on the {record['screen']['rows']} screening rows accuracy "
+            f"{record['screen']['accuracy']:.2%} and agreement {record['screen']['agreement']:.2%}")
     if "accuracy" in record:
         text += f", validation accuracy {record['accuracy']:.2%}"
+    else:
+        text += " (not among the finalists, so not run further or timed)"
     if record.get("failures"):
         text += f" (fails: {'; '.join(record['failures'])})"
     if "timed_seconds" in record:
