@@ -19,11 +19,11 @@ def export_config(run_dir: Path, overrides: list[str] = ()) -> ExportConfig:
     return build_dataclass(ExportConfig, manifest.get("config", {}).get("export") or {}, overrides)
 
 
-def calibration_texts(run: RunFolder, data: str | None, rows: int) -> list[str]:
-    """A fixed random sample of the run's training split: static int8 is calibrated on rows the gates never see."""
+def calibration_texts(texts: list[str], rows: int) -> list[str]:
+    """A fixed random sample of the run's training split (`texts`): static int8 is calibrated on rows the gates
+    never see."""
     if rows < 1:
         return []
-    texts, _, _ = run.split(data, "train")
     picked = np.random.default_rng(0).choice(len(texts), size=min(rows, len(texts)), replace=False)
     return [texts[i] for i in sorted(picked)]
 
@@ -32,10 +32,10 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
                force: bool = False) -> dict:
     run = RunFolder(Path(run_dir))
     names = run.trained_models(models)
-    texts, labels, max_length = run.split(data, "validation")
+    (texts, labels, max_length), (train_texts, _, _) = run.splits(data, ["validation", "train"])
     if cfg.validation_rows:
         texts, labels = texts[:cfg.validation_rows], labels[:cfg.validation_rows]
-    calibration = calibration_texts(run, data, cfg.calibration_rows)
+    calibration = calibration_texts(train_texts, cfg.calibration_rows)
     for name in names:
         out_dir = run.onnx_dir(name)
         key = export_key(run.recorded_sha256(name), cfg)  # trained_models checked the file against it
