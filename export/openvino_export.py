@@ -8,7 +8,8 @@ import logging
 import time
 from pathlib import Path
 
-from export.engines import Batch, engine
+from export.choose import run_graph
+from export.engines import Batch, engine, feed
 from export.engines.openvino import FOLDERS
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 
@@ -17,12 +18,7 @@ OPENVINO = engine("openvino")
 
 def checked(parity: ParitySet, reference: Outputs, file: Path, precision: str, what: str) -> Check:
     """The IR against PyTorch on the probes and the whole validation split; one that cannot run fails the gate."""
-    try:
-        ir = OPENVINO.open(file, "cpu", precision)
-        return parity.compare(parity.run(ir.run), reference)
-    except (KeyError, *OPENVINO.errors) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-        raise ExportGateError(f"{what} does not run on the tokenizer's inputs: {message}") from None
+    return parity.compare(run_graph(parity, file, what, kind=OPENVINO, precision=precision), reference)
 
 
 def save(model, folder: Path, extras) -> Path:
@@ -62,7 +58,7 @@ def export_openvino(name: str, onnx_graph: Path, out: Path, parity: ParitySet, r
         t0 = time.perf_counter()
         logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and INFO lines per step
         names = [i.get_any_name() for i in model.inputs]  # the graph's inputs (DistilBERT: no token_type_ids)
-        feeds = [{n: batch[n].astype("int64") for n in names} for batch in calibration]
+        feeds = [feed(names, batch, "the OpenVINO model") for batch in calibration]
         quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(feeds))
         int8_file = save(quantized, out / FOLDERS["int8"], extras)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -17,6 +16,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from export.engines import feed
 from kd.errors import KdError
 
 # name -> (weight type, per channel, static)
@@ -42,17 +42,10 @@ class Calibration(CalibrationDataReader):
 
     def __init__(self, src: Path, batches: list[dict]):
         names = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
-        self.feeds = iter([{n: np.asarray(b[n], dtype=np.int64) for n in names} for b in batches])
+        self.feeds = iter([feed(names, b, "the ONNX graph") for b in batches])
 
     def get_next(self) -> dict | None:
         return next(self.feeds, None)
-
-
-def is_static(candidate: str) -> bool:
-    """Quantized from the plain graph, always: the fused graph hides the embeddings and attention projections in
-    ONNX Runtime's contrib ops (EmbedLayerNormalization, Attention), which QDQ does not quantize (the teacher's
-    static int8 stayed 97 % of its fp32 size)."""
-    return CANDIDATES[candidate][2]
 
 
 def quantize(src: Path, dst: Path, candidate: str, calibration: list[dict] | None = None) -> None:

@@ -30,6 +30,15 @@ Runner = Callable[[Batch], np.ndarray]  # what an engine's `run` is: a padded ba
 _REGISTRY: dict[str, type[Engine]] = {}
 
 
+def feed(names: list[str], batch: Batch, what: str) -> dict[str, np.ndarray]:
+    """The tokenizer's arrays a graph takes (`names`), as int64; an input the tokenizer lacks is a clear error
+    naming `what` wants it."""
+    missing = [n for n in names if n not in batch]
+    if missing:
+        raise KeyError(f"{what} wants input {missing[0]!r}, the tokenizer gives {sorted(batch)}")
+    return {n: np.asarray(batch[n], dtype=np.int64) for n in names}
+
+
 class Engine:
     """One model file opened by one inference engine on one device, in one precision."""
 
@@ -42,6 +51,8 @@ class Engine:
     errors: ClassVar[tuple[type[Exception], ...]] = ()  # what it raises for a model that does not load or run
     # how it can score many batches (`run_many`'s modes); the bench times each and keeps the fastest
     bulk_modes: ClassVar[tuple[str, ...]] = ("sync",)
+    # the mode export's validation passes use: its fastest on this project's CPU (the bench times them all)
+    check_mode: ClassVar[str] = "sync"
     # `open`'s options for the bench: the settings a user would deploy when the model has the cores to itself
     bench_options: ClassVar[dict] = {}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.engines import Batch, Engine
+from export.engines import Batch, Engine, feed
 from kd.device import cpu_count, detect_device
 from kd.runfolder import RunFolder
 
@@ -40,14 +40,6 @@ def session(path: Path, providers: list[str], plain: bool = False, spinning: boo
     # batch 32 on this project's CPU (791 vs 712 samples/s; fp32 unchanged, 307 vs 307), so it is left out.
     return ort.InferenceSession(str(path), session_options(spinning), providers=providers,
                                 disabled_optimizers=["SkipLayerNormFusion"])
-
-
-def feed(names: list[str], encoded: Batch) -> dict[str, np.ndarray]:
-    """The tokenizer's arrays the graph takes, as int64; a graph input the tokenizer lacks is a clear error."""
-    missing = [n for n in names if n not in encoded]
-    if missing:
-        raise KeyError(f"the ONNX graph wants input {missing[0]!r}, the tokenizer gives {sorted(encoded)}")
-    return {n: np.asarray(encoded[n], dtype=np.int64) for n in names}
 
 
 class OnnxRuntimeEngine(Engine):
@@ -92,4 +84,4 @@ class OnnxRuntimeEngine(Engine):
 
     def run(self, batch: Batch) -> np.ndarray:
         """Host arrays in, host logits out (the CUDA provider copies them and waits within the call)."""
-        return self.session.run(None, feed(self.input_names, batch))[0].astype(np.float32)
+        return self.session.run(None, feed(self.input_names, batch, "the ONNX graph"))[0].astype(np.float32)
