@@ -1,5 +1,10 @@
 """The two choices an export makes by measurement: which fp32 graph to ship (plain or fused) and which int8
-variant (weight type, per-channel), each checked against the PyTorch reference.
+variant (weight type, per-channel, dynamic or static), each checked against the PyTorch reference.
+
+Every int8 variant is quantized from the plain graph, whichever fp32 graph ships. Quantized from the fused graph,
+ONNX Runtime's QAttention and SkipLayerNormalization ran slower than the plain graph's separate ops on this
+project's CPU (AMD EPYC Zen 4, timing batches: teacher 666 vs 584 ms, distilled 388 vs 322, baseline 288 vs
+294), and the static variant's QDQ cannot quantize inside those contrib ops at all.
 
 Each choice works from one `ChoiceContext` and returns a typed result (what was chosen, why, its Check, the
 candidates' records); export/exporter.py writes export_report.json from those results."""
@@ -13,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.config import ExportConfig
-from export.engines import Runner, engine, load
+from export.engines import Engine, Runner, engine, load
 from export.optimize import heads_and_hidden, optimize_graph
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
-from export.quantize import is_static, quantize
+from export.quantize import quantize
 from export.timing import clearly_faster, faster
 
 ONNX = engine("onnxruntime")
@@ -27,11 +32,14 @@ def onnx_runner(path: Path) -> Runner:
     return load(ONNX.name, path).run
 
 
-def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True) -> Outputs:
-    """A graph's outputs on the parity set; one that cannot even run on the tokenizer's arrays fails the gate."""
+def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True, kind: type[Engine] = ONNX,
+              precision: str = "fp32") -> Outputs:
+    """A model file's outputs on the parity set, opened by the engine `kind` (its validation pass in the engine's
+    `check_mode`); one that cannot even run on the tokenizer's arrays fails the gate."""
     try:
-        return parity.run(onnx_runner(path), full)
-    except (KeyError, *ONNX.errors) as exc:
+        opened = kind.open(path, "cpu", precision)
+        return parity.run(opened.run, full, many=lambda batches: opened.run_many(batches, opened.check_mode))
+    except (KeyError, *kind.errors) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ExportGateError(f"{what} does not run on the tokenizer's inputs: {message}") from None
 
@@ -66,9 +74,19 @@ class ChoiceContext:
         timed."""
         return self.cfg.speed_margin < 1
 
-    def checked(self, path: Path, what: str, full: bool = True) -> Check:
-        """The graph against PyTorch: on the probes, and (full) on the whole validation split."""
-        return self.parity.compare(run_graph(self.parity, path, f"{self.name}: {what}", full), self.reference)
+    def checked(self, path: Path, what: str, full: bool = True, probed: Outputs | None = None) -> Check:
+        """The graph against PyTorch: on the probes, and (full) on the whole validation split. `probed`: its
+        outputs of an earlier probes-only check, which are not run again."""
+        parity = self.parity.without_probes() if probed is not None else self.parity
+        outputs = run_graph(parity, path, f"{self.name}: {what}", full)
+        if probed is not None:
+            outputs = Outputs(probed.probes, outputs.validation)
+        return self.parity.compare(outputs, self.reference)
+
+    def probed(self, path: Path, what: str) -> tuple[Check, Outputs]:
+        """The graph on the probes only: their check, and the outputs a later full check reuses."""
+        outputs = run_graph(self.parity, path, f"{self.name}: {what}", full=False)
+        return self.parity.compare(outputs, self.reference), outputs
 
     def timed(self, graphs: dict[str, Path]) -> dict[str, float]:
         """Seconds each graph takes over the timing batches (interleaved, best of several rounds)."""
@@ -89,7 +107,6 @@ class Fp32Choice(Choice):
     """`chosen`: the graph that ships as model.onnx, "plain" or "fused"."""
 
     check: Check  # the chosen graph's, on the probes and the whole validation split
-    int8_source: Path  # the graph the int8 variants are quantized from
     candidates: dict[str, dict]  # each graph's check (and the fused one's operators and timings)
 
 
@@ -98,17 +115,8 @@ class Int8Choice(Choice):
     """`chosen`: the int8 variant (export/quantize.py's CANDIDATES)."""
 
     check: Check  # the chosen variant's, on the probes and the whole validation split
-    file: Path  # its graph, quantized from Fp32Choice.int8_source
+    file: Path  # its graph, quantized from the plain fp32 graph
     candidates: dict[str, dict]  # every variant's record, also those screened out or failing the gates
-
-
-@dataclass
-class Int8SourceChoice(Choice):
-    """`chosen`: the graph the shipped int8 file is quantized from, "fused" or "plain"."""
-
-    file: Path  # the int8 file that ships
-    check: Check | None  # the plain graph's int8, where it was tried
-    record: dict | None  # its check, failures and the two timings (export_report.json's int8_from_plain)
 
 
 def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) -> Fp32Choice:
@@ -117,16 +125,16 @@ def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) 
     cfg = ctx.cfg
     records: dict[str, dict] = {}
     with evidence(fp32_candidates=records):
-        plain = ctx.checked(plain_path, "fp32 ONNX", full=False)
+        plain, plain_probes = ctx.probed(plain_path, "fp32 ONNX")
         records["plain"] = plain.to_dict()
-        graph, int8_source = "plain", plain_path
+        graph = "plain"
         if cfg.optimize == "never":
             why = "optimize=never"
         else:
             t0 = time.perf_counter()
             fused_ops = optimize_graph(plain_path, fused_path, *heads_and_hidden(config))
             optimize_seconds = time.perf_counter() - t0
-            fused = ctx.checked(fused_path, "fused fp32 ONNX", full=False)
+            fused, fused_probes = ctx.probed(fused_path, "fused fp32 ONNX")
             records["fused"] = {**fused.to_dict(), "fused_ops": fused_ops, "optimize_seconds": optimize_seconds}
             timing, faster_fused = "", False
             if ctx.speed_matters:
@@ -137,14 +145,12 @@ def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) 
                           "timing batches")
                 faster_fused = clearly_faster(times["fused"], times["plain"], cfg.speed_margin)
             probes_pass = not fp32_failures(fused, cfg.gates)
-            if probes_pass:
-                int8_source = fused_path  # fused attention quantizes better and runs faster as int8
             why = ("optimize=always" if cfg.optimize == "always" else "fused graph fails the gates" if not probes_pass
                    else f"passes the gates and is over {cfg.speed_margin:.0%} faster" if faster_fused
                    else f"fused graph is not over {cfg.speed_margin:.0%} faster" if ctx.speed_matters
                    else "no choice on speed (speed_margin >= 1)")
             if cfg.optimize == "always" or (probes_pass and faster_fused):
-                fused = ctx.checked(fused_path, "fused fp32 ONNX")
+                fused = ctx.checked(fused_path, "fused fp32 ONNX", probed=fused_probes)
                 records["fused"].update(fused.to_dict())
                 if cfg.optimize == "always" or not fp32_failures(fused, cfg.gates):
                     graph = "fused"
@@ -152,15 +158,16 @@ def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) 
                     why = "fused graph fails the gates on the validation split"
             why += timing
         if graph == "fused":
-            return Fp32Choice(graph, why, fused, int8_source, records)
-        plain = ctx.checked(plain_path, "fp32 ONNX")
+            return Fp32Choice(graph, why, fused, records)
+        plain = ctx.checked(plain_path, "fp32 ONNX", probed=plain_probes)
         records["plain"].update(plain.to_dict())
-    return Fp32Choice(graph, why, plain, int8_source, records)
+    return Fp32Choice(graph, why, plain, records)
 
 
-def choose_int8(ctx: ChoiceContext, source: Path, fp32: Check) -> Int8Choice:
-    """Every variant is screened on the first `int8_screen_rows` validation rows; the `int8_finalists` most
-    accurate then run the rest of the split (more if none passes), and the most accurate finalist that passes
+def choose_int8(ctx: ChoiceContext, fp32: Check) -> Int8Choice:
+    """Every variant is screened on the first `int8_screen_rows` validation rows (no probes: nothing in the int8
+    gates reads them); the `int8_finalists` most accurate then run the rest of the split and the probes (more if
+    none passes), and the most accurate finalist that passes
     the gates wins; of those within `int8_tie` of it, the fastest replaces it only when over `speed_margin`
     faster. Fails (with every candidate's record as evidence) when none passes."""
     cfg, parity, reference = ctx.cfg, ctx.parity, ctx.reference
@@ -173,10 +180,8 @@ def choose_int8(ctx: ChoiceContext, source: Path, fp32: Check) -> Int8Choice:
     with evidence(int8_candidates=records):
         for candidate in cfg.int8_candidates:
             t0 = time.perf_counter()
-            origin = ctx.plain_graph if is_static(candidate) else source
-            quantize(origin, path[candidate], candidate, ctx.calibration)
+            quantize(ctx.plain_graph, path[candidate], candidate, ctx.calibration)
             records[candidate] = {"quantize_seconds": time.perf_counter() - t0,
-                                  "source": "plain" if origin == ctx.plain_graph else "fused",
                                   "size_mb": path[candidate].stat().st_size / 2**20}
             t0 = time.perf_counter()
             screened[candidate] = run_graph(head, path[candidate], f"{ctx.name}: int8 {candidate}")
@@ -191,11 +196,11 @@ def choose_int8(ctx: ChoiceContext, source: Path, fp32: Check) -> Int8Choice:
         for i, candidate in enumerate(ranked):
             if i >= cfg.int8_finalists and passing:
                 break
-            outputs = screened[candidate]
-            if tail.texts:  # (a validation split no larger than the screen has no rest)
-                t0 = time.perf_counter()
-                outputs = outputs.join(run_graph(tail, path[candidate], f"{ctx.name}: int8 {candidate}"))
-                records[candidate]["validation_seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            # (a validation split no larger than the screen has no rest: then only the probes run)
+            rest = run_graph(tail, path[candidate], f"{ctx.name}: int8 {candidate}", full=bool(tail.texts))
+            outputs = screened[candidate].join(rest)
+            records[candidate]["validation_seconds"] += time.perf_counter() - t0
             checks[candidate] = check = parity.compare(outputs, reference)
             failures = int8_failures(check, fp32, cfg.gates)
             records[candidate].update(check.to_dict(), failures=failures)
@@ -234,31 +239,3 @@ def pick_int8(tied: list[str], records: dict[str, dict], margin: float) -> str:
     fastest = min(tied, key=lambda c: records[c]["timed_seconds"])
     return fastest if clearly_faster(records[fastest]["timed_seconds"], records[first]["timed_seconds"],
                                      margin) else first
-
-
-def choose_int8_source(ctx: ChoiceContext, plain_path: Path, int8: Int8Choice, fp32: Check) -> Int8SourceChoice:
-    """The chosen int8 variant (quantized from the fused graph), quantized from the plain graph as well: the fused
-    graph's QAttention and SkipLayerNormalization ran slower in int8 than the plain graph's separate ops on this
-    project's CPU (3-layer student: 615 vs 791 samples/s at batch 32). The fused one ships unless the plain one
-    passes the gates, is as accurate (within `int8_tie`) and is over `speed_margin` faster."""
-    cfg = ctx.cfg
-    if not ctx.speed_matters:  # the plain graph's int8 could only win on speed
-        return Int8SourceChoice("fused", "no choice on speed: speed_margin >= 1", int8.file, None, None)
-    plain_int8 = ctx.folder / f"int8-{int8.chosen}-plain.onnx"
-    quantize(plain_path, plain_int8, int8.chosen, ctx.calibration)
-    check = ctx.checked(plain_int8, f"int8 {int8.chosen} from the plain graph")
-    failures = int8_failures(check, fp32, cfg.gates)
-    times = ctx.timed({"fused": int8.file, "plain": plain_int8})
-    record = {**check.to_dict(), "failures": failures, "timed_seconds": times}
-    timing = f"fused {times['fused'] * 1e3:.0f} ms vs plain {times['plain'] * 1e3:.0f} ms on the timing batches"
-    fused_accuracy = int8.check.accuracy
-    if failures:
-        why = f"the plain graph's int8 fails: {'; '.join(failures)}"
-    elif check.accuracy < fused_accuracy - cfg.int8_tie:
-        why = f"more accurate: {fused_accuracy:.2%} vs {check.accuracy:.2%}"
-    elif not clearly_faster(times["plain"], times["fused"], cfg.speed_margin):
-        why = f"the plain graph's is not over {cfg.speed_margin:.0%} faster: {timing}"
-    else:
-        return Int8SourceChoice("plain", f"as accurate and over {cfg.speed_margin:.0%} faster: {timing}", plain_int8,
-                                check, record)
-    return Int8SourceChoice("fused", why, int8.file, check, record)

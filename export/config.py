@@ -35,7 +35,7 @@ class ExportConfig:
     int8_screen_rows: int = 400  # every variant runs these validation rows; the finalists run the rest
     int8_finalists: int = 2
     int8_tie: float = 0.0025  # 0.25 pt: 4 rows of 1,600, below what one validation split can tell apart
-    # A choice made on speed (fused graph, int8 variant, int8 source graph) moves off its default only for a
+    # A choice made on speed (fused graph, int8 variant) moves off its default only for a
     # contender at least this much faster: closer timings are noise here (baseline and distilled, the same
     # architecture, once got different graphs from 1 % differences), and a rerun must ship the same files.
     speed_margin: float = 0.05

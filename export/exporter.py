@@ -16,17 +16,15 @@ from transformers import AutoModelForSequenceClassification
 from export.choose import (
     ChoiceContext,
     Int8Choice,
-    Int8SourceChoice,
     choose_fp32,
     choose_int8,
-    choose_int8_source,
 )
 from export.config import ExportConfig
 from export.engines import load_model
 from export.onnx_export import export_onnx
 from export.openvino_export import export_openvino
 from export.parity import ExportGateError, ParitySet, fp32_failures
-from export.quantize import check_candidates, is_static
+from export.quantize import check_candidates
 from export.timing import timing_batches
 from kd.errors import KdError
 from kd.metrics import accuracy
@@ -35,7 +33,7 @@ from kd.runfolder import atomic_dir, sha256_file, write_json
 REPORT = "export_report.json"
 CALIBRATION_BATCH = 8  # texts per calibration batch (padded to the longest): fewer calls than one text each
 # Bumped when the export procedure changes what it ships: exports made by an older one are redone.
-PROCEDURE = 3
+PROCEDURE = 4
 
 
 def export_key(weights_sha256: str, cfg: ExportConfig) -> str:
@@ -73,6 +71,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
     # (SDPA's traced pattern is left unfused).
     loaded = load_model("pytorch", model_dir)
     tokenizer, model = loaded.tokenizer, loaded.engine.model
+    tokenizer.model_max_length = max_length  # saved beside every export: users truncate where the checks did
     traced = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True,
                                                                 attn_implementation="eager").eval()
     parity = ParitySet(tokenizer, texts, labels, cfg, max_length)
@@ -101,43 +100,35 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             if problems:
                 raise ExportGateError(f"{name}: fp32 ONNX ({fp32.chosen}) does not match PyTorch: "
                                       + "; ".join(problems))
-            int8 = choose_int8(ctx, fp32.int8_source, fp32.check)
+            int8 = choose_int8(ctx, fp32.check)
             report["int8_candidates"] = int8.candidates
-            source = None
-            # quantized from the fused graph: is the plain graph's int8 better? (static variants come from it)
-            if fp32.int8_source == fused_path and not is_static(int8.chosen):
-                source = choose_int8_source(ctx, plain_path, int8, fp32.check)
-                if source.record is not None:
-                    report["int8_from_plain"] = source.record
-            report["int8_source"] = source.chosen if source else int8.candidates[int8.chosen]["source"]
             # from the plain graph: OpenVINO fuses attention itself, and the fused graph's contrib ops are
             # ONNX Runtime's own
             if cfg.openvino:
                 report["openvino"] = export_openvino(name, plain_path, tmp, parity, reference, calibration, cfg.gates,
-                                                     (loaded.config, tokenizer_for_users(tokenizer, max_length)),
+                                                     (loaded.config, tokenizer),
                                                      say)
         except ExportGateError as exc:
             # the evidence goes beside (not inside) the export folder, which stays as it was
             failed = out_dir.parent / f"{name}.failed.json"
             write_json(failed, {**report, **exc.evidence, "error": str(exc)})
             raise ExportGateError(f"{exc} (details: {failed})") from None
-        report["int8_choice"] = (f"{int8}" + (f"; source graph {source}" if source else "")
-                                 + f"; shipped: quantized from the {report['int8_source']} graph")
+        report["int8_choice"] = f"{int8}; quantized from the plain graph"
         say(f"int8 choice: {report['int8_choice']}")
 
         # the folder keeps model.onnx (the chosen fp32 graph), model_int8.onnx and the OpenVINO folders
-        os.replace(source.file if source else int8.file, tmp / "model_int8.onnx")
+        os.replace(int8.file, tmp / "model_int8.onnx")
         if fp32.chosen == "fused":
             os.replace(fused_path, plain_path)
         fused_path.unlink(missing_ok=True)
         for leftover in tmp.glob("int8-*.onnx"):
             leftover.unlink()
         model.config.save_pretrained(tmp)
-        tokenizer_for_users(tokenizer, max_length).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         report.update(
             inputs=inputs,
             fp32={"graph": fp32.chosen, **fp32.check.to_dict(), "size_mb": plain_path.stat().st_size / 2**20},
-            int8={"variant": int8.chosen, "source": report["int8_source"], **shipped_int8(int8, source),
+            int8={"variant": int8.chosen, "source": "plain", **shipped_int8(int8),
                   "size_mb": (tmp / "model_int8.onnx").stat().st_size / 2**20},
             pytorch_size_mb=(model_dir / "model.safetensors").stat().st_size / 2**20,
             total_seconds=time.perf_counter() - started,
@@ -147,15 +138,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
     return report
 
 
-def tokenizer_for_users(tokenizer, max_length: int):
-    """The tokenizer saved beside every exported file: it truncates where the checks did (`kd predict` too)."""
-    tokenizer.model_max_length = max_length
-    return tokenizer
-
-
-def shipped_int8(int8: Int8Choice, source: Int8SourceChoice | None) -> dict:
-    """The record of the int8 file that ships: the chosen candidate's, with the check of the plain graph's
-    quantization when that one shipped instead."""
-    record = {k: v for k, v in int8.candidates[int8.chosen].items() if k not in ("failures", "timed_seconds", "source")}
-    shipped = source.check if source and source.chosen == "plain" else int8.check
-    return {**record, **shipped.to_dict()}
+def shipped_int8(int8: Int8Choice) -> dict:
+    """The record of the int8 file that ships: the chosen candidate's, with its check on the whole split."""
+    record = {k: v for k, v in int8.candidates[int8.chosen].items() if k not in ("failures", "timed_seconds")}
+    return {**record, **int8.check.to_dict()}

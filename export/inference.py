@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from export.engines import Runner
+from export.engines import Batch, Runner
+
+Many = Callable[[list[Batch]], list[np.ndarray]]  # batches -> their logits, in order
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
@@ -26,16 +28,22 @@ def length_sorted_batches(tokenizer, texts: list[str], max_length: int, batch_si
 
 
 def logits_over(runner: Runner, tokenizer, texts: list[str], max_length: int, batch_size: int,
-                progress: str | None = None) -> np.ndarray:
-    """Logits for every text, in the texts' order (with a progress bar named `progress`, if given)."""
+                progress: str | None = None, many: Many | None = None) -> np.ndarray:
+    """Logits for every text, in the texts' order (with a progress bar named `progress`, if given). `many`, where
+    given, scores all the batches in one call instead of `runner` one at a time (an engine's request queue)."""
+    return logits_of(list(length_sorted_batches(tokenizer, texts, max_length, batch_size)), runner, progress, many)
+
+
+def logits_of(batches: list[tuple[np.ndarray, Batch]], runner: Runner, progress: str | None = None,
+              many: Many | None = None) -> np.ndarray:
+    """`logits_over` on batches tokenized already ((row indices, padded batch), as length_sorted_batches gives)."""
+    if many is not None:
+        outputs = many([batch for _, batch in batches])
+    else:
+        outputs = (runner(batch) for _, batch in (tqdm(batches, desc=progress, leave=False) if progress else batches))
     out = None
-    batches = length_sorted_batches(tokenizer, texts, max_length, batch_size)
-    if progress:
-        batches = tqdm(list(batches), desc=progress, leave=False)
-    for rows, batch in batches:
-        logits = runner(batch)
+    for (rows, _), logits in zip(batches, outputs):
         if out is None:
-            out = np.empty((len(texts), logits.shape[-1]), dtype=np.float32)
+            out = np.empty((sum(len(r) for r, _ in batches), logits.shape[-1]), dtype=np.float32)
         out[rows] = logits
     return out
-

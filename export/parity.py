@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from export.config import ExportConfig, Gates
-from export.inference import Runner, encode, logits_over
+from export.inference import Many, Runner, encode, length_sorted_batches, logits_of
 from kd.errors import KdError
 from kd.metrics import accuracy, agreement
 
@@ -30,10 +30,14 @@ class Outputs:
     validation: np.ndarray | None  # logits over the validation texts, in their order (None: probes only)
 
     def head(self, rows: int) -> Outputs:
-        return Outputs(self.probes, self.validation[:rows])
+        """The first `rows` validation rows, without the probes (ParitySet.split's head)."""
+        return Outputs([], self.validation[:rows])
 
     def join(self, tail: Outputs) -> Outputs:
-        return Outputs(self.probes, np.concatenate([self.validation, tail.validation]))
+        """Validation rows in order, and the probes of whichever side ran them."""
+        validation = (self.validation if tail.validation is None
+                      else np.concatenate([self.validation, tail.validation]))
+        return Outputs(self.probes or tail.probes, validation)
 
 
 @dataclass
@@ -58,22 +62,44 @@ class ParitySet:
         self.probe_texts = self.texts[:cfg.probe_rows]
         self.probes = ([(b, min(m, max_length)) for b in cfg.probe_batch_sizes for m in cfg.probe_max_lengths]
                        if with_probes else [])
+        self._tokenized: dict = {}  # every graph runs the same batches: tokenized once
 
     def split(self, rows: int) -> tuple[ParitySet, ParitySet]:
-        """The first `rows` validation rows with the probes, and the rest without them."""
+        """The first `rows` validation rows, and the rest with the probes: a screen that gates nothing on the
+        probes skips them, and whatever runs the rest completes the check."""
         head, tail = copy.copy(self), copy.copy(self)
-        head.texts, head.labels = self.texts[:rows], self.labels[:rows]
-        tail.texts, tail.labels, tail.probes = self.texts[rows:], self.labels[rows:], []
+        head.texts, head.labels, head.probes = self.texts[:rows], self.labels[:rows], []
+        tail.texts, tail.labels = self.texts[rows:], self.labels[rows:]
+        probes = self._tokenized.setdefault("probes", {})  # the same probe texts: shared; the rows differ
+        head._tokenized, tail._tokenized = {"probes": probes}, {"probes": probes}
         return head, tail
 
-    def run(self, runner: Runner, full: bool = True) -> Outputs:
-        """The probes, and (full) the whole validation split."""
-        probes = []
-        for batch_size, max_length in self.probes:
-            chunks = [self.probe_texts[i:i + batch_size] for i in range(0, len(self.probe_texts), batch_size)]
-            probes.append(np.concatenate([runner(encode(self.tokenizer, c, max_length)) for c in chunks]))
-        validation = logits_over(runner, self.tokenizer, self.texts, self.max_length, self.batch_size) if full else None
+    def without_probes(self) -> ParitySet:
+        """The validation split alone (for a graph whose probes already ran)."""
+        rest = copy.copy(self)
+        rest.probes = []  # (the tokenized batches are shared: the texts are the same)
+        return rest
+
+    def run(self, runner: Runner, full: bool = True, many: Many | None = None) -> Outputs:
+        """The probes, and (full) the whole validation split (scored by `many` where given)."""
+        probes = [np.concatenate([runner(batch) for batch in chunks]) for chunks in self.probe_batches()]
+        validation = logits_of(self.validation_batches(), runner, many=many) if full else None
         return Outputs(probes, validation)
+
+    def probe_batches(self) -> list[list[dict]]:
+        """Per probe, its padded batches of the probe texts."""
+        cache = self._tokenized.setdefault("probes", {})
+        for b, m in self.probes:
+            if (b, m) not in cache:
+                cache[b, m] = [encode(self.tokenizer, self.probe_texts[i:i + b], m)
+                               for i in range(0, len(self.probe_texts), b)]
+        return [cache[probe] for probe in self.probes]
+
+    def validation_batches(self) -> list:
+        if "validation" not in self._tokenized:
+            self._tokenized["validation"] = list(length_sorted_batches(self.tokenizer, self.texts, self.max_length,
+                                                                       self.batch_size))
+        return self._tokenized["validation"]
 
     def compare(self, out: Outputs, ref: Outputs) -> Check:
         pairs = list(zip(out.probes, ref.probes))

@@ -64,7 +64,7 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     if with_openvino:  # the IRs are gated like the ONNX graphs, each folder loads on its own
         assert report["openvino"]["fp32"]["max_abs_diff"] <= 1e-4
         static = report["int8_candidates"]["qdq-static"]
-        assert "screen" in static and static["source"] == "plain", "static int8 is quantized from the plain graph"
+        assert "screen" in static
         assert static["size_mb"] < 0.5 * report["fp32"]["size_mb"], "its embeddings and projections are int8"
         for sub in ("openvino", "openvino_int8"):
             assert {p.name for p in (out / sub).iterdir()} >= {"model.xml", "model.bin", "config.json",
@@ -93,13 +93,12 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     assert logits.shape == (3, 4)
 
 
-@pytest.mark.parametrize("plain, fused, graph, int8_source", [
-    (1.0, 0.97, "plain", "fused"),  # 3 % apart: noise, the defaults stay (plain fp32, int8 from the fused graph)
-    (1.0, 0.80, "fused", "fused"),  # the fused graph clearly faster: it ships
-    (0.80, 1.0, "plain", "plain"),  # the plain graph's int8 clearly faster: it ships, if as accurate
+@pytest.mark.parametrize("plain, fused, graph", [
+    (1.0, 0.97, "plain"),  # 3 % apart: noise, the default (the plain graph) stays
+    (1.0, 0.80, "fused"),  # the fused graph clearly faster: it ships as fp32
 ])
-def test_speed_choices_move_off_their_defaults_only_for_a_clear_margin(plain, fused, graph, int8_source, tmp_path,
-                                                                       monkeypatch):
+def test_the_fused_graph_ships_only_when_clearly_faster_and_int8_comes_from_the_plain_graph(plain, fused, graph,
+                                                                                           tmp_path, monkeypatch):
     import export.choose as choose
 
     monkeypatch.setattr(choose, "faster", lambda runners, batches: {"plain": plain, "fused": fused, "qint8": 1.0,
@@ -108,9 +107,10 @@ def test_speed_choices_move_off_their_defaults_only_for_a_clear_margin(plain, fu
     report = exporter.export_model("bert", src, tmp_path / "onnx", TEXTS, LABELS, small_cfg(), max_length=128,
                                    log=lambda m: None, calibration_texts=CALIBRATION)
     assert report["fp32"]["graph"] == graph, report["graph_choice"]
-    accurate = report["int8_from_plain"]["accuracy"] >= report["int8_candidates"][report["int8"]["variant"]][
-        "accuracy"] - ExportConfig().int8_tie
-    assert report["int8"]["source"] == (int8_source if accurate else "fused"), report["int8_choice"]
+    assert report["int8"]["source"] == "plain", report["int8_choice"]
+    # the shipped int8 file is the chosen candidate, quantized from the plain graph: its own check ships with it
+    int8 = onnx.load(str(tmp_path / "onnx" / "model_int8.onnx"))
+    assert not {n.op_type for n in int8.graph.node} & {"QAttention", "Attention", "SkipLayerNormalization"}
 
 
 @pytest.mark.parametrize("seconds, chosen", [
