@@ -34,12 +34,14 @@ class BenchConfig:
     order: str = option("--order", "throughput batches sorted by length (bulk scoring) or in file order",
                         "length", choices=ORDERS)
     throughput_warmup: int = 3  # batches run before the timed pass
-    latency_texts: int = option("--latency-texts", "single texts timed at batch 1 (a fixed random sample of the "
-                                "test split)", 400)
+    latency_texts: int = option("--latency-texts", "single texts timed at batch 1, all of them in every part (a "
+                                "fixed random sample of the test split)", 400)
     latency_warmup: int = 20
     # Each row is measured in this many parts (a share of the texts each), the parts of all rows taking turns:
     # a slow spell on a shared machine then hits every row alike instead of whichever row ran during it, and
-    # the ratios between rows stay honest.
+    # the ratios between rows stay honest. Batch-1 latency times every latency text in every part and keeps the
+    # fastest part's median (a slow spell lasts seconds to minutes here: one text's p50 moved from 1.9 to 3.9 ms
+    # between rounds of 200 calls, AMD EPYC Zen 4).
     parts: int = option("--parts", "parts each row is measured in, taking turns with the other rows", 3)
     # A measurement shorter than this repeats its pass over the texts (up to max_passes): tiny models finish a
     # pass in milliseconds, where one scheduler hiccup moves the figure by 30 %. Throughput is then the

@@ -92,15 +92,20 @@ def build_summary(bench_json: dict) -> dict:
 
 
 def merge_parts(parts: dict[str, list[dict]]) -> dict:
-    """One row from its parts: latency percentiles over every call of every part; samples/s, accuracy, macro-F1
-    and GFLOP/s over the whole split (the parts' best-pass times, predictions and FLOPs added up)."""
+    """One row from its parts. Latency: each part timed every latency text; p50 is the lowest part's median (a
+    slow spell of the machine only ever slows a part), p90 to p99 and the mean are over every call of every part.
+    Samples/s, accuracy, macro-F1 and GFLOP/s are over the whole split (the parts' best-pass times, predictions
+    and FLOPs added up)."""
     from kd.metrics import confusion_scores  # sklearn: imported by a new summary, not by bench-check's reading
 
     first = (parts["latency"] or parts["throughput"])[0]["extra_info"]
     row = {k: first[k] for k in ROW_FIELDS}
     if parts["latency"]:
-        calls = np.concatenate([b["stats"]["data"] for b in parts["latency"]]) * 1e3
-        row.update({f"p{q}_ms": float(np.percentile(calls, q)) for q in (50, 90, 95, 99)},
+        per_part = [np.asarray(b["stats"]["data"]) * 1e3 for b in parts["latency"]]
+        calls = np.concatenate(per_part)
+        part_p50 = [float(np.median(c)) for c in per_part]
+        row.update({f"p{q}_ms": float(np.percentile(calls, q)) for q in (90, 95, 99)},
+                   p50_ms=min(part_p50), p50_parts_ms=part_p50, p50_all_calls_ms=float(np.median(calls)),
                    mean_ms=float(calls.mean()), latency_calls=int(calls.size))
     if parts["throughput"]:
         infos = [b["extra_info"] for b in parts["throughput"]]
@@ -206,7 +211,9 @@ def render(summary: dict) -> str:
         f"Bench of {cfg.get('run_dir')} (preset {summary.get('preset')}): accuracy and throughput over "
         f"{samples} test rows in batches of {cfg.get('batch_size')} "
         f"({'sorted by length' if cfg.get('order') == 'length' else 'in file order'}, each padded to its longest), "
-        f"latency over {cfg.get('latency_texts')} single texts. {machine.get('cpu')}, "
+        f"latency over {cfg.get('latency_texts')} single texts, all of them timed in each of the {cfg.get('parts')} "
+        "parts (b1 p50: the fastest part's median; p99: over every call). "
+        f"{machine.get('cpu')}, "
         f"{machine.get('cpus_usable')} usable CPUs (torch threads {machine.get('threads', {}).get('torch')}, "
         f"ONNX Runtime intra-op threads {machine.get('threads', {}).get('onnxruntime_intra_op')})"
         + (f", {machine['accelerator']}" if machine.get("accelerator") else "") + ".", "",
