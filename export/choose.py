@@ -74,14 +74,11 @@ class ChoiceContext:
         timed."""
         return self.cfg.speed_margin < 1
 
-    def checked(self, path: Path, what: str, full: bool = True, probed: Outputs | None = None) -> Check:
-        """The graph against PyTorch: on the probes, and (full) on the whole validation split. `probed`: its
-        outputs of an earlier probes-only check, which are not run again."""
-        parity = self.parity.without_probes() if probed is not None else self.parity
-        outputs = run_graph(parity, path, f"{self.name}: {what}", full)
-        if probed is not None:
-            outputs = Outputs(probed.probes, outputs.validation)
-        return self.parity.compare(outputs, self.reference)
+    def checked(self, path: Path, what: str, probed: Outputs) -> Check:
+        """The graph against PyTorch on the whole validation split and on the probes, whose outputs come from its
+        probes-only check (`probed`) and are not run again."""
+        outputs = run_graph(self.parity.without_probes(), path, f"{self.name}: {what}")
+        return self.parity.compare(Outputs(probed.probes, outputs.validation), self.reference)
 
     def probed(self, path: Path, what: str) -> tuple[Check, Outputs]:
         """The graph on the probes only: their check, and the outputs a later full check reuses."""
