@@ -35,17 +35,19 @@ class BenchConfig:
                         "length", choices=ORDERS)
     throughput_warmup: int = 3  # batches run before the timed pass
     latency_texts: int = option("--latency-texts", "single texts timed at batch 1, all of them in every part (a "
-                                "fixed random sample of the test split)", 400)
+                                "fixed random sample of the test split)", 200)
     latency_warmup: int = 20
-    # Each row is measured in this many parts (a share of the texts each), the parts of all rows taking turns:
-    # a slow spell on a shared machine then hits every row alike instead of whichever row ran during it, and
-    # the ratios between rows stay honest. Batch-1 latency times every latency text in every part and keeps the
-    # fastest part's median (a slow spell lasts seconds to minutes here: one text's p50 moved from 1.9 to 3.9 ms
-    # between rounds of 200 calls, AMD EPYC Zen 4).
-    parts: int = option("--parts", "parts each row is measured in, taking turns with the other rows", 3)
+    # Each row is measured in this many parts, the parts of all rows taking turns: a slow spell on a shared
+    # machine then hits every row alike instead of whichever row ran during it, and the ratios between rows stay
+    # honest. Throughput: each part runs a share of the batches. Batch-1 latency: each part times every latency
+    # text, and the row's p50 is its fastest part's median. Slow spells here last seconds: the same 200 texts'
+    # median moved between 1.6 and 3.6 ms from one round to the next (AMD EPYC Zen 4, 2 vCPUs). With 3 rounds,
+    # 1 row in 8 still had all of them slow (identical graphs then differed by 1.3x at batch 1), so 6 rounds of
+    # 200 texts, which take the time 3 of 400 took.
+    parts: int = option("--parts", "parts each row is measured in, taking turns with the other rows", 6)
     # A measurement shorter than this repeats its pass over the texts (up to max_passes): tiny models finish a
     # pass in milliseconds, where one scheduler hiccup moves the figure by 30 %. Throughput is then the
-    # fastest pass; latency percentiles are over every call.
+    # fastest pass; a latency part's median is over every call of its passes.
     # Each row runs with the settings a user would deploy (ONNX Runtime's threads spin between calls), so the
     # cores are left to settle for this long before each part: threads still spinning from the last row would
     # otherwise take them from the next.
@@ -92,10 +94,11 @@ class BenchConfig:
 
 class SuitePlugin:
     """`kd bench`'s settings handed to the pytest suite as an object: `pytest.main(args, plugins=[SuitePlugin(cfg)])`
-    (bench/conftest.py looks for it before it reads any option)."""
+    (bench/conftest.py looks for it before it reads any option), with the workload kd already made and checked
+    (re-making the test split takes seconds)."""
 
-    def __init__(self, cfg: BenchConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: BenchConfig, workload=None):
+        self.cfg, self.workload = cfg, workload
 
 
 def options() -> list[Field]:

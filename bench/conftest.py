@@ -60,8 +60,10 @@ def run(bench_cfg) -> RunFolder:
 
 
 @pytest.fixture(scope="session")
-def workload(bench_cfg) -> Workload:
-    return Workload.load(bench_cfg)
+def workload(bench_cfg, request) -> Workload:
+    handed = [p.workload for p in request.config.pluginmanager.get_plugins()
+              if isinstance(p, SuitePlugin) and p.workload is not None]
+    return handed[0] if handed else Workload.load(bench_cfg)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.config import BenchConfig, SuitePlugin, flag
+from bench.config import BenchConfig, SuitePlugin
+from bench.workload import Workload
 from kd.errors import KdError
 from kd.runfolder import RunFolder, write_bytes, write_json, write_text
 
@@ -22,14 +23,13 @@ def pytest_args(json_path: Path) -> list[str]:
             "--benchmark-columns=min,median,max,rounds"]
 
 
-def check_run(cfg: BenchConfig) -> RunFolder:
+def check_run(cfg: BenchConfig) -> tuple[RunFolder, Workload]:
+    """The run folder and the bench's workload, with a clear error before pytest starts for a folder without
+    models, data that is not the run's own, or more --bench-samples than test rows."""
     cfg.check()
     run = RunFolder(Path(cfg.run_dir))
-    run.trained_models()  # a clear error for a folder without models
-    texts, _, _ = run.split(cfg.data, "test")  # and for data that is not the run's own
-    if cfg.samples and cfg.samples > len(texts):
-        raise KdError(f"{flag('samples')} {cfg.samples}: the test split of {run.root} has only {len(texts)} rows")
-    return run
+    run.trained_models()
+    return run, Workload.load(cfg)
 
 
 def bench(cfg: BenchConfig) -> int:
@@ -38,12 +38,12 @@ def bench(cfg: BenchConfig) -> int:
     from bench.plot import pareto_png
     from bench.summary import build_summary, render
 
-    run = check_run(cfg)
+    run, workload = check_run(cfg)
     out = run.bench_dir
     out.mkdir(parents=True, exist_ok=True)
     partial = out / ".pytest-benchmark.json.partial"
     partial.unlink(missing_ok=True)
-    code = int(pytest.main(pytest_args(partial), plugins=[SuitePlugin(cfg)]))
+    code = int(pytest.main(pytest_args(partial), plugins=[SuitePlugin(cfg, workload)]))
     if not partial.is_file():
         raise KdError(f"bench on {run.root}: the suite measured nothing (pytest exit code {code})")
     raw = partial.read_bytes()

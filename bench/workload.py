@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, flag
 from export.inference import encode, length_sorted_batches
 from kd.runfolder import RunFolder
 
@@ -31,7 +31,8 @@ class Workload:
         texts, labels, max_length = run.split(cfg.data, "test")
         if cfg.samples:
             if cfg.samples > len(texts):
-                raise KdError(f"--bench-samples {cfg.samples}: the test split has only {len(texts)} rows")
+                raise KdError(f"{flag('samples')} {cfg.samples}: the test split of {run.root} has only {len(texts)} "
+                              "rows")
             texts, labels = texts[:cfg.samples], labels[:cfg.samples]
         names = run.read_manifest().get("data", {}).get("label_names") or [str(i) for i in range(labels.max() + 1)]
         rng = np.random.default_rng(cfg.seed)

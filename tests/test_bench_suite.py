@@ -38,6 +38,9 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     for r in rows.values():
         assert r["samples"] == 256 and r["samples_per_s"] > 0 and r["params"] > 0 and r["size_mb"] > 0
         assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        # b1 p50: the fastest part's median, each part having timed every latency text
+        assert len(r["p50_parts_ms"]) == BenchConfig().parts
+        assert r["p50_ms"] == min(r["p50_parts_ms"]) <= r["p50_all_calls_ms"]
     for m in ("teacher", "baseline", "distilled"):
         assert rows[f"{m}-onnxruntime-cpu-int8"]["size_mb"] < rows[f"{m}-onnxruntime-cpu-fp32"]["size_mb"] / 2
     assert rows["teacher-pytorch-cpu-fp32"]["throughput_speedup"] == pytest.approx(1.0)
@@ -45,6 +48,7 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     kinds = {b["extra_info"]["kind"] for b in raw["benchmarks"]}
     assert kinds == {"peak", "tokenize", "latency", "throughput"}
     assert all(len(b["stats"]["data"]) == b["stats"]["rounds"] for b in raw["benchmarks"])
+    assert {b["extra_info"]["texts"] for b in raw["benchmarks"] if b["extra_info"]["kind"] == "latency"} == {64}
     if not torch.cuda.is_available():
         assert "no CUDA device" in summary["skipped"]["distilled-pytorch-cuda-fp16"]
     fraction = summary["compute"]["fraction_of_peak"]
