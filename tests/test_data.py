@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kd.config import DataConfig
-from kd.data import fingerprint, load_splits, locate_data
+from kd.data import fingerprint, load_splits, locate_data, stratified_split
 from kd.datafile import read_file
 from kd.errors import KdError
 
@@ -32,6 +32,16 @@ def test_validation_split_is_stratified_seeded_and_never_test(small_data):
     other = load_splits(cfg(small_data, seed=7))
     assert set(other.validation["text"]) != val_texts
     assert fingerprint(again.train) == fingerprint(s.train) != fingerprint(other.train)
+
+
+def test_stratified_split_draws_the_rows_train_test_split_draws(small_data):
+    """Runs carved before this helper existed must keep their validation rows: the same rows as datasets' own."""
+    train = load_splits(cfg(small_data)).train
+    for n_train, n_test, seed in [(400, 120, 42), (130, 390, 7)]:
+        theirs = train.train_test_split(train_size=n_train, test_size=n_test, stratify_by_column="label", seed=seed)
+        ours = stratified_split(train, n_train, n_test, seed)
+        for part in ("train", "test"):
+            assert ours[part]["text"][:] == theirs[part]["text"][:]
 
 
 def test_real_ag_news_is_found_without_a_path(monkeypatch):
