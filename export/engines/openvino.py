@@ -48,7 +48,11 @@ class OpenVinoEngine(Engine):
         super().__init__(file, device, precision)
         self.model = model
         self.input_names = [i.get_any_name() for i in model.inputs]
-        self.request = self.compiled(LATENCY).create_infer_request()
+
+    @functools.cached_property
+    def request(self) -> ov.InferRequest:
+        """One synchronous request under the LATENCY hint, made on first use (bulk scoring may never need it)."""
+        return self.compiled(LATENCY).create_infer_request()
 
     @classmethod
     def folder(cls, run: RunFolder, model: str) -> Path:
