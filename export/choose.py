@@ -11,11 +11,14 @@ candidates' records); export/exporter.py writes export_report.json from those re
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import onnx
 
 from export.config import ExportConfig
 from export.engines import Engine, Runner, engine, load
@@ -66,7 +69,9 @@ class ChoiceContext:
     say: Callable[[str], None]  # progress lines
     folder: Path  # where the candidate graphs are written
     calibration: list[dict]  # tokenized training batches for the static int8 variants
-    plain_graph: Path  # the unfused fp32 graph, which the static variants are quantized from
+    plain_graph: Path  # the unfused fp32 graph, which the int8 variants are quantized from
+    # timings of contenders timed together, by their graphs' structures, shared by the run's models (see timed)
+    timings: dict = field(default_factory=dict)
 
     @property
     def speed_matters(self) -> bool:
@@ -85,9 +90,21 @@ class ChoiceContext:
         outputs = run_graph(self.parity, path, f"{self.name}: {what}", full=False)
         return self.parity.compare(outputs, self.reference), outputs
 
-    def timed(self, graphs: dict[str, Path]) -> dict[str, float]:
-        """Seconds each graph takes over the timing batches (interleaved, best of several rounds)."""
-        return faster({which: onnx_runner(path) for which, path in graphs.items()}, self.speed_batches)
+    def timed(self, graphs: dict[str, Path]) -> tuple[dict[str, float], str]:
+        """Seconds each graph takes over the timing batches (interleaved, best of several rounds), and a note. Graphs
+        that differ only in their weights run at the same speed: contenders of the same structures as ones timed
+        together for an earlier model of the run (the two students) take those timings, so that both get the same
+        choice and the export does not time them twice."""
+        keys = {which: structure(path) for which, path in graphs.items()}
+        together = frozenset(keys.values())
+        if together in self.timings:
+            measured, by = self.timings[together]
+            return {which: measured[key] for which, key in keys.items()}, f" (timed on {by}'s graphs, the same " \
+                "structure)"
+        times = faster({which: onnx_runner(path) for which, path in graphs.items()}, self.speed_batches)
+        if len(together) == len(keys):  # (two contenders of one structure cannot be told apart by it)
+            self.timings[together] = ({key: times[which] for which, key in keys.items()}, self.name)
+        return times, ""
 
 
 @dataclass
@@ -135,11 +152,11 @@ def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) 
             records["fused"] = {**fused.to_dict(), "fused_ops": fused_ops, "optimize_seconds": optimize_seconds}
             timing, faster_fused = "", False
             if ctx.speed_matters:
-                times = ctx.timed({"plain": plain_path, "fused": fused_path})
+                times, shared = ctx.timed({"plain": plain_path, "fused": fused_path})
                 for which in ("plain", "fused"):
                     records[which]["timed_seconds"] = times[which]
                 timing = (f": fused {times['fused'] * 1e3:.0f} ms vs plain {times['plain'] * 1e3:.0f} ms on the "
-                          "timing batches")
+                          f"timing batches{shared}")
                 faster_fused = clearly_faster(times["fused"], times["plain"], cfg.speed_margin)
             probes_pass = not fp32_failures(fused, cfg.gates)
             why = ("optimize=always" if cfg.optimize == "always" else "fused graph fails the gates" if not probes_pass
@@ -161,27 +178,46 @@ def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) 
     return Fp32Choice(graph, why, plain, records)
 
 
-def choose_int8(ctx: ChoiceContext, fp32: Check) -> Int8Choice:
-    """Every variant is screened on the first `int8_screen_rows` validation rows (no probes: nothing in the int8
-    gates reads them); the `int8_finalists` most accurate then run the rest of the split and the probes (more if
-    none passes), and the most accurate finalist that passes
-    the gates wins; of those within `int8_tie` of it, the fastest replaces it only when over `speed_margin`
-    faster. Fails (with every candidate's record as evidence) when none passes."""
+def int8_file(ctx: ChoiceContext, candidate: str) -> Path:
+    return ctx.folder / f"int8-{candidate}.onnx"
+
+
+def quantize_variant(ctx: ChoiceContext, candidate: str) -> float:
+    """Write one int8 variant from the plain graph; the seconds it took."""
+    t0 = time.perf_counter()
+    quantize(ctx.plain_graph, int8_file(ctx, candidate), candidate, ctx.calibration)
+    return time.perf_counter() - t0
+
+
+@dataclass
+class Int8Checks:
+    """Every int8 variant's record, the checks of those run on the whole split, and which passed the gates."""
+
+    records: dict[str, dict]
+    checks: dict[str, Check]
+    passing: list[str]
+    ranked: list[str]  # by screen accuracy
+    screen_rows: int
+
+
+def check_int8(ctx: ChoiceContext, fp32: Check) -> Int8Checks:
+    """Every variant is screened on the first `int8_screen_rows` validation rows; the `int8_finalists` most
+    accurate then run the rest of the split (more if none passes). No probes: the int8 gates read the validation
+    split only. Fails (with every candidate's record as evidence) when no variant passes."""
     cfg, parity, reference = ctx.cfg, ctx.parity, ctx.reference
     head, tail = parity.split(cfg.int8_screen_rows)
+    whole = parity.without_probes()
     head_ref = reference.head(cfg.int8_screen_rows)
     records: dict[str, dict] = {}
     screened: dict[str, Outputs] = {}
     checks: dict[str, Check] = {}
-    path = {c: ctx.folder / f"int8-{c}.onnx" for c in cfg.int8_candidates}
     with evidence(int8_candidates=records):
         for candidate in cfg.int8_candidates:
+            file = int8_file(ctx, candidate)
+            records[candidate] = {"quantize_seconds": quantize_variant(ctx, candidate),
+                                  "size_mb": file.stat().st_size / 2**20}
             t0 = time.perf_counter()
-            quantize(ctx.plain_graph, path[candidate], candidate, ctx.calibration)
-            records[candidate] = {"quantize_seconds": time.perf_counter() - t0,
-                                  "size_mb": path[candidate].stat().st_size / 2**20}
-            t0 = time.perf_counter()
-            screened[candidate] = run_graph(head, path[candidate], f"{ctx.name}: int8 {candidate}")
+            screened[candidate] = run_graph(head, file, f"{ctx.name}: int8 {candidate}")
             # its validation passes (sessions created, screen and rest of the split): recorded, not compared
             records[candidate]["validation_seconds"] = time.perf_counter() - t0
             screen = head.compare(screened[candidate], head_ref)
@@ -194,11 +230,11 @@ def choose_int8(ctx: ChoiceContext, fp32: Check) -> Int8Choice:
             if i >= cfg.int8_finalists and passing:
                 break
             t0 = time.perf_counter()
-            # (a validation split no larger than the screen has no rest: then only the probes run)
-            rest = run_graph(tail, path[candidate], f"{ctx.name}: int8 {candidate}", full=bool(tail.texts))
-            outputs = screened[candidate].join(rest)
+            outputs = screened[candidate]  # (a validation split no larger than the screen has no rest)
+            if tail.texts:
+                outputs = outputs.join(run_graph(tail, int8_file(ctx, candidate), f"{ctx.name}: int8 {candidate}"))
             records[candidate]["validation_seconds"] += time.perf_counter() - t0
-            checks[candidate] = check = parity.compare(outputs, reference)
+            checks[candidate] = check = whole.compare(outputs, reference)
             failures = int8_failures(check, fp32, cfg.gates)
             records[candidate].update(check.to_dict(), failures=failures)
             ctx.say(f"int8 {candidate}: validation accuracy {check.accuracy:.2%}, agreement {check.agreement:.2%}"
@@ -209,11 +245,19 @@ def choose_int8(ctx: ChoiceContext, fp32: Check) -> Int8Choice:
             worst = "; ".join(f"{c}: {', '.join(records[c]['failures'])}" for c in ranked
                               if "failures" in records[c])
             raise ExportGateError(f"{ctx.name}: no int8 variant passes the gates ({worst})")
-    best = max(checks[c].accuracy for c in passing)
-    tied = sorted((c for c in passing if checks[c].accuracy >= best - cfg.int8_tie),
+    return Int8Checks(records, checks, passing, ranked, len(head.texts))
+
+
+def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
+    """The most accurate variant that passes the gates; of those within `int8_tie` of it, the fastest replaces it
+    only when over `speed_margin` faster."""
+    cfg, records, checks = ctx.cfg, checked.records, checked.checks
+    best = max(checks[c].accuracy for c in checked.passing)
+    tied = sorted((c for c in checked.passing if checks[c].accuracy >= best - cfg.int8_tie),
                   key=lambda c: -checks[c].accuracy)  # stable: ranked order on equal accuracy
+    shared = ""
     if len(tied) > 1 and ctx.speed_matters:
-        times = ctx.timed({c: path[c] for c in tied})
+        times, shared = ctx.timed({c: int8_file(ctx, c) for c in tied})
         for candidate in tied:
             records[candidate]["timed_seconds"] = times[candidate]
     chosen = pick_int8(tied, records, cfg.speed_margin)
@@ -221,10 +265,22 @@ def choose_int8(ctx: ChoiceContext, fp32: Check) -> Int8Choice:
     if len(tied) > 1:
         tie = (f"; of {', '.join(tied)}, within {cfg.int8_tie * 100:.2g} pt, "
                + ("the fastest" if chosen != tied[0] else f"none is over {cfg.speed_margin:.0%} faster"
-                  if ctx.speed_matters else "the most accurate (no choice on speed)"))
-    why = (f"best validation accuracy of the finalists that pass the gates{tie}; screened on {len(head.texts)} "
-           f"rows: {', '.join(ranked)}")
-    return Int8Choice(chosen, why, checks[chosen], path[chosen], records)
+                  if ctx.speed_matters else "the most accurate (no choice on speed)") + shared)
+    why = (f"best validation accuracy of the finalists that pass the gates{tie}; screened on {checked.screen_rows} "
+           f"rows: {', '.join(checked.ranked)}")
+    return Int8Choice(chosen, why, checks[chosen], int8_file(ctx, chosen), records)
+
+
+def structure(path: Path) -> str:
+    """What a graph's speed depends on: its operators with their wiring and attributes, its inputs, and its
+    initializers' names, shapes and types, not their values."""
+    graph = onnx.load(path, load_external_data=False).graph
+    digest = hashlib.sha256()
+    for part in (*graph.node, *graph.input):
+        digest.update(part.SerializeToString())
+    for tensor in graph.initializer:
+        digest.update(f"{tensor.name}{list(tensor.dims)}{tensor.data_type}".encode())
+    return digest.hexdigest()
 
 
 def pick_int8(tied: list[str], records: dict[str, dict], margin: float) -> str:

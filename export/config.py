@@ -40,8 +40,10 @@ class ExportConfig:
     # architecture, once got different graphs from 1 % differences), and a rerun must ship the same files.
     speed_margin: float = 0.05
     validation_rows: int | None = None  # rows of the validation split to check on (None: all)
-    probe_rows: int = 32  # rows in each parity probe (several batch sizes and lengths, with padding)
-    probe_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    # rows in each parity probe (several batch sizes and lengths, with padding); batches of 32 with padding are
+    # the validation pass's own
+    probe_rows: int = 16
+    probe_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 16])
     probe_max_lengths: list[int] = field(default_factory=lambda: [16, 128])
     batch_size: int = 32  # batches of the full validation pass
     gates: Gates = field(default_factory=Gates)

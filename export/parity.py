@@ -34,10 +34,8 @@ class Outputs:
         return Outputs([], self.validation[:rows])
 
     def join(self, tail: Outputs) -> Outputs:
-        """Validation rows in order, and the probes of whichever side ran them."""
-        validation = (self.validation if tail.validation is None
-                      else np.concatenate([self.validation, tail.validation]))
-        return Outputs(self.probes or tail.probes, validation)
+        """The validation rows of both sides, in order (a screen and the rest of the split: no probes)."""
+        return Outputs([], np.concatenate([self.validation, tail.validation]))
 
 
 @dataclass
@@ -45,7 +43,9 @@ class Check:
     max_abs_diff: float  # against PyTorch fp32, over every probe and the whole validation pass
     mean_abs_diff: float
     agreement: float  # argmax agreement with PyTorch fp32 on the validation split (probes only: on the probes)
-    probe_agreement: float  # the lowest argmax agreement of any probe (short truncations are the hardest)
+    # the lowest argmax agreement of any probe (short truncations are the hardest); None: no probes ran (int8,
+    # whose gates read the validation split only)
+    probe_agreement: float | None
     accuracy: float | None  # on the validation split (None: probes only)
     probes: list[dict]
 
@@ -65,13 +65,12 @@ class ParitySet:
         self._tokenized: dict = {}  # every graph runs the same batches: tokenized once
 
     def split(self, rows: int) -> tuple[ParitySet, ParitySet]:
-        """The first `rows` validation rows, and the rest with the probes: a screen that gates nothing on the
-        probes skips them, and whatever runs the rest completes the check."""
-        head, tail = copy.copy(self), copy.copy(self)
-        head.texts, head.labels, head.probes = self.texts[:rows], self.labels[:rows], []
+        """The first `rows` validation rows and the rest, without the probes (for the int8 screen and its
+        finalists, whose gates read the validation split only)."""
+        head, tail = self.without_probes(), self.without_probes()
+        head.texts, head.labels = self.texts[:rows], self.labels[:rows]
         tail.texts, tail.labels = self.texts[rows:], self.labels[rows:]
-        probes = self._tokenized.setdefault("probes", {})  # the same probe texts: shared; the rows differ
-        head._tokenized, tail._tokenized = {"probes": probes}, {"probes": probes}
+        head._tokenized, tail._tokenized = {}, {}  # other rows than this set's
         return head, tail
 
     def without_probes(self) -> ParitySet:
@@ -115,7 +114,7 @@ class ParitySet:
             max_abs_diff=float(max(d.max() for d in diffs)),
             mean_abs_diff=float(np.concatenate([d.ravel() for d in diffs]).mean()),
             agreement=agree[-1] if out.validation is not None else pooled,
-            probe_agreement=min(agree[:len(self.probes)], default=1.0),
+            probe_agreement=min(agree[:len(self.probes)]) if self.probes else None,
             accuracy=None if out.validation is None else accuracy(preds[-1][0], self.labels),
             probes=probes,
         )
@@ -125,9 +124,9 @@ def fp32_failures(check: Check, gates: Gates) -> list[str]:
     problems = []
     if not check.max_abs_diff <= gates.fp32_max_abs_diff:  # `not <=` also catches NaN
         problems.append(f"max |Δlogits| {check.max_abs_diff:.2e} > {gates.fp32_max_abs_diff:.0e}")
-    if min(check.agreement, check.probe_agreement) < gates.fp32_min_agreement:
-        problems.append(f"argmax agreement {min(check.agreement, check.probe_agreement):.2%} < "
-                        f"{gates.fp32_min_agreement:.2%}")
+    lowest = min(check.agreement, 1.0 if check.probe_agreement is None else check.probe_agreement)
+    if lowest < gates.fp32_min_agreement:
+        problems.append(f"argmax agreement {lowest:.2%} < {gates.fp32_min_agreement:.2%}")
     return problems
 
 

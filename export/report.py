@@ -38,8 +38,8 @@ def render(reports: dict[str, dict]) -> str:
                          f"{ov['int8']['accuracy']:.2%} | {ov['int8']['size_mb']:.1f} | "
                          f"{ov['int8']['quantize_seconds']:.1f} |")
     lines.append("")
-    lines.append(f"Rows checked per model: the validation split ({_rows(reports)} rows) plus parity probes at batch "
-                 "sizes and lengths listed in each export_report.json. Gates: fp32 max |Δ| ≤ "
+    lines.append(f"Rows checked per model: the validation split ({_rows(reports)} rows); the fp32 files also parity "
+                 "probes at the batch sizes and lengths listed in each export_report.json. Gates: fp32 max |Δ| ≤ "
                  f"{_gate(reports, 'fp32_max_abs_diff'):.0e} and 100 % agreement; int8 agreement ≥ "
                  f"{_gate(reports, 'int8_min_agreement'):.0%} and accuracy drop ≤ "
                  f"{_gate(reports, 'int8_max_accuracy_drop') * 100:.1f} pt vs fp32.")

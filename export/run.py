@@ -36,6 +36,7 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
     if cfg.validation_rows:
         texts, labels = texts[:cfg.validation_rows], labels[:cfg.validation_rows]
     calibration = calibration_texts(train_texts, cfg.calibration_rows)
+    timings: dict = {}  # shared: the students' graphs have one structure, timed once
     for name in names:
         out_dir = run.onnx_dir(name)
         key = export_key(run.recorded_sha256(name), cfg)  # trained_models checked the file against it
@@ -43,7 +44,8 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
             print(f"kd: {name}: already exported with these weights and settings, skipped ({out_dir})")
             continue
         report = export_model(name, run.model_dir(name), out_dir, texts, labels, cfg, max_length,
-                              log=lambda m: print(f"kd: {m}", flush=True), key=key, calibration_texts=calibration)
+                              log=lambda m: print(f"kd: {m}", flush=True), key=key, calibration_texts=calibration,
+                              timings=timings)
         print(f"kd: {name}: exported in {report['total_seconds']:.0f} s -> {out_dir}", flush=True)
     summary = write_run_report(run.onnx_root)
     print((run.onnx_root / "report.md").read_text())

@@ -75,7 +75,11 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
         assert report["fp32"]["graph"] == "plain" and report["int8"]["source"] == "plain"
         assert report["int8"]["agreement"] == report["int8_candidates"][report["int8"]["variant"]]["agreement"]
     assert report["fp32"]["max_abs_diff"] <= 1e-4 and report["fp32"]["agreement"] == 1.0
-    assert {p["batch_size"] for p in report["fp32"]["probes"]} == {1, 8, 32}
+    assert {p["batch_size"] for p in report["fp32"]["probes"]} == {1, 8, 16}
+    # the int8 gates read the validation split only: no probes run for the int8 files, ONNX or OpenVINO
+    assert report["int8"]["probes"] == [] and report["int8"]["probe_agreement"] is None
+    if with_openvino:
+        assert report["openvino"]["int8"]["probes"] == [] and len(report["openvino"]["fp32"]["probes"]) == 6
     assert report["int8"]["variant"] in ("qint8", "quint8")
     for record in report["int8_candidates"].values():  # the validation pass's time is recorded, not compared
         assert record["validation_seconds"] > 0 and "seconds" not in record
@@ -111,6 +115,31 @@ def test_the_fused_graph_ships_only_when_clearly_faster_and_int8_comes_from_the_
     # the shipped int8 file is the chosen candidate, quantized from the plain graph: its own check ships with it
     int8 = onnx.load(str(tmp_path / "onnx" / "model_int8.onnx"))
     assert not {n.op_type for n in int8.graph.node} & {"QAttention", "Attention", "SkipLayerNormalization"}
+
+
+def test_graphs_of_one_structure_are_timed_once_per_run(tmp_path, monkeypatch):
+    """The two students share an architecture: the second takes the first's timings (and so the same choice);
+    another architecture is timed afresh."""
+    import export.choose as choose
+
+    timed = []
+
+    def faster(runners, batches):
+        timed.append(sorted(runners))
+        return {name: 1.0 if name == "plain" else 0.8 for name in runners}  # the fused graph clearly faster
+
+    monkeypatch.setattr(choose, "faster", faster)
+    timings: dict = {}
+    reports = {}
+    for name, kind in [("baseline", "distilbert"), ("distilled", "distilbert"), ("teacher", "bert")]:
+        src = stand_in(kind, tmp_path / name)
+        reports[name] = exporter.export_model(name, src, tmp_path / "onnx" / name, TEXTS, LABELS,
+                                              small_cfg(int8_candidates=["qint8"]), max_length=128,
+                                              log=lambda m: None, calibration_texts=CALIBRATION, timings=timings)
+    assert timed == [["fused", "plain"], ["fused", "plain"]], "one timing per structure: baseline's, teacher's"
+    assert "timed on baseline's graphs" in reports["distilled"]["graph_choice"]
+    assert "timed on" not in reports["baseline"]["graph_choice"] + reports["teacher"]["graph_choice"]
+    assert {r["fp32"]["graph"] for r in reports.values()} == {"fused"}
 
 
 @pytest.mark.parametrize("seconds, chosen", [
