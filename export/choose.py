@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from export.optimize import heads_and_hidden, optimize_graph
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 from export.quantize import quantize
 from export.timing import clearly_faster, faster
+from kd.device import cpu_count
 
 ONNX = engine("onnxruntime")
 
@@ -36,11 +38,11 @@ def onnx_runner(path: Path) -> Runner:
 
 
 def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True, kind: type[Engine] = ONNX,
-              precision: str = "fp32") -> Outputs:
-    """A model file's outputs on the parity set, opened by the engine `kind` (its validation pass in the engine's
-    `check_mode`); one that cannot even run on the tokenizer's arrays fails the gate."""
+              precision: str = "fp32", **options) -> Outputs:
+    """A model file's outputs on the parity set, opened by the engine `kind` (with its `options`; its validation
+    pass in the engine's `check_mode`); one that cannot even run on the tokenizer's arrays fails the gate."""
     try:
-        opened = kind.open(path, "cpu", precision)
+        opened = kind.open(path, "cpu", precision, **options)
         return parity.run(opened.run, full, many=lambda batches: opened.run_many(batches, opened.check_mode))
     except (KeyError, *kind.errors) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
@@ -211,18 +213,27 @@ def check_int8(ctx: ChoiceContext, fp32: Check) -> Int8Checks:
     records: dict[str, dict] = {}
     screened: dict[str, Outputs] = {}
     checks: dict[str, Check] = {}
-    with evidence(int8_candidates=records):
-        for candidate in cfg.int8_candidates:
-            file = int8_file(ctx, candidate)
-            records[candidate] = {"quantize_seconds": quantize_variant(ctx, candidate),
-                                  "size_mb": file.stat().st_size / 2**20}
-            t0 = time.perf_counter()
-            screened[candidate] = run_graph(head, file, f"{ctx.name}: int8 {candidate}")
-            # its validation passes (sessions created, screen and rest of the split): recorded, not compared
-            records[candidate]["validation_seconds"] = time.perf_counter() - t0
-            screen = head.compare(screened[candidate], head_ref)
-            records[candidate]["screen"] = {"rows": len(head.texts), "accuracy": screen.accuracy,
-                                            "agreement": screen.agreement}
+    # ONNX Runtime's quantizer is single-threaded Python: a worker thread writes the variants one after another,
+    # and each is screened as soon as it is written, on one thread fewer while the worker still has work (two
+    # threads on one core stall ONNX Runtime's parallel loops). The finalists run after it is done.
+    with evidence(int8_candidates=records), ThreadPoolExecutor(1, thread_name_prefix="kd-quantize") as worker:
+        written = {c: worker.submit(quantize_variant, ctx, c) for c in cfg.int8_candidates}
+        try:
+            for candidate in cfg.int8_candidates:
+                file = int8_file(ctx, candidate)
+                records[candidate] = {"quantize_seconds": written[candidate].result(),
+                                      "size_mb": file.stat().st_size / 2**20}
+                busy = not all(job.done() for job in written.values())
+                t0 = time.perf_counter()
+                screened[candidate] = run_graph(head, file, f"{ctx.name}: int8 {candidate}",
+                                                threads=max(cpu_count() - 1, 1) if busy else None)
+                # its validation passes (sessions created, screen and rest of the split): recorded, not compared
+                records[candidate]["validation_seconds"] = time.perf_counter() - t0
+                screen = head.compare(screened[candidate], head_ref)
+                records[candidate]["screen"] = {"rows": len(head.texts), "accuracy": screen.accuracy,
+                                                "agreement": screen.agreement}
+        finally:
+            worker.shutdown(cancel_futures=True)  # after a failure: nothing more is written into the folder
         ranked = sorted(cfg.int8_candidates, key=lambda c: (-records[c]["screen"]["accuracy"],
                                                             -records[c]["screen"]["agreement"]))
         passing = []

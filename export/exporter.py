@@ -24,7 +24,7 @@ from export.config import ExportConfig
 from export.engines import load_model
 from export.inference import length_sorted_batches
 from export.onnx_export import export_onnx
-from export.openvino_export import check_openvino, write_openvino
+from export.openvino_export import export_openvino
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.timing import timing_batches
@@ -112,8 +112,8 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             # from the plain graph: OpenVINO fuses attention itself, and the fused graph's contrib ops are
             # ONNX Runtime's own
             if cfg.openvino:
-                files = write_openvino(plain_path, tmp, calibration, (loaded.config, tokenizer))
-                report["openvino"] = check_openvino(name, files, parity, reference, cfg.gates, say)
+                report["openvino"] = export_openvino(name, plain_path, tmp, parity, reference, calibration, cfg.gates,
+                                                     (loaded.config, tokenizer), say)
             int8 = choose_int8(ctx, checked)
         except ExportGateError as exc:
             # the evidence goes beside (not inside) the export folder, which stays as it was

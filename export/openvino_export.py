@@ -36,54 +36,54 @@ def save(model, folder: Path, extras) -> Path:
 
 
 @dataclass
-class OpenVinoFiles:
-    """The two IRs as written, before their gates."""
+class OpenVinoInt8:
+    """NNCF's int8 IR as written, before its gate."""
 
-    fp32: Path
-    int8: Path
-    convert_seconds: float
-    quantize_seconds: float  # NNCF's, with the int8 IR's saving
+    file: Path
+    quantize_seconds: float  # NNCF's, with the IR's saving
     calibration_rows: int
 
 
-def write_openvino(onnx_graph: Path, out: Path, calibration: list[Batch], extras) -> OpenVinoFiles:
-    """Write out/openvino/ (the converted fp32 IR) and out/openvino_int8/ (NNCF's int8 of it)."""
+def quantize_openvino(model, out: Path, calibration: list[Batch], extras) -> OpenVinoInt8:
+    """out/openvino_int8/: NNCF's int8 of the converted fp32 `model`."""
     import nncf
-    import openvino as ov
 
-    t0 = time.perf_counter()
-    model = ov.convert_model(onnx_graph)
-    fp32_file = save(model, out / FOLDERS["fp32"], extras)
-    convert_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and INFO lines per step
     names = [i.get_any_name() for i in model.inputs]  # the graph's inputs (DistilBERT: no token_type_ids)
     feeds = [feed(names, batch, "the OpenVINO model") for batch in calibration]
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(feeds))
-    int8_file = save(quantized, out / FOLDERS["int8"], extras)
-    return OpenVinoFiles(fp32_file, int8_file, convert_seconds, time.perf_counter() - t0,
-                         sum(len(b["input_ids"]) for b in calibration))
+    file = save(quantized, out / FOLDERS["int8"], extras)
+    return OpenVinoInt8(file, time.perf_counter() - t0, sum(len(b["input_ids"]) for b in calibration))
 
 
-def check_openvino(name: str, files: OpenVinoFiles, parity: ParitySet, reference: Outputs, gates, say) -> dict:
-    """The IRs' gates; the record for export_report.json. Raises ExportGateError (with the record as evidence)
-    when either fails."""
+def export_openvino(name: str, onnx_graph: Path, out: Path, parity: ParitySet, reference: Outputs,
+                    calibration: list[Batch], gates, extras, say) -> dict:
+    """Write out/openvino/ and out/openvino_int8/; the record for export_report.json. Raises ExportGateError (with
+    the record as evidence) when either IR fails its gate."""
+    import openvino as ov
+
     record: dict = {}
+    t0 = time.perf_counter()
+    model = ov.convert_model(onnx_graph)
+    fp32_file = save(model, out / FOLDERS["fp32"], extras)
+    convert_seconds = time.perf_counter() - t0
     try:
-        fp32 = checked(parity, reference, files.fp32, "fp32", f"{name}: OpenVINO fp32 IR")
-        record["fp32"] = {**fp32.to_dict(), "convert_seconds": files.convert_seconds, "precision_hint": "f32",
-                          "size_mb": size_mb(files.fp32)}
+        fp32 = checked(parity, reference, fp32_file, "fp32", f"{name}: OpenVINO fp32 IR")
+        record["fp32"] = {**fp32.to_dict(), "convert_seconds": convert_seconds, "precision_hint": "f32",
+                          "size_mb": size_mb(fp32_file)}
         problems = fp32_failures(fp32, gates)
         if problems:
             raise ExportGateError(f"{name}: OpenVINO fp32 IR (run in f32) does not match PyTorch: "
                                   + "; ".join(problems))
         say(f"OpenVINO fp32 IR: max |Δlogits| {fp32.max_abs_diff:.1e}, agreement {fp32.agreement:.2%}")
+        int8_ir = quantize_openvino(model, out, calibration, extras)
         # (on the validation split only, as the ONNX int8 variants: the int8 gates read nothing else)
-        int8 = checked(parity.without_probes(), reference, files.int8, "int8", f"{name}: OpenVINO int8 IR")
+        int8 = checked(parity.without_probes(), reference, int8_ir.file, "int8", f"{name}: OpenVINO int8 IR")
         failures = int8_failures(int8, fp32, gates)
-        record["int8"] = {**int8.to_dict(), "quantize_seconds": files.quantize_seconds,
-                          "size_mb": size_mb(files.int8), "calibration_rows": files.calibration_rows,
+        record["int8"] = {**int8.to_dict(), "quantize_seconds": int8_ir.quantize_seconds,
+                          "size_mb": size_mb(int8_ir.file), "calibration_rows": int8_ir.calibration_rows,
                           "failures": failures}
         if failures:
             raise ExportGateError(f"{name}: OpenVINO int8 IR fails the gates: " + "; ".join(failures))

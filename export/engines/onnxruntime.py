@@ -16,10 +16,11 @@ ORT_ERRORS = tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in
                    ("Fail", "InvalidArgument", "InvalidGraph", "RuntimeException", "NoSuchFile"))
 
 
-def session_options(spinning: bool = False) -> ort.SessionOptions:
+def session_options(spinning: bool = False, threads: int | None = None) -> ort.SessionOptions:
+    """`threads`: fewer intra-op threads than the CPUs this process may use (the default), to leave some free."""
     opts = ort.SessionOptions()
     # ORT sizes its pool from the host's cores; inside a container or under taskset that oversubscribes.
-    opts.intra_op_num_threads = cpu_count()
+    opts.intra_op_num_threads = threads or cpu_count()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
@@ -32,13 +33,14 @@ def session_options(spinning: bool = False) -> ort.SessionOptions:
     return opts
 
 
-def session(path: Path, providers: list[str], plain: bool = False, spinning: bool = False) -> ort.InferenceSession:
+def session(path: Path, providers: list[str], plain: bool = False, spinning: bool = False,
+            threads: int | None = None) -> ort.InferenceSession:
     """`plain`: ONNX Runtime's defaults, as a user who loads the file would run it."""
     if plain:
         return ort.InferenceSession(str(path), providers=providers)
     # ONNX Runtime's own SkipLayerNormFusion (Add + LayerNormalization) made the int8 students 11 % slower at
     # batch 32 on this project's CPU (791 vs 712 samples/s; fp32 unchanged, 307 vs 307), so it is left out.
-    return ort.InferenceSession(str(path), session_options(spinning), providers=providers,
+    return ort.InferenceSession(str(path), session_options(spinning, threads), providers=providers,
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
 
@@ -73,11 +75,11 @@ class OnnxRuntimeEngine(Engine):
 
     @classmethod
     def open(cls, file: Path, device: str, precision: str, plain: bool = False,
-             spinning: bool = False) -> OnnxRuntimeEngine:
+             spinning: bool = False, threads: int | None = None) -> OnnxRuntimeEngine:
         """The session sized to the CPUs this process may use, threads spinning only if asked (`plain`: no
         options)."""
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        sess = session(file, providers, plain, spinning)
+        sess = session(file, providers, plain, spinning, threads)
         if sess.get_providers()[0] != providers[0]:
             raise RuntimeError(f"{file}: onnxruntime fell back to {sess.get_providers()[0]}")
         return cls(sess, file, device, precision)
