@@ -22,7 +22,7 @@ from pathlib import Path
 import onnx
 
 from export.config import ExportConfig
-from export.engines import Engine, Runner, engine, load
+from export.engines import Engine, engine
 from export.optimize import heads_and_hidden, optimize_graph
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 from export.quantize import quantize
@@ -30,11 +30,6 @@ from export.timing import clearly_faster, faster
 from kd.device import cpu_count
 
 ONNX = engine("onnxruntime")
-
-
-def onnx_runner(path: Path) -> Runner:
-    """A graph in ONNX Runtime with the session options the bench and `kd predict` use."""
-    return load(ONNX.name, path).run
 
 
 def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True, kind: type[Engine] = ONNX,
@@ -103,7 +98,9 @@ class ChoiceContext:
             measured, by = self.timings[together]
             return {which: measured[key] for which, key in keys.items()}, f" (timed on {by}'s graphs, the same " \
                 "structure)"
-        times = faster({which: onnx_runner(path) for which, path in graphs.items()}, self.speed_batches)
+        # opened as run_graph opens them: the session options of the bench and `kd predict`
+        times = faster({which: ONNX.open(path, "cpu", "fp32").run for which, path in graphs.items()},
+                       self.speed_batches)
         if len(together) == len(keys):  # (two contenders of one structure cannot be told apart by it)
             self.timings[together] = ({key: times[which] for which, key in keys.items()}, self.name)
         return times, ""

@@ -25,7 +25,7 @@ def render(reports: dict[str, dict]) -> str:
                      f"{fp32['agreement']:.2%} | "
                      f"{fp32['accuracy']:.2%} ({r['pytorch_validation_accuracy']:.2%}) | "
                      f"{fp32['size_mb']:.1f} ({r['pytorch_size_mb']:.1f}) | {r['export_seconds']:.1f} |")
-        lines.append(f"| {name} | ONNX | int8 | {int8['variant']} from {int8.get('source', 'fused')} | "
+        lines.append(f"| {name} | ONNX | int8 | {int8['variant']} from {int8['source']} | "
                      f"{int8['max_abs_diff']:.1e} | {int8['agreement']:.2%} | "
                      f"{int8['accuracy']:.2%} | {int8['size_mb']:.1f} | {int8['quantize_seconds']:.1f} |")
         ov = r.get("openvino")
