@@ -21,6 +21,7 @@ NPROC_ARG := $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
 # Containers. The engine: docker where a docker daemon answers, else podman (CONTAINER_ENGINE= overrides).
 # IMAGE picks the image the docker-* verbs run (cpu|cuda); HOST_RUNS is mounted at /app/runs, HOST_DATA
 # (a folder holding ag_news/) at /data, read-only. BUILD_FLAGS / RUN_FLAGS go to the engine's build / run.
+# GPUS (auto|all|none): whether the container gets the GPUs; auto: the CUDA image, where the host has one.
 CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
 	elif command -v podman >/dev/null; then echo podman; else echo docker; fi)
 IMAGE ?= cpu
@@ -29,6 +30,7 @@ HOST_RUNS ?= $(CURDIR)/runs
 HOST_DATA ?= $(firstword $(wildcard $(CURDIR)/data $(abspath $(CURDIR)/../shared/data)))
 BUILD_FLAGS ?=
 RUN_FLAGS ?=
+GPUS ?= auto
 CONTAINER_VERBS := train-all report export export-check bench bench-check gpu-check
 VERB_ARGS = $(if $(PRESET),PRESET=$(PRESET)) $(if $(DATA),DATA=$(DATA)) $(if $(RUN),RUN=$(RUN)) \
 	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC)) $(if $(BENCH_ARGS),'BENCH_ARGS=$(BENCH_ARGS)')
@@ -134,7 +136,7 @@ image-cpu image-cuda: image-%:
 		-f Dockerfile.$* -t $(IMAGE_NAME):$* .
 
 CONTAINER_RUN = CONTAINER_ENGINE="$(CONTAINER_ENGINE)" HOST_RUNS="$(HOST_RUNS)" HOST_DATA="$(HOST_DATA)" \
-	scripts/container-run.sh $(IMAGE_NAME):$(IMAGE)
+	GPUS="$(GPUS)" scripts/container-run.sh $(IMAGE_NAME):$(IMAGE)
 
 $(addprefix docker-,$(CONTAINER_VERBS)): docker-%:
 	RUN_FLAGS="$(RUN_FLAGS)" $(CONTAINER_RUN) make $* $(strip $(VERB_ARGS))

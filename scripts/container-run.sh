@@ -2,7 +2,7 @@
 # Run a command inside a kd-bench image with the host's runs folder mounted at /app/runs and the data folder
 # (if any) read-only at /data. Used by `make docker-<verb>`; the arguments are the image and the command.
 # Environment: CONTAINER_ENGINE (docker|podman, may carry global flags, e.g. "podman --runtime runc"),
-# HOST_RUNS, HOST_DATA, RUN_FLAGS (extra flags for `run`).
+# HOST_RUNS, HOST_DATA, RUN_FLAGS (extra flags for `run`), GPUS (auto|all|none: whether to ask for the GPUs).
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 IMAGE COMMAND..." >&2
@@ -37,8 +37,19 @@ fi
 for var in HF_HUB_OFFLINE HF_DATASETS_OFFLINE HF_TOKEN; do
     if [ -n "${!var:-}" ]; then flags+=(-e "$var"); fi
 done
-# the CUDA image sees the GPUs: --gpus for docker, the CDI device for podman
-if [[ $image == *:cuda ]]; then
-    if [ "$engine_name" = podman ]; then flags+=(--device nvidia.com/gpu=all); else flags+=(--gpus all); fi
+# The CUDA image sees the GPUs (--gpus for docker, the CDI device for podman) where the host has an NVIDIA
+# device: both engines refuse to start a container that asks for GPUs on a machine without one, and the image
+# also runs on the CPU. GPUS=all or GPUS=none overrides the guess (e.g. for a remote docker daemon).
+gpus=${GPUS:-auto}
+if [ "$gpus" = auto ]; then
+    gpus=none
+    if [[ $image == *:cuda ]]; then
+        if [ -e /dev/nvidiactl ]; then gpus=all; else echo "$0: no NVIDIA device on this host: $image runs on the CPU" >&2; fi
+    fi
 fi
+case $gpus in
+    all) if [ "$engine_name" = podman ]; then flags+=(--device nvidia.com/gpu=all); else flags+=(--gpus all); fi ;;
+    none) ;;
+    *) echo "$0: GPUS=$gpus: expected auto, all or none" >&2; exit 2 ;;
+esac
 exec "${engine[@]}" run "${flags[@]}" "${extra[@]}" "$image" "$@"

@@ -45,7 +45,7 @@ def fake_engines(tmp_path):
     return bin_dir
 
 
-def run_script(fake_engines, tmp_path, engine, image, data=True):
+def run_script(fake_engines, tmp_path, engine, image, data=True, gpus=None, check=True):
     runs = tmp_path / "runs"
     data_dir = tmp_path / "data"
     if data:
@@ -53,9 +53,12 @@ def run_script(fake_engines, tmp_path, engine, image, data=True):
     env = {**os.environ, "PATH": f"{fake_engines}:{os.environ['PATH']}", "CONTAINER_ENGINE": engine,
            "HOST_RUNS": str(runs), "HOST_DATA": str(data_dir), "RUN_FLAGS": "--network none",
            "HF_HUB_OFFLINE": "1"}
+    env.pop("GPUS", None)
+    if gpus is not None:
+        env["GPUS"] = gpus
     out = subprocess.run([str(REPO / "scripts" / "container-run.sh"), image, "make", "bench"], env=env,
-                         capture_output=True, text=True, check=True)
-    return out.stdout.splitlines(), runs
+                         capture_output=True, text=True, check=check)
+    return (out if not check else out.stdout.splitlines()), runs
 
 
 def test_container_run_mounts_runs_and_data_and_passes_hub_settings(fake_engines, tmp_path):
@@ -74,11 +77,24 @@ def test_container_run_mounts_runs_and_data_and_passes_hub_settings(fake_engines
 
 
 def test_container_run_gives_the_cuda_image_the_gpus(fake_engines, tmp_path):
-    docker, _ = run_script(fake_engines, tmp_path, "docker", "kd-bench:cuda", data=False)
+    docker, _ = run_script(fake_engines, tmp_path, "docker", "kd-bench:cuda", data=False, gpus="all")
     assert docker[docker.index("--gpus") + 1] == "all"
     assert not any(a.endswith(":/data:ro") for a in docker) and "KD_DATA=/data/ag_news" not in docker
-    podman, _ = run_script(fake_engines, tmp_path, "podman", "kd-bench:cuda")
+    podman, _ = run_script(fake_engines, tmp_path, "podman", "kd-bench:cuda", gpus="all")
     assert podman[podman.index("--device") + 1] == "nvidia.com/gpu=all"
+
+
+def test_container_run_asks_for_gpus_only_where_the_host_has_one(fake_engines, tmp_path):
+    """Both engines refuse a container that asks for GPUs on a host without one; the CUDA image then runs on the
+    CPU. GPUS=none keeps them away on any host; a value that is not auto, all or none is refused."""
+    has_gpu = Path("/dev/nvidiactl").exists()
+    for engine in ("docker", "podman"):
+        args, _ = run_script(fake_engines, tmp_path, engine, "kd-bench:cuda")
+        assert ("--gpus" in args or "--device" in args) == has_gpu, engine
+        args, _ = run_script(fake_engines, tmp_path, engine, "kd-bench:cuda", gpus="none")
+        assert "--gpus" not in args and "--device" not in args, engine
+    bad, _ = run_script(fake_engines, tmp_path, "docker", "kd-bench:cuda", gpus="yes", check=False)
+    assert bad.returncode == 2 and "GPUS=yes: expected auto, all or none" in bad.stderr and bad.stdout == ""
 
 
 def test_dockerfiles_take_versions_from_requirements_only():
