@@ -11,7 +11,7 @@ import pytest
 
 from bench.backends import Row, load, missing, rows_for
 from bench.config import BenchConfig, SuitePlugin, add_arguments
-from bench.workload import Workload
+from bench.workload import Workload, warm_up
 from kd.device import cpu_count
 from kd.manifest import cpu_model
 from kd.runfolder import RunFolder
@@ -72,14 +72,15 @@ def _loaded_rows() -> dict:
 
 
 @pytest.fixture
-def loaded(row: Row, run: RunFolder, _loaded_rows: dict, bench_cfg: BenchConfig):
-    """The row's model, loaded once for the latency and the throughput test; a skip when the machine or the run
-    lacks it. Each part starts after the cores have settled (bench/config.py, settle_seconds)."""
+def loaded(row: Row, run: RunFolder, _loaded_rows: dict, bench_cfg: BenchConfig, workload: Workload):
+    """The row's model, loaded and warmed up once for the latency and the throughput test; a skip when the
+    machine or the run lacks it. Each part starts after the cores have settled (bench/config.py,
+    settle_seconds)."""
     reason = missing(row, run)
     if reason:
         pytest.skip(reason)
     if row not in _loaded_rows:
-        _loaded_rows[row] = load(row, run)
+        _loaded_rows[row] = warm_up(load(row, run), row.model, workload, bench_cfg)
     time.sleep(bench_cfg.settle_seconds)
     return _loaded_rows[row]
 

@@ -195,8 +195,9 @@ def settings_sentence(rows: list[dict]) -> str:
                  + (", ".join(f"{r['model']} {r['precision']}" + (" (some parts)" if r["bulk_mode"] == "mixed"
                                                                    else "") for r in async_rows) or "none")
                  + ", LATENCY for " + (", ".join(f"{r['model']} {r['precision']}" for r in sync_rows) or "none"))
-    return text + (". The rows took turns part by part, and the cores were left to settle between parts, so "
-                   "that a slow spell of the machine hits every row alike.")
+    return text + (". Before any timing, each row ran every input shape of the workload once, as a deployed model "
+                   "has (OpenVINO builds its kernels per shape). The rows took turns part by part, and the cores were "
+                   "left to settle between parts, so that a slow spell of the machine hits every row alike.")
 
 
 def fmt(value, spec: str, suffix: str = "") -> str:

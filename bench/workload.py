@@ -53,11 +53,35 @@ class Workload:
         return [(np.arange(s, min(s + cfg.batch_size, len(self.texts))),
                  encode(tokenizer, self.texts[s:s + cfg.batch_size], self.max_length)) for s in starts]
 
+    def shapes(self, model: str, tokenizer, cfg: BenchConfig) -> tuple[list[Batch], list[Batch]]:
+        """One single text and one throughput batch of each input shape the bench will time (the first of each)."""
+        def firsts(batches: list[Batch]) -> list[Batch]:
+            seen: dict[tuple, Batch] = {}
+            for batch in batches:
+                seen.setdefault(batch["input_ids"].shape, batch)
+            return list(seen.values())
+
+        return (firsts(self.single_texts(model, tokenizer)),
+                firsts([b for _, b in self.throughput_batches(model, tokenizer, cfg)]))
+
     def single_texts(self, model: str, tokenizer) -> list[Batch]:
         key = ("singles", model)
         if key not in self._tokenized:
             self._tokenized[key] = [encode(tokenizer, [self.texts[i]], self.max_length) for i in self.latency_rows]
         return self._tokenized[key]
+
+
+def warm_up(loaded, model: str, workload: Workload, cfg: BenchConfig):
+    """Runs every input shape the bench times once, in each bulk mode, before any timing: a deployed model has
+    seen them. OpenVINO's CPU plugin builds its kernels for a shape the first time it sees it; without this, the
+    first pass over the split scored 641 samples/s and the next ones 834-898 (distilled int8, async queue,
+    AMD EPYC Zen 4), and the bench, which times each batch once, measured mostly first sights."""
+    singles, batches = workload.shapes(model, loaded.tokenizer, cfg)
+    for single in singles:
+        loaded.engine.run(single)
+    for mode in loaded.engine.bulk_modes:
+        loaded.engine.run_many(batches, mode)
+    return loaded
 
 
 def token_counts(batches: list[Batch]) -> tuple[int, int]:

@@ -367,3 +367,32 @@ def test_a_baseline_may_set_its_own_limits_and_the_command_line_overrides_them(t
     path.write_text(json.dumps(baseline))
     record_baseline([summary], path)
     assert json.loads(path.read_text())["gate"] == baseline["gate"]
+
+
+def test_warm_up_runs_each_timed_shape_once_in_every_bulk_mode():
+    from types import SimpleNamespace
+
+    from bench.workload import Workload, warm_up
+
+    def batch(rows: int, length: int) -> dict:
+        return {"input_ids": np.zeros((rows, length), np.int64), "attention_mask": np.ones((rows, length), np.int64)}
+
+    workload = Workload(texts=[], labels=np.array([]), label_names=[], max_length=8, latency_rows=np.array([]))
+    workload._tokenized[("batches", "m")] = [(np.arange(2), batch(2, n)) for n in (8, 8, 5, 3, 3)] + [
+        (np.arange(1), batch(1, 3))]
+    workload._tokenized[("singles", "m")] = [batch(1, n) for n in (4, 2, 4)]
+
+    class Recorder:
+        bulk_modes = ("sync", "async")
+        calls: list = []
+
+        def run(self, b):
+            self.calls.append(("run", b["input_ids"].shape))
+
+        def run_many(self, batches, mode):
+            self.calls.append((mode, [b["input_ids"].shape for b in batches]))
+
+    engine = Recorder()
+    warm_up(SimpleNamespace(engine=engine, tokenizer=None), "m", workload, BenchConfig())
+    shapes = [(2, 8), (2, 5), (2, 3), (1, 3)]
+    assert engine.calls == [("run", (1, 4)), ("run", (1, 2)), ("sync", shapes), ("async", shapes)]
