@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -68,7 +68,7 @@ class ChoiceContext:
     calibration: list[dict]  # tokenized training batches for the static int8 variants
     plain_graph: Path  # the unfused fp32 graph, which the int8 variants are quantized from
     # timings of contenders timed together, by their graphs' structures, shared by the run's models (see timed)
-    timings: dict = field(default_factory=dict)
+    timings: dict
 
     @property
     def speed_matters(self) -> bool:

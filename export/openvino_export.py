@@ -11,7 +11,7 @@ from pathlib import Path
 
 from export.choose import run_graph
 from export.engines import Batch, engine, feed
-from export.engines.openvino import FOLDERS
+from export.engines.openvino import FOLDERS, input_names
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 
 OPENVINO = engine("openvino")
@@ -50,8 +50,7 @@ def quantize_openvino(model, out: Path, calibration: list[Batch], extras) -> Ope
 
     t0 = time.perf_counter()
     logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and INFO lines per step
-    names = [i.get_any_name() for i in model.inputs]  # the graph's inputs (DistilBERT: no token_type_ids)
-    feeds = [feed(names, batch, "the OpenVINO model") for batch in calibration]
+    feeds = [feed(input_names(model), batch, "the OpenVINO model") for batch in calibration]
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(feeds))
     file = save(quantized, out / FOLDERS["int8"], extras)
