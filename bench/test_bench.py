@@ -97,10 +97,10 @@ def test_latency(benchmark, part, row, loaded, workload, bench_cfg):
 
 def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
     """Batches of 32 with dynamic padding: this part's share of the batches over the (--bench-samples) test split,
-    timed a whole pass at a time. Its time is the fastest pass (one pass unless shorter than min_seconds / parts)
-    in the engine's fastest bulk mode (OpenVINO: one request at a time, or an asynchronous queue); its
-    predictions give a confusion matrix. The summary adds the parts up: samples/s, accuracy and macro-F1 over the
-    whole split."""
+    timed a whole pass at a time, after the row's warm-up on every batch shape (bench/workload.py, warm_up). Its
+    time is the fastest pass (one pass unless shorter than min_seconds / parts) in the engine's fastest bulk mode
+    (OpenVINO: one request at a time, or an asynchronous queue); its predictions give a confusion matrix. The
+    summary adds the parts up: samples/s, accuracy and macro-F1 over the whole split."""
     batches = workload.throughput_batches(row.model, loaded.tokenizer, bench_cfg)[part::bench_cfg.parts]
     if not batches:
         pytest.skip(f"part {part + 1} of {bench_cfg.parts}: no batch left for it (fewer batches than parts)")
