@@ -15,6 +15,9 @@ from bench.yardstick import summary_fields, summary_sentences
 
 ROW_FIELDS = ("row", "model", "backend", "device", "precision", "params", "size_mb")
 THROUGHPUT, LATENCY = "throughput", "b1 p50 latency"
+# Bumped when a summary's keys change: bench-check reads only summaries of this format and asks for a new bench
+# otherwise, so no reader keeps code for older ones.
+SUMMARY_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Ratio:
 def read_ratios(stored: list) -> list[Ratio]:
     """The ratios of a summary or a baseline (a list of Ratio.to_json objects)."""
     if not isinstance(stored, list):
-        raise ValueError("its ratios are not a list of {fast, slow, what, value}: written by an older kd-bench")
+        raise ValueError("its ratios are not a list of {fast, slow, what, value}")
     return [Ratio.from_json(r) for r in stored]
 
 
@@ -84,9 +87,9 @@ def build_summary(bench_json: dict) -> dict:
         if match and match.group(1) not in rows:
             skipped[match.group(1)] = s["reason"]
     return {
-        "preset": meta.get("preset"), "config": meta.get("config", {}), "machine": meta.get("machine", {}),
-        "versions": meta.get("versions", {}), "datetime": bench_json.get("datetime"),
-        "rows": ordered, "skipped": skipped, "tokenize": tokenize,
+        "format": SUMMARY_FORMAT, "preset": meta.get("preset"), "config": meta.get("config", {}),
+        "machine": meta.get("machine", {}), "versions": meta.get("versions", {}),
+        "datetime": bench_json.get("datetime"), "rows": ordered, "skipped": skipped, "tokenize": tokenize,
         "ratios": [r.to_json() for r in within_run_ratios(rows)], **summary_fields(ordered, peaks),
     }
 
@@ -195,9 +198,9 @@ def settings_sentence(rows: list[dict]) -> str:
                  + (", ".join(f"{r['model']} {r['precision']}" + (" (some parts)" if r["bulk_mode"] == "mixed"
                                                                    else "") for r in async_rows) or "none")
                  + ", LATENCY for " + (", ".join(f"{r['model']} {r['precision']}" for r in sync_rows) or "none"))
-    return text + (". Before any timing, each row ran every input shape of the workload once, as a deployed model "
-                   "has (OpenVINO builds its kernels per shape). The rows took turns part by part, and the cores were "
-                   "left to settle between parts, so that a slow spell of the machine hits every row alike.")
+    return text + (". OpenVINO, which builds its kernels per input shape, ran each shape once before it was timed, "
+                   "as a deployed model has seen it. The rows took turns part by part, and the cores were left to "
+                   "settle between parts, so that a slow spell of the machine hits every row alike.")
 
 
 def fmt(value, spec: str, suffix: str = "") -> str:
@@ -212,8 +215,9 @@ def render(summary: dict) -> str:
         f"Bench of {cfg.get('run_dir')} (preset {summary.get('preset')}): accuracy and throughput over "
         f"{samples} test rows in batches of {cfg.get('batch_size')} "
         f"({'sorted by length' if cfg.get('order') == 'length' else 'in file order'}, each padded to its longest), "
-        f"latency over {cfg.get('latency_texts')} single texts, all of them timed in each of the {cfg.get('parts')} "
-        "parts (b1 p50: the fastest part's median; p99: over every call). "
+        f"latency over {cfg.get('latency_texts')} single texts, all of them timed in each part until two parts' "
+        f"medians agreed within {cfg.get('latency_agreement', 0):.0%} (at most {cfg.get('parts')} parts; b1 p50: the "
+        "fastest part's median; p99: over every call). "
         f"{machine.get('cpu')}, "
         f"{machine.get('cpus_usable')} usable CPUs (torch threads {machine.get('threads', {}).get('torch')}, "
         f"ONNX Runtime intra-op threads {machine.get('threads', {}).get('onnxruntime_intra_op')})"

@@ -1,9 +1,9 @@
 """The yardstick for the bench's achieved GFLOP/s: the best large matrix-product rate any engine of the bench
 reaches on this CPU, per precision (fp32, bf16, int8), and, where the OS lets it be read, the theoretical peak.
 
-One engine's BLAS path is no yardstick: PyTorch's torch.mm ran well below ONNX Runtime's MatMul on this AMD CPU,
-so a student in ONNX Runtime was reported at 176 % of "this CPU's fp32 rate". A fraction above 100 % is a
-measurement fault, and this module never prints one (`efficiency`)."""
+One engine's BLAS path is no yardstick: torch.mm runs well below ONNX Runtime's MatMul on some CPUs, so a student in
+ONNX Runtime measured against it can come out above 100 %. A fraction above 100 % is a measurement fault, and this
+module never prints one (`efficiency`). The theoretical peak comes from bench/cpu.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from bench.cpu import Theoretical, theoretical_text
 
 PRECISIONS = ("fp32", "bf16", "int8")  # the bench's CPU row precisions, each with its own yardstick
 
@@ -37,10 +39,9 @@ class Stick:
         return 2 * self.matrix**3  # a multiply-add is two operations, in floats and in ints alike
 
 
-# The bench times each engine at two sizes and keeps the best (6 calls each, about 1 s per engine unloaded). On the
-# project's CPU under load (docs/bench.md) 1024² gave the best rate for 5 of 6 engine x precision and torch.mm's
-# 4096² was within the noise of its 2048² (34 vs 30 GFLOP/s), while 3072² and 4096² take 3.4x and 8x as long.
-BENCH_SIZES = (1024, 2048)
+# The bench times each engine on one size: 1024² gave the best rate of each precision on the AMD CPUs measured
+# (docs/bench.md), and larger products take many times as long per call without a higher rate.
+BENCH_SIZES = (1024,)
 OPS = {
     ("pytorch", "fp32"): "torch.mm",
     ("onnxruntime", "fp32"): "MatMul",
@@ -73,9 +74,8 @@ class Peak:
 
     @classmethod
     def from_json(cls, data: dict) -> Peak:
-        """Also a record or a `cpu_fp32_peak` of an older bench, which timed torch.mm in fp32 only."""
-        return cls(data.get("engine", "pytorch"), data.get("precision", "fp32"), data.get("op", "torch.mm"),
-                   data["matrix"], data["threads"], data["gflops_per_s"])
+        """From to_json's dict (a bench record may carry other keys beside them)."""
+        return cls(**{f: data[f] for f in ("engine", "precision", "op", "matrix", "threads", "gflops_per_s")})
 
     @property
     def name(self) -> str:
@@ -84,11 +84,10 @@ class Peak:
 
 
 def unavailable(stick: Stick) -> str | None:
-    """Why this machine cannot run the stick (an engine not installed), else None."""
-    import importlib.util
+    """Why this machine cannot run the stick (its engine not installed, no bf16 on this CPU), else None."""
+    from export.engines import engine
 
-    module = {"pytorch": "torch"}.get(stick.engine, stick.engine)
-    return None if importlib.util.find_spec(module) else f"{module} is not installed"
+    return engine(stick.engine).unavailable("cpu", stick.precision)
 
 
 def prepare(stick: Stick, threads: int) -> Callable[[], object]:
@@ -184,125 +183,6 @@ def best(peaks: list[Peak], precision: str) -> Peak | None:
     return max((p for p in peaks if p.precision == precision), key=lambda p: p.gflops_per_s, default=None)
 
 
-# --- the theoretical peak: vector width x FMA units x 2 x clock x cores, from what the OS shows -------------------
-
-# FMA datapath per core, which no flag or file shows, for the families it is documented for (AMD's software
-# optimization guides): (vendor, family, first model, last model) -> (bits per FMA unit, FMA units, name).
-# Zen 4 takes AVX-512 but runs each 512-bit FMA as two 256-bit halves, so it does no more per cycle than AVX2.
-FMA_TABLE = {
-    ("AuthenticAMD", 0x17, 0x00, 0x2F): (128, 2, "Zen/Zen+"),
-    ("AuthenticAMD", 0x17, 0x30, 0xFF): (256, 2, "Zen 2"),
-    ("AuthenticAMD", 0x19, 0x00, 0xFF): (256, 2, "Zen 3/Zen 4"),
-}
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    """What lscpu and /proc/cpuinfo say about the CPU (None: not shown)."""
-
-    vendor: str | None
-    family: int | None
-    model: int | None
-    model_name: str | None
-    flags: frozenset[str]
-    max_mhz: float | None  # lscpu's CPU max MHz: the highest clock the kernel knows of
-    mhz: float | None  # /proc/cpuinfo's cpu MHz: the clock when read (a VM shows the host's nominal clock)
-    threads_per_core: int
-
-
-def _fields(text: str) -> dict[str, str]:
-    """`key: value` lines (lscpu) or `key<TAB>: value` lines (/proc/cpuinfo, first processor only)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() and out:
-            break  # /proc/cpuinfo: the first processor's block is enough
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() not in out:
-            out[key.strip().lower()] = value.strip()
-    return out
-
-
-def _number(value: str | None, kind: type = float):
-    try:
-        return int(value, 16 if value.lower().startswith("0x") else 10) if kind is int else kind(value)
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def read_cpu(lscpu: str = "", cpuinfo: str = "") -> CpuInfo:
-    """Either text may be empty (lscpu missing, no /proc on macOS); lscpu wins where both say something."""
-    ls, ci = _fields(lscpu), _fields(cpuinfo)
-    flags = (ls.get("flags") or ci.get("flags") or "").split()
-    return CpuInfo(
-        vendor=ls.get("vendor id") or ci.get("vendor_id"),
-        family=_number(ls.get("cpu family") or ci.get("cpu family"), int),
-        model=_number(ls.get("model") or ci.get("model"), int),
-        model_name=ls.get("model name") or ci.get("model name"),
-        flags=frozenset(flags), max_mhz=_number(ls.get("cpu max mhz")) or None,
-        mhz=_number(ci.get("cpu mhz")) or None, threads_per_core=_number(ls.get("thread(s) per core"), int) or 1)
-
-
-def this_cpu() -> CpuInfo:
-    import subprocess
-    from pathlib import Path
-
-    try:  # LC_ALL=C: lscpu translates its keys
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, env={"LC_ALL": "C"}, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        lscpu = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    return read_cpu(lscpu, cpuinfo.read_text() if cpuinfo.is_file() else "")
-
-
-@dataclass(frozen=True)
-class Theoretical:
-    """The fp32 peak the CPU's vector units allow, or why it is not given (gflops_per_s None)."""
-
-    gflops_per_s: float | None
-    cores: int
-    ghz: float | None
-    clock: str  # where the clock comes from
-    flops_per_cycle: int | None  # per core
-    basis: str  # how flops_per_cycle was found: a table entry, or the assumption made
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict | None) -> Theoretical | None:
-        return cls(**data) if data else None
-
-
-def theoretical_peak(cpu: CpuInfo, cpus: int) -> Theoretical:
-    """fp32 FLOP/cycle/core = lanes (the widest vector the flags show, capped by the FMA datapath) x 2 (a
-    multiply-add) x FMA units; x clock x cores. Cores: usable CPUs / threads per core (SMT siblings share the
-    FMA units). FMA units come from FMA_TABLE, else are assumed to be 2 (and said so)."""
-    cores = max(1, cpus // cpu.threads_per_core)
-    width = 512 if "avx512f" in cpu.flags else 256 if {"avx2", "fma"} <= cpu.flags else None
-    entry = next((v for (vendor, fam, lo, hi), v in FMA_TABLE.items()
-                  if cpu.vendor == vendor and cpu.family == fam and cpu.model is not None and lo <= cpu.model <= hi),
-                 None)
-    if cpu.max_mhz:
-        ghz, clock = cpu.max_mhz / 1e3, "lscpu's CPU max MHz"
-    elif cpu.mhz:
-        ghz, clock = cpu.mhz / 1e3, "/proc/cpuinfo's cpu MHz (the clock when read; the cores may boost above it)"
-    else:
-        ghz, clock = None, "not readable (no CPU max MHz in lscpu, no cpu MHz in /proc/cpuinfo)"
-    if width is None:
-        return Theoretical(None, cores, ghz, clock, None, "no AVX2+FMA or AVX-512 flag: the FMA width is unknown")
-    if entry:
-        bits, units, name = entry
-        lanes = min(width, bits) // 32
-        basis = (f"{name} (family {cpu.family:#x}, model {cpu.model:#x}): {units} FMA units of {bits} bits, "
-                 f"{lanes} fp32 lanes each")
-    else:
-        units, lanes = 2, width // 32
-        basis = (f"assumes 2 FMA units of {width} bits ({lanes} fp32 lanes, from the flags): the number of FMA units "
-                 "is not readable from the OS")
-    per_cycle = lanes * 2 * units
-    return Theoretical(ghz and per_cycle * ghz * cores, cores, ghz, clock, per_cycle, basis)
-
-
 # --- the fastest student path against the yardstick ------------------------------------------------------------
 
 UNIT = {"int8": "GOP/s"}  # int8 rows: the same operation count as fp32, their matrix products done in int8
@@ -331,19 +211,14 @@ class Efficiency:
             raise ValueError(f"{self.row}: a fraction of the yardstick of {self.fraction_of_peak:.0%} is a fault")
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        # the keys summaries had before the yardstick had an engine (tests and older readers use them)
-        out["peak_gflops_per_s"] = self.yardstick and self.yardstick.gflops_per_s
-        return out
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict, old_peak: dict | None = None) -> Efficiency:
-        """Made again under the rule above, never trusted as stored. `old_peak`: the `cpu_fp32_peak` of a summary
-        written before the yardstick had an engine."""
-        stick = data.get("yardstick") or old_peak
-        yardstick = Peak.from_json(stick) if stick else None
-        return efficiency(data.get("precision", "fp32"), data["row"], data["gflops_per_s"],
-                          data["useful_token_share"], yardstick, Theoretical.from_json(data.get("theoretical")))
+    def from_json(cls, data: dict) -> Efficiency:
+        """Made again under the rule above, never trusted as stored."""
+        yardstick = Peak.from_json(data["yardstick"]) if data["yardstick"] else None
+        return efficiency(data["precision"], data["row"], data["gflops_per_s"], data["useful_token_share"],
+                          yardstick, Theoretical.from_json(data["theoretical"]))
 
 
 def efficiency(precision: str, row: str, rate: float, useful: float, yardstick: Peak | None,
@@ -393,28 +268,9 @@ def sentence(e: Efficiency) -> str:
                    f"CPU ({stick}).")
 
 
-def theoretical_text(t: Theoretical, measured: float) -> str:
-    """`measured`: the highest rate the bench saw, which no peak can be below."""
-    if t.gflops_per_s is None:
-        return f"no theoretical peak: the clock is {t.clock}" if t.ghz is None else f"no theoretical peak: {t.basis}"
-    text = (f"theoretical peak {t.gflops_per_s:.0f} GFLOP/s = {t.cores} cores x {t.flops_per_cycle} FLOP/cycle x "
-            f"{t.ghz:.2f} GHz, {t.basis}; clock from {t.clock}")
-    if measured > t.gflops_per_s:  # the clock read is not the clock the cores ran at
-        text += f"; a measured rate is above it, so the cores ran at ≥ {measured / t.cores / t.flops_per_cycle:.2f} GHz"
-    return text
-
-
 def summary_sentences(summary: dict) -> list[str]:
-    """The efficiency lines of a bench summary, new or older (an older one has `compute` for fp32 against a
-    torch.mm `cpu_fp32_peak`, whose stored fraction is not trusted: it is made again under the rule above)."""
-    old = summary.get("cpu_fp32_peak")
-    stored = [(summary.get(key), old if precision == "fp32" else None) for precision, key in COMPUTE_KEYS.items()]
-    return [sentence(Efficiency.from_json(data, peak)) for data, peak in stored if data]
-
-
-# the summary's keys: `compute` (fp32) and `cpu_fp32_peak` (its yardstick) kept the names they had before the
-# other precisions came, for the tests and readers that use them
-COMPUTE_KEYS = {"fp32": "compute", "bf16": "compute_bf16", "int8": "compute_int8"}
+    """The efficiency lines of a bench summary, one per precision it has."""
+    return [sentence(Efficiency.from_json(data)) for data in summary["efficiency"].values()]
 
 
 def summary_fields(rows: list[dict], peak_records: list[dict]) -> dict:
@@ -422,7 +278,5 @@ def summary_fields(rows: list[dict], peak_records: list[dict]) -> dict:
     peaks = [Peak.from_json(r) for r in peak_records]
     theoretical = next((Theoretical.from_json(r["theoretical"]) for r in peak_records if r.get("theoretical")), None)
     found = compute_efficiency(rows, peaks, theoretical)
-    fp32 = best(peaks, "fp32")
     return {"cpu_peaks": [p.to_json() for p in peaks], "cpu_theoretical_peak": theoretical and theoretical.to_json(),
-            "cpu_fp32_peak": fp32 and fp32.to_json(),
-            **{key: found[p].to_json() if p in found else None for p, key in COMPUTE_KEYS.items()}}
+            "efficiency": {precision: e.to_json() for precision, e in found.items()}}

@@ -1,10 +1,9 @@
 """The two choices an export makes by measurement: which fp32 graph to ship (plain or fused) and which int8
 variant (weight type, per-channel, dynamic or static), each checked against the PyTorch reference.
 
-Every int8 variant is quantized from the plain graph, whichever fp32 graph ships. Quantized from the fused graph,
-ONNX Runtime's QAttention and SkipLayerNormalization ran slower than the plain graph's separate ops on this
-project's CPU (AMD EPYC Zen 4, timing batches: teacher 666 vs 584 ms, distilled 388 vs 322, baseline 288 vs
-294), and the static variant's QDQ cannot quantize inside those contrib ops at all.
+Every int8 variant is quantized from the plain graph, whichever fp32 graph ships: quantized from the fused graph,
+ONNX Runtime's QAttention and SkipLayerNormalization ran slower than the plain graph's separate ops whenever both
+were timed (docs/export.md), and the static variant's QDQ cannot quantize inside those contrib ops at all.
 
 Each choice works from one `ChoiceContext` and returns a typed result (what was chosen, why, its Check, the
 candidates' records); export/exporter.py writes export_report.json from those results."""
@@ -39,7 +38,7 @@ def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True, kind:
     try:
         opened = kind.open(path, "cpu", precision, **options)
         return parity.run(opened.run, full, many=lambda batches: opened.run_many(batches, opened.check_mode))
-    except (KeyError, *kind.errors) as exc:
+    except (KeyError, *kind.errors()) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ExportGateError(f"{what} does not run on the tokenizer's inputs: {message}") from None
 

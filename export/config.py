@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -22,12 +23,12 @@ class ExportConfig:
     # auto: run ONNX Runtime's transformer optimizer and keep its graph only if it passes the gates and is
     # faster; always / never.
     optimize: str = "auto"
-    # int8 variants tried (dynamic quantization: weights int8 ahead of time, activations at run time; and static
-    # QDQ, activation scales calibrated on training rows);
-    # the one with the best validation accuracy wins, the faster one when within `int8_tie` of each other
-    # (see export/choose.py for the screening that keeps this within the time budget).
-    int8_candidates: list[str] = field(default_factory=lambda: ["qint8", "qint8-per-channel", "quint8",
-                                                                 "quint8-per-channel", "qdq-static"])
+    # int8 variants tried (export/quantize.py's CANDIDATES); the one with the best validation accuracy wins, the
+    # faster one when within `int8_tie` of each other (export/choose.py screens them). The defaults are the two
+    # dynamic per-channel variants, int8 and uint8 weights, whose speed differs from CPU to CPU: no other
+    # variant has ever shipped (docs/export.md), and each one screened costs every export its quantization and
+    # its validation passes.
+    int8_candidates: list[str] = field(default_factory=lambda: ["qint8-per-channel", "quint8-per-channel"])
     openvino: bool = True  # also write the OpenVINO fp32 and int8 IRs (openvino/, openvino_int8/)
     # training rows (a fixed random sample; never validation or test) that calibrate the static int8 variants:
     # ONNX Runtime's qdq-static and OpenVINO's NNCF int8
@@ -35,9 +36,9 @@ class ExportConfig:
     int8_screen_rows: int = 400  # every variant runs these validation rows; the finalists run the rest
     int8_finalists: int = 2
     int8_tie: float = 0.0025  # 0.25 pt: 4 rows of 1,600, below what one validation split can tell apart
-    # A choice made on speed (fused graph, int8 variant) moves off its default only for a
-    # contender at least this much faster: closer timings are noise here (baseline and distilled, the same
-    # architecture, once got different graphs from 1 % differences), and a rerun must ship the same files.
+    # A choice made on speed (fused graph, int8 variant) moves off its default only for a contender at least this
+    # much faster: closer timings are noise here (baseline and distilled, the same architecture, once got
+    # different graphs from differences of a percent), and a rerun must ship the same files.
     speed_margin: float = 0.05
     validation_rows: int | None = None  # rows of the validation split to check on (None: all)
     # rows in each parity probe (several batch sizes and lengths, with padding); batches of 32 with padding are
@@ -47,3 +48,12 @@ class ExportConfig:
     probe_max_lengths: list[int] = field(default_factory=lambda: [16, 128])
     batch_size: int = 32  # batches of the full validation pass
     gates: Gates = field(default_factory=Gates)
+
+
+def export_config(run_dir: Path, overrides: list[str] = ()) -> ExportConfig:
+    """The run's export settings: its preset's `export` section (recorded in the manifest), then `--set`s."""
+    from kd.config import build_dataclass
+    from kd.runfolder import RunFolder
+
+    manifest = RunFolder(Path(run_dir)).read_manifest()
+    return build_dataclass(ExportConfig, manifest.get("config", {}).get("export") or {}, overrides)

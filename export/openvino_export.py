@@ -10,11 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.choose import run_graph
-from export.engines import Batch, engine, feed
+from export.engines import Batch, engine, feed, not_installed
 from export.engines.openvino import FOLDERS, input_names
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 
 OPENVINO = engine("openvino")
+
+
+def missing_packages() -> str | None:
+    """One line naming what the OpenVINO export lacks (openvino itself, or NNCF for its int8), None: nothing."""
+    return OPENVINO.not_installed() or not_installed("nncf")
 
 
 def checked(parity: ParitySet, reference: Outputs, file: Path, precision: str, what: str) -> Check:

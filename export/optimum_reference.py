@@ -101,7 +101,9 @@ def dump_reference(run_dir: Path, data: str | None = None, batch_size: int = BAT
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kd.cli import choose_preset, default_run_dir, error
+    from kd.config import choose_preset
+    from kd.errors import say_error
+    from kd.runfolder import default_run_dir
 
     p = argparse.ArgumentParser(prog="python -m export.optimum_reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", help="the run's preset (default: as kd chooses it)")
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dump_reference(run_dir, args.data, args.batch_size)
     except KdError as exc:
-        error(str(exc))
+        say_error(str(exc))
         return exc.exit_code
     print(reference_dir(RunFolder(Path(run_dir))))  # the one stdout line: the Makefile hands it to the check
     return 0

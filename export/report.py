@@ -52,7 +52,8 @@ def render(reports: dict[str, dict]) -> str:
         lines.append("")
     for name, r in reports.items():
         lines.append(f"- {name}: graph {r['graph_choice']}; int8 {r['int8_choice']}; "
-                     f"whole export {r['total_seconds']:.0f} s")
+                     f"whole export {r['total_seconds']:.0f} s"
+                     + (f"; {r['openvino_skipped']}" if r.get("openvino_skipped") else ""))
     return "\n".join(lines) + "\n"
 
 

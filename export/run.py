@@ -9,14 +9,7 @@ import numpy as np
 from export.config import ExportConfig
 from export.exporter import export_key, export_model, is_current
 from export.report import write_run_report
-from kd.config import build_dataclass
 from kd.runfolder import RunFolder
-
-
-def export_config(run_dir: Path, overrides: list[str] = ()) -> ExportConfig:
-    """The run's export settings: its preset's `export` section (recorded in the manifest), then `--set`s."""
-    manifest = RunFolder(Path(run_dir)).read_manifest()
-    return build_dataclass(ExportConfig, manifest.get("config", {}).get("export") or {}, overrides)
 
 
 def calibration_texts(texts: list[str], rows: int) -> list[str]:

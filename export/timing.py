@@ -30,7 +30,8 @@ def faster(runners: dict[str, Runner], batches: list[dict], rounds: int = 3, min
            max_rounds: int = 60) -> dict[str, float]:
     """Total seconds per runner over the batches, best of the rounds, the runners interleaved each round so that
     a noisy neighbour slows them alike. At least `rounds`, and more until every runner has been timed for
-    `min_seconds` (up to `max_rounds`): a small model's round takes 10 ms, where one scheduler hiccup is 20 %."""
+    `min_seconds` (up to `max_rounds`): a small model's round takes milliseconds, where one scheduler hiccup is a
+    large share of it."""
     for run in runners.values():
         run(batches[0])  # warm-up: first calls allocate and pick kernels
     best = {name: float("inf") for name in runners}

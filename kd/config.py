@@ -24,9 +24,9 @@ AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 @dataclass
 class DataConfig:
-    # A local folder with train/test files, or a hub dataset id; None means the search order in kd.data.
+    # A local folder with train/test files or a hub dataset id, taken as written (`--data` sets it verbatim);
+    # None: the search order of kd.data.locate_data ($KD_DATA, data/ag_news/, then AG News from the hub).
     source: str | None = None
-    hub_id: str = "fancyzhx/ag_news"
     text_column: str = "text"
     label_column: str = "label"
     # Names of label ids 0..n-1; used when the files hold ids, and to map label names to ids.
@@ -121,6 +121,22 @@ class RunConfig:
 
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def choose_preset(requested: str | None) -> str:
+    """The preset asked for, else `full` where CUDA or MPS is present and `cpu` otherwise (said on stderr)."""
+    if requested:
+        return requested
+    import sys
+
+    from kd.device import detect_device
+
+    device = detect_device()
+    preset = "full" if device in ("cuda", "mps") else "cpu"
+    reason = f"a {device.upper()} device is present" if device != "cpu" else "no CUDA or MPS device was found"
+    print(f"kd: no preset given; using '{preset}' because {reason} (choose with --preset or PRESET=)",
+          file=sys.stderr)
+    return preset
 
 
 def load_config(preset: str, overrides: list[str] = (), sections: dict[str, type] | None = None) -> RunConfig:

@@ -1,7 +1,7 @@
 """Load a text-classification data set, check it, and carve the seeded, stratified validation split.
 
-Search order for the data when none is given: --data, $KD_DATA, <repo>/data/ag_news/,
-<repo>/../shared/data/ag_news/, then the hub dataset id of the preset (data.hub_id).
+Where the data comes from: `data.source` as written (the preset's, or `--data` verbatim), a folder or a hub dataset
+id; when none is given, $KD_DATA, then <repo>/data/ag_news/, then AG News from the hub (AG_NEWS_HUB_ID).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from kd.datafile import FORMATS, normalise, read_file
 from kd.errors import KdError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+AG_NEWS_HUB_ID = "fancyzhx/ag_news"
 
 
 @dataclass
@@ -46,15 +47,14 @@ def fingerprint(ds: Dataset) -> str:
 
 
 def locate_data(cfg: DataConfig) -> str:
-    """The first place in the search order that holds data; a hub id when none does."""
+    """The source as given, else the first place in the search order that holds data; AG News's hub id when none
+    does."""
     if cfg.source:
         return cfg.source
     if os.environ.get("KD_DATA"):
         return os.environ["KD_DATA"]
-    for folder in (REPO_ROOT / "data" / "ag_news", REPO_ROOT.parent / "shared" / "data" / "ag_news"):
-        if _find_split_file(folder, "train"):
-            return str(folder)
-    return cfg.hub_id
+    folder = REPO_ROOT / "data" / "ag_news"
+    return str(folder) if _find_split_file(folder, "train") else AG_NEWS_HUB_ID
 
 
 def load_splits(cfg: DataConfig) -> Splits:

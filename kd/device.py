@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+import os
 
 
 def detect_device() -> str:
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if torch.backends.mps.is_available():
@@ -24,6 +26,8 @@ def resolve_precision(requested: str, device: str) -> str:
         raise KdError(f"train.precision={requested!r}: expected auto, fp32, bf16 or fp16")
     if requested != "auto":
         return requested
+    import torch
+
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -33,8 +37,6 @@ def resolve_precision(requested: str, device: str) -> str:
 
 def cpu_count() -> int:
     """CPUs this process may run on (a container's CPU limit included), not the host's count."""
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS

@@ -25,7 +25,9 @@ def tokenizer_fingerprint(tokenizer, max_length: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
+def tokenize(ds: Dataset, tokenizer, max_length: int, fingerprint: str | None = None) -> Dataset:
+    """`fingerprint`: the result's datasets fingerprint, where the caller has a key for what made it; without one,
+    datasets hashes `encode` with the tokenizer inside it, vocabulary and all (seconds per call)."""
     names = set(tokenizer.model_input_names)
 
     def encode(batch):
@@ -34,7 +36,8 @@ def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
         out["length"] = [len(ids) for ids in enc["input_ids"]]
         return out
 
-    return ds.map(encode, batched=True, remove_columns=["text"], desc="tokenize", load_from_cache_file=False)
+    return ds.map(encode, batched=True, remove_columns=["text"], desc="tokenize", load_from_cache_file=False,
+                  new_fingerprint=fingerprint)
 
 
 def tokenized(ds: Dataset, data_fp: str, tokenizer, max_length: int, cache_root: Path, state) -> Dataset:
@@ -50,7 +53,7 @@ def tokenized(ds: Dataset, data_fp: str, tokenizer, max_length: int, cache_root:
                 print(f"kd: tokenized cache {folder} not used: {why}; tokenizing again", flush=True)
             if why:
                 with atomic_dir(folder) as tmp:
-                    tokenize(ds, tokenizer, max_length).save_to_disk(str(tmp))
+                    tokenize(ds, tokenizer, max_length, fingerprint=key).save_to_disk(str(tmp))
                     cache.write_record(tmp / cache.RECORD, made_from, _data_files(tmp))
         return load_from_disk(str(folder))
 

@@ -14,17 +14,22 @@ from kd.device import cpu_count
 from kd.runfolder import RunFolder
 
 PACKAGES = ("kd-bench", "torch", "transformers", "tokenizers", "datasets", "accelerate", "scikit-learn",
-            "onnx", "onnxruntime", "onnxruntime-gpu")
+            "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf")
 
 
-def package_versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
+def installed_versions(names) -> dict[str, str]:
+    """The version of each distribution that is installed (read from its metadata: nothing is imported)."""
+    found = {}
+    for name in names:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             pass
     return found
+
+
+def package_versions() -> dict[str, str]:
+    return {"python": sys.version.split()[0], **installed_versions(PACKAGES)}
 
 
 def git_commit() -> str | None:

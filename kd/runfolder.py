@@ -37,6 +37,11 @@ MODEL_NAMES = ("teacher", "baseline", "distilled")
 FORMAT_VERSION = 2
 
 
+def default_run_dir(name: str) -> Path:
+    """runs/<preset or study> ($KD_RUNS instead of runs/)."""
+    return Path(os.environ.get("KD_RUNS", "runs")) / name
+
+
 @dataclass(frozen=True)
 class RunFolder:
     root: Path

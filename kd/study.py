@@ -26,16 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import numpy as np
 import yaml
 
 from kd.config import RunConfig, build_dataclass, load_config
 from kd.errors import KdError
 from kd.manifest import cpu_model
-from kd.metrics import ECE_BINS, Interval, mean_interval, paired_difference
-from kd.report import figure_png
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, write_bytes, write_json, write_text
+
+# scipy, scikit-learn (kd.metrics) and matplotlib are imported by the functions that aggregate and plot: `kd study
+# --help` and the study's checks need none of them.
 
 STUDY_DIR = Path(__file__).parent / "studies"
 METHODS = ("baseline", "distilled")  # compared seed by seed; the teacher is reported beside them
@@ -126,11 +125,13 @@ def cells(study: StudyConfig) -> list[Cell]:
 
 
 def cell_config(study: StudyConfig, cell: Cell, data: str | None, sections: dict[str, type]) -> RunConfig:
-    overrides = [*cell.overrides, *([f"data.source={data}"] if data else [])]
     try:
-        return load_config(study.base, overrides, sections)
+        cfg = load_config(study.base, list(cell.overrides), sections)
     except KdError as exc:
         raise KdError(f"{study.file}: cell {cell.name}: {exc}") from None
+    if data:
+        cfg.data.source = data  # as written, like kd's --data
+    return cfg
 
 
 # ---- running the grid ----------------------------------------------------------------------------------
@@ -245,6 +246,8 @@ class Group:
 
 
 def aggregate(record: dict) -> list[Group]:
+    from kd.metrics import mean_interval, paired_difference
+
     finished = [c for c in record["cells"] if c.get("state") == "finished"]
     keys = list(dict.fromkeys((c["budget"], c["depth"]) for c in finished))
     groups = []
@@ -264,6 +267,8 @@ def aggregate(record: dict) -> list[Group]:
 
 
 def write_study_report(root: Path) -> dict:
+    from kd.metrics import ECE_BINS
+
     record = _read_record(root)
     if not record.get("cells"):
         raise KdError(f"{root}: no study.json with cells; run `kd study <name>` first")
@@ -292,6 +297,8 @@ def _ci(d: dict, scale: float = 1, spec: str = ".2f") -> str:
 
 def _verdict(diff: dict) -> str:
     """The accuracy difference's verdict (higher is better)."""
+    from kd.metrics import Interval
+
     d = Interval(**diff["difference"])
     if d.n < 2:
         return "one seed: no interval"
@@ -305,6 +312,8 @@ def _label(g: Group) -> str:
 
 
 def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
+    from kd.metrics import ECE_BINS
+
     cells_done = [c for c in record["cells"] if c.get("state") == "finished"]
     planned = len(record["cells"]) - len(cells_done)
     first = cells_done[0]
@@ -400,6 +409,10 @@ def in_words(groups: list[Group], cfg: RunConfig) -> list[str]:
 def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> bytes:
     """One column per student depth, one row per metric: the mean against labelled rows (log x) with its CI band,
     per model."""
+    import numpy as np
+
+    from kd.report import figure_png, plt
+
     depths = list(dict.fromkeys(g.depth for g in groups))
     fig, axes = plt.subplots(len(panels), len(depths), figsize=(5.5 * len(depths), 3.8 * len(panels)),
                              squeeze=False, layout="constrained")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, sample_rows, tree_state, write_csv
 
+from cli.main import main
 from kd import models
-from kd.cli import main
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Case:
     input: str  # the first column of the table in docs/reliability.md
     message: str  # what the one error line must contain (no paths: they differ per machine)
     argv: Callable[[Path, Path], list]  # (scratch folder, run folder) -> kd arguments
+    in_scratch: bool = False  # kd runs in the scratch folder (for a --data path relative to where kd runs)
 
 
 def data(tmp: Path, train=None, test=None, header=("label", "text")) -> Path:
@@ -43,6 +44,16 @@ def data(tmp: Path, train=None, test=None, header=("label", "text")) -> Path:
         else:
             write_csv(path, rows if rows is not None else default, header)
     return folder
+
+
+def data_named(name: str) -> Callable[[Path, Path], list]:
+    """--data NAME, relative to the scratch folder kd runs in: a folder of that name whose train.csv has no rows,
+    so the error names the file under the folder exactly as given (never read as YAML)."""
+    def argv(tmp: Path, run: Path) -> list:
+        shutil.move(data(tmp, train="label,text\n"), tmp / name)
+        return ["train-all", "--preset", "smoke", "--run-dir", run, "--data", name]
+
+    return argv
 
 
 def train_all(*extra) -> Callable[[Path, Path], list]:
@@ -152,6 +163,12 @@ CATALOGUE = [
     # data
     Case("data folder missing", "does not exist: expected a folder with train.csv and test.csv",
          lambda tmp, run: ["train-all", "--preset", "smoke", "--run-dir", run, "--data", tmp / "nowhere"]),
+    Case("--data with ' #' in the path", "my #set/train.csv: has a header but no rows", data_named("my #set"),
+         in_scratch=True),
+    Case("--data a folder named 2024", "2024/train.csv: has a header but no rows", data_named("2024"),
+         in_scratch=True),
+    Case("--data with a colon in the path", "news: v2/train.csv: has a header but no rows", data_named("news: v2"),
+         in_scratch=True),
     Case("train or test file missing", "no test.csv, test.jsonl or test.parquet found",
          lambda tmp, run: ["train-all", "--preset", "smoke", "--run-dir", run, "--data",
                            (data(tmp), (tmp / "data/test.csv").unlink(), tmp / "data")[-1]]),
@@ -250,7 +267,10 @@ def run_kd(argv, capsys) -> str:
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.input for c in CATALOGUE])
-def test_bad_input_gives_one_line_exit_2_and_leaves_the_run_as_it_was(case, smoke_copy, tmp_path, capsys):
+def test_bad_input_gives_one_line_exit_2_and_leaves_the_run_as_it_was(case, smoke_copy, tmp_path, capsys,
+                                                                     monkeypatch):
+    if case.in_scratch:
+        monkeypatch.chdir(tmp_path)
     argv = case.argv(tmp_path, smoke_copy)
     before = tree_state(smoke_copy)
     line = run_kd(argv, capsys)

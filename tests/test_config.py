@@ -23,7 +23,7 @@ def test_overrides_are_typed_and_nested():
 
 
 def test_a_preset_pins_export_settings_that_kd_export_set_overrides(tmp_path):
-    from export.run import export_config
+    from export.config import export_config
     from kd.runfolder import RunFolder
 
     run = RunFolder(tmp_path / "run")
@@ -41,7 +41,7 @@ def test_a_preset_pins_export_settings_that_kd_export_set_overrides(tmp_path):
     ("export.optimise=never", "unknown key export.optimise"),  # the export section is checked up front too
 ])
 def test_bad_overrides_name_the_key(override, message):
-    from kd.cli import SECTIONS
+    from cli.main import SECTIONS
 
     with pytest.raises(KdError, match=message):
         load_config("smoke", [override], SECTIONS)

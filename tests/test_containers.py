@@ -31,6 +31,14 @@ def test_docker_verbs_pass_the_settings_into_the_container():
                    "CONTAINER_ENGINE=podman", "IMAGE=cuda")
     assert "scripts/container-run.sh kd-bench:cuda make bench PRESET=smoke RUN=runs/x" in out
     assert "'BENCH_ARGS=--bench-samples 100'" in out
+    # the data folder mounted: the one above $KD_DATA (the tests' own data), which holds ag_news/
+    mounted = make_dry("docker-bench", "CONTAINER_ENGINE=podman", KD_DATA="/somewhere/data/ag_news")
+    assert 'HOST_DATA="/somewhere/data/"' in mounted
+
+
+def test_data_reaches_kd_as_one_argument_taken_as_written():
+    out = make_dry("train-all", "PRESET=smoke", "DATA=/data/my #set", KD_IMAGE="1", VENV="/opt/venv")
+    assert "--data '/data/my #set'" in out
 
 
 @pytest.fixture
@@ -142,3 +150,17 @@ def test_cuda_image_record_is_of_the_inputs_and_not_of_itself(tmp_path):
     with (root / "requirements.txt").open("a") as f:
         f.write("# a change\n")
     assert inputs_hash(root) != before
+
+
+def test_the_images_copy_every_package_of_the_project():
+    """A package left out of a Dockerfile (or of .dockerignore's allow list) installs and then fails to import."""
+    import tomllib
+
+    included = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = [p.rstrip("*") for p in included["include"]]
+    assert {"kd", "cli", "export", "bench"} <= set(packages)
+    allowed = (REPO / ".dockerignore").read_text().splitlines()
+    for package in packages:
+        assert f"!{package}" in allowed, package
+        for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+            assert f"COPY {package} {package}" in (REPO / name).read_text().splitlines(), (name, package)

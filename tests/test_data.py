@@ -9,8 +9,9 @@ from datasets import Dataset
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kd.config import DataConfig
-from kd.data import fingerprint, load_splits, locate_data, stratified_split
+from kd import data as data_module
+from kd.config import DataConfig, load_config
+from kd.data import AG_NEWS_HUB_ID, fingerprint, load_splits, locate_data, stratified_split
 from kd.datafile import read_file
 from kd.errors import KdError
 
@@ -44,12 +45,26 @@ def test_stratified_split_draws_the_rows_train_test_split_draws(small_data):
             assert ours[part]["text"][:] == theirs[part]["text"][:]
 
 
-def test_real_ag_news_is_found_without_a_path(monkeypatch):
+def test_the_data_is_the_source_as_given_else_kd_data_else_data_folder_else_the_hub(monkeypatch, tmp_path):
+    monkeypatch.setattr(data_module, "REPO_ROOT", tmp_path)
     monkeypatch.delenv("KD_DATA", raising=False)
+    assert locate_data(DataConfig()) == AG_NEWS_HUB_ID  # nothing local: AG News from the hub
+    write_csv(tmp_path / "data" / "ag_news" / "train.csv", sample_rows("train", 2))
+    assert locate_data(DataConfig()) == str(tmp_path / "data" / "ag_news")
+    monkeypatch.setenv("KD_DATA", str(AG_NEWS))
     assert locate_data(DataConfig()) == str(AG_NEWS)
-    monkeypatch.setenv("KD_DATA", "/somewhere/else")
-    assert locate_data(DataConfig()) == "/somewhere/else"
-    assert locate_data(DataConfig(source="/given")) == "/given"
+    for source in ("/given", "someone/their_dataset", "2024", "/data/my #set", "news: v2"):
+        assert locate_data(DataConfig(source=source)) == source  # ahead of $KD_DATA and data/, verbatim
+
+
+def test_a_presets_hub_id_is_honoured_and_the_old_hub_id_key_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_DATA", str(AG_NEWS))
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("data: {source: someone/their_dataset}\n")
+    assert locate_data(load_config(str(preset)).data) == "someone/their_dataset"
+    preset.write_text("data: {hub_id: someone/their_dataset}\n")
+    with pytest.raises(KdError, match="unknown key data.hub_id"):
+        load_config(str(preset))
 
 
 def test_train_rows_subsample_is_stratified(small_data):

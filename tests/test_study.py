@@ -12,7 +12,7 @@ import pytest
 from conftest import ENV, REPO, tree_state
 from scipy import stats
 
-from kd.cli import SECTIONS
+from cli.main import SECTIONS
 from kd.errors import KdError
 from kd.study import ALL, cell_config, cells, load_study
 

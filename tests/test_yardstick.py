@@ -1,12 +1,13 @@
 """The bench's GFLOP/s yardstick (bench/yardstick.py): the rates' arithmetic, the best engine per precision, the
-rule that no fraction above 100 % is ever printed, older summaries still read, and the theoretical peak read
-from sample lscpu and /proc/cpuinfo texts."""
+rule that no fraction above 100 % is ever printed, the summary's fields, and the theoretical peak read from sample
+lscpu and /proc/cpuinfo texts (bench/cpu.py)."""
 
 import re
 
 import pytest
 
-from bench.summary import build_summary, render
+from bench.cpu import read_cpu, theoretical_peak
+from bench.summary import build_summary
 from bench.yardstick import (
     BENCH_STICKS,
     Efficiency,
@@ -15,13 +16,16 @@ from bench.yardstick import (
     compute_efficiency,
     efficiency,
     measure,
-    read_cpu,
     runtime_precisions,
     summary_fields,
     summary_sentences,
-    theoretical_peak,
     unavailable,
 )
+
+
+def lines(*found: Efficiency) -> list[str]:
+    """The summary's efficiency lines for these efficiencies, as a summary stores them."""
+    return summary_sentences({"efficiency": {e.precision: e.to_json() for e in found}})
 
 
 def peak(engine: str, precision: str, rate: float, n: int = 2048) -> Peak:
@@ -61,7 +65,7 @@ def test_the_yardstick_is_the_fastest_engine_of_the_rows_precision():
     assert fp32.fraction_of_peak == pytest.approx(120 / 160) and fp32.useful_token_share == pytest.approx(0.9)
     assert (int8.row, int8.yardstick.engine, int8.fraction_of_peak) == ("distilled-onnxruntime-cpu-int8", "openvino",
                                                                        pytest.approx(0.5))
-    text = summary_sentences({"compute": fp32.to_json(), "compute_int8": int8.to_json()})
+    text = lines(fp32, int8)
     assert text[0].startswith("Fastest fp32 student path: distilled-onnxruntime-cpu-fp32 at 120 GFLOP/s")
     assert "= 75% of the best fp32 matrix-product rate measured on this CPU (onnxruntime MatMul 2048², 160" in text[0]
     assert "320 GOP/s" in text[1] and "= 50% of the best int8" in text[1] and "(openvino MatMul 2048², 640" in text[1]
@@ -74,39 +78,26 @@ def test_no_fraction_above_100_percent_is_ever_printed():
     assert efficiency("fp32", "r", 100, 1.0, yardstick).fraction_of_peak == 1.0  # equal is still a fraction
     with pytest.raises(ValueError, match="176%"):
         Efficiency("fp32", "r", 176, 0.99, yardstick, 1.76)
-    line = summary_sentences({"compute": faster.to_json()})[0]
+    line = lines(faster)[0]
     assert "no fraction is given" in line and all(p <= 100 for p in percentages(line)), line
-    # a summary stored with a fraction above 1 (hand-edited, or written before this rule) is judged again
+    # a summary stored with a fraction above 1 (hand-edited) is judged again
     stored = faster.to_json() | {"fraction_of_peak": 1.76}
-    assert all(p <= 100 for p in percentages(summary_sentences({"compute": stored})[0]))
+    assert all(p <= 100 for p in percentages(summary_sentences({"efficiency": {"fp32": stored}})[0]))
 
 
-def test_an_older_summary_still_renders_against_its_torch_mm_rate():
-    """Before the yardstick had engines: `cpu_fp32_peak` {gflops_per_s, matrix, threads} and a flat `compute`."""
-    old = {"config": {}, "machine": {}, "rows": [], "skipped": {},
-           "cpu_fp32_peak": {"gflops_per_s": 200.0, "matrix": 2048, "threads": 2},
-           "compute": {"row": "distilled-onnxruntime-cpu-fp32", "gflops_per_s": 150.0, "useful_token_share": 0.99,
-                       "peak_gflops_per_s": 200.0, "fraction_of_peak": 0.75}}
-    assert "= 75% of the best fp32 matrix-product rate measured on this CPU (torch.mm 2048², 200" in render(old)
-    old["cpu_fp32_peak"]["gflops_per_s"] = 85.0  # the 176 % of issue 14
-    old["compute"]["fraction_of_peak"] = 150 / 85
-    assert "no fraction is given" in render(old) and all(p <= 100 for p in percentages(render(old)))
-    del old["compute"]
-    assert "Fastest" not in render(old)
-
-
-def test_a_new_summary_keeps_the_keys_older_readers_use():
+def test_the_summary_keeps_every_peak_and_one_efficiency_per_precision_it_has():
     rows = [row("distilled", "onnxruntime", "fp32", 300, 120), row("distilled", "openvino", "bf16", 400, 150)]
-    records = [{"kind": "peak", "gflops_per_s": 110.0, "matrix": 2048, "threads": 2},  # an older bench's record
+    records = [peak("pytorch", "fp32", 110).to_json() | {"kind": "peak", "device": "cpu"},  # as the bench writes it
                peak("openvino", "fp32", 160).to_json(), peak("openvino", "bf16", 300).to_json()]
     fields = summary_fields(rows, records)
-    assert fields["cpu_fp32_peak"]["gflops_per_s"] == 160 and fields["cpu_fp32_peak"]["engine"] == "openvino"
-    assert fields["compute"]["fraction_of_peak"] == pytest.approx(0.75)
-    assert fields["compute"]["peak_gflops_per_s"] == 160
-    assert fields["compute_bf16"]["fraction_of_peak"] == pytest.approx(0.5) and fields["compute_int8"] is None
-    assert fields["cpu_peaks"][0]["engine"] == "pytorch" and fields["cpu_theoretical_peak"] is None
+    assert set(fields["efficiency"]) == {"fp32", "bf16"}  # no int8 row, no int8 line
+    assert fields["efficiency"]["fp32"]["fraction_of_peak"] == pytest.approx(0.75)
+    assert fields["efficiency"]["fp32"]["yardstick"]["engine"] == "openvino"
+    assert fields["efficiency"]["bf16"]["fraction_of_peak"] == pytest.approx(0.5)
+    assert [p["engine"] for p in fields["cpu_peaks"]] == ["pytorch", "openvino", "openvino"]
+    assert fields["cpu_theoretical_peak"] is None
     empty = build_summary({"benchmarks": []})
-    assert empty["compute"] is None and empty["cpu_fp32_peak"] is None and empty["cpu_peaks"] == []
+    assert empty["efficiency"] == {} and empty["cpu_peaks"] == [] and empty["format"] == 2
 
 
 ZEN4_LSCPU = """Architecture:                            x86_64
@@ -148,9 +139,8 @@ def test_the_theoretical_peak_of_zen_4_counts_its_256_bit_fma_pipes():
     assert "Zen 3/Zen 4" in t.basis and "/proc/cpuinfo" in t.clock  # the first processor's clock, no max MHz
     # the measured rate above it: the line says the cores ran faster than the clock read
     e = efficiency("fp32", "r", 100, 1.0, peak("onnxruntime", "fp32", 187), t)
-    assert "theoretical peak 166 GFLOP/s = 2 cores x 32 FLOP/cycle x 2.60 GHz" in summary_sentences(
-        {"compute": e.to_json()})[0]
-    assert "the cores ran at ≥ 2.92 GHz" in summary_sentences({"compute": e.to_json()})[0]
+    assert "theoretical peak 166 GFLOP/s = 2 cores x 32 FLOP/cycle x 2.60 GHz" in lines(e)[0]
+    assert "the cores ran at ≥ 2.92 GHz" in lines(e)[0]
     assert theoretical_peak(read_cpu("", ZEN4_CPUINFO), cpus=2).gflops_per_s == t.gflops_per_s  # no lscpu
 
 
@@ -164,8 +154,7 @@ def test_an_unknown_family_assumes_two_fma_units_and_says_so():
 def test_no_theoretical_peak_is_claimed_without_a_clock_or_a_vector_width():
     no_clock = theoretical_peak(read_cpu(ZEN4_LSCPU, ""), cpus=2)
     assert no_clock.gflops_per_s is None and "not readable" in no_clock.clock
-    line = summary_sentences({"compute": efficiency("fp32", "r", 50, 1.0, peak("pytorch", "fp32", 100),
-                                                    no_clock).to_json()})[0]
+    line = lines(efficiency("fp32", "r", 50, 1.0, peak("pytorch", "fp32", 100), no_clock))[0]
     assert "no theoretical peak: the clock is not readable" in line
     no_fma = theoretical_peak(read_cpu(ZEN4_LSCPU.replace("fma avx avx2 avx512f", "avx"), ZEN4_CPUINFO), cpus=2)
     assert no_fma.gflops_per_s is None and "FMA width is unknown" in no_fma.basis

@@ -2,7 +2,9 @@
 and run it only through these classes, so each engine's loading, running and limits are written once.
 
 An engine is one module of this package holding one `Engine` subclass; defining the class registers it under
-its `name` (the bench's backend column). Adding one (OpenVINO, say) is one new file here.
+its `name` (the bench's backend column). Adding one is one new file here. A module imports its runtime (torch,
+onnxruntime, openvino) only inside the methods that run a model, so the engines are listed, and an engine whose
+`package` is not installed is reported as unavailable, without importing any runtime.
 
     engine = load("onnxruntime", "runs/cpu/onnx/distilled/model.onnx")
     logits = engine.run(batch)  # a tokenized batch (numpy arrays) -> logits (numpy float32)
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,13 +51,16 @@ class Engine:
     files: ClassVar[dict[str, str]]  # precision -> the model's file in its folder of a run
     file_suffix: ClassVar[str | None]  # a file it loads on its own (".onnx"); None: it loads a model folder
     made_by: ClassVar[str]  # what writes its files into a run folder ("make export")
-    errors: ClassVar[tuple[type[Exception], ...]] = ()  # what it raises for a model that does not load or run
+    package: ClassVar[str]  # the Python package it runs on (its distribution's name on PyPI)
     # how it can score many batches (`run_many`'s modes); the bench times each and keeps the fastest
     bulk_modes: ClassVar[tuple[str, ...]] = ("sync",)
     # the mode export's validation passes use: its fastest on this project's CPU (the bench times them all)
     check_mode: ClassVar[str] = "sync"
     # `open`'s options for the bench: the settings a user would deploy when the model has the cores to itself
     bench_options: ClassVar[dict] = {}
+    # True for an engine whose first call on an input shape builds kernels for it: the bench runs each shape once
+    # before timing it (bench/workload.py, RowState.warm), as a deployed model has seen it
+    compiles_per_shape: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -81,11 +87,21 @@ class Engine:
         return next((p for p, name in cls.files.items() if name == Path(file).name), "fp32")
 
     @classmethod
+    def errors(cls) -> tuple[type[Exception], ...]:
+        """What it raises for a model that does not load or run."""
+        return ()
+
+    @classmethod
+    def not_installed(cls) -> str | None:
+        """One line naming the package when it is not installed (None: it is)."""
+        return not_installed(cls.package)
+
+    @classmethod
     def unavailable(cls, device: str, precision: str) -> str | None:
         """Why this machine cannot run the engine on `device` in `precision` (None: it can)."""
         if (device, precision) not in cls.offers:
             return f"{cls.name} offers no {precision} on {device}"
-        return cls.machine_lacks(device, precision)
+        return cls.not_installed() or cls.machine_lacks(device, precision)
 
     @classmethod
     def machine_lacks(cls, device: str, precision: str) -> str | None:
@@ -127,6 +143,15 @@ class Engine:
     def describe(self) -> dict:
         return {"engine": self.name, "device": self.device, "precision": self.precision,
                 "file": None if self.file is None else str(self.file), "size_mb": self.size_mb}
+
+
+def not_installed(package: str) -> str | None:
+    """One line naming `package` when it is not installed (None: it is), found without importing it."""
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a package whose import machinery is broken counts as missing
+        found = False
+    return None if found else f"{package} is not installed (pip install {package}; requirements.txt pins it)"
 
 
 @functools.cache

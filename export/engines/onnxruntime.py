@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from export.engines import Batch, Engine, feed
-from kd.device import cpu_count, detect_device
+from kd.device import cpu_count
 from kd.runfolder import RunFolder
 
-# what ONNX Runtime raises for a graph that does not load or run (they derive from Exception only)
-ORT_ERRORS = tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in
-                   ("Fail", "InvalidArgument", "InvalidGraph", "RuntimeException", "NoSuchFile"))
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def session_options(spinning: bool = False, threads: int | None = None) -> ort.SessionOptions:
     """`threads`: fewer intra-op threads than the CPUs this process may use (the default), to leave some free."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     # ORT sizes its pool from the host's cores; inside a container or under taskset that oversubscribes.
     opts.intra_op_num_threads = threads or cpu_count()
@@ -25,7 +26,7 @@ def session_options(spinning: bool = False, threads: int | None = None) -> ort.S
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     # ORT's threads spin after each call by default, stealing the cores from whatever runs next (PyTorch in a
-    # side-by-side timing, the tokenizer in a service); on 2 cores that made PyTorch look 10x slower. So they
+    # side-by-side timing, the tokenizer in a service); on 2 cores that made PyTorch look many times slower. So they
     # spin only when asked (`spinning`): the bench, which gives each row the cores to itself, as a user who
     # deploys the model alone would.
     if not spinning:
@@ -36,10 +37,12 @@ def session_options(spinning: bool = False, threads: int | None = None) -> ort.S
 def session(path: Path, providers: list[str], plain: bool = False, spinning: bool = False,
             threads: int | None = None) -> ort.InferenceSession:
     """`plain`: ONNX Runtime's defaults, as a user who loads the file would run it."""
+    import onnxruntime as ort
+
     if plain:
         return ort.InferenceSession(str(path), providers=providers)
-    # ONNX Runtime's own SkipLayerNormFusion (Add + LayerNormalization) made the int8 students 11 % slower at
-    # batch 32 on this project's CPU (791 vs 712 samples/s; fp32 unchanged, 307 vs 307), so it is left out.
+    # ONNX Runtime's own SkipLayerNormFusion (Add + LayerNormalization) made the int8 students slower at batch 32
+    # and fp32 no faster (docs/export.md), so it is left out.
     return ort.InferenceSession(str(path), session_options(spinning, threads), providers=providers,
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
@@ -51,7 +54,7 @@ class OnnxRuntimeEngine(Engine):
     files = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
     file_suffix = ".onnx"
     made_by = "make export"
-    errors = ORT_ERRORS
+    package = "onnxruntime"
     bench_options = {"spinning": True}
 
     def __init__(self, sess: ort.InferenceSession, file: Path, device: str, precision: str):
@@ -64,7 +67,19 @@ class OnnxRuntimeEngine(Engine):
         return run.onnx_dir(model)
 
     @classmethod
+    def errors(cls) -> tuple[type[Exception], ...]:
+        """What ONNX Runtime raises for a graph that does not load or run (they derive from Exception only)."""
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        return tuple(getattr(state, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "RuntimeException",
+                                                 "NoSuchFile"))
+
+    @classmethod
     def machine_lacks(cls, device: str, precision: str) -> str | None:
+        import onnxruntime as ort
+
+        from kd.device import detect_device
+
         if device == "cuda" and precision == "int8":
             return "ONNX Runtime's dynamic int8 has no CUDA kernels (MatMulInteger runs on the CPU provider only)"
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():

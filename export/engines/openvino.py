@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import openvino as ov
 
 from export.engines import Batch, Engine, feed
 from kd.device import cpu_count
 from kd.runfolder import RunFolder
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 FOLDERS = {"fp32": "openvino", "bf16": "openvino", "int8": "openvino_int8"}  # one fp32 IR serves fp32 and bf16
 # OpenVINO runs an fp32 IR in bf16 by default on CPUs that have it: fp32 must be asked for. The int8 IR keeps
@@ -24,6 +27,8 @@ LATENCY, THROUGHPUT = "LATENCY", "THROUGHPUT"
 
 @functools.cache
 def core() -> ov.Core:
+    import openvino as ov
+
     return ov.Core()
 
 
@@ -43,11 +48,12 @@ class OpenVinoEngine(Engine):
     files = dict.fromkeys(FOLDERS, "model.xml")  # (and model.bin beside it)
     file_suffix = ".xml"
     made_by = "make export"
-    errors = (RuntimeError,)  # what openvino raises for an IR that does not compile or run
+    package = "openvino"
     # Bulk scoring runs one synchronous request at a time (the LATENCY hint) or an asynchronous queue of requests
     # (the THROUGHPUT hint: several streams, each on a share of the threads); the bench keeps the faster.
     bulk_modes = ("sync", "async")
     check_mode = "async"  # on 2 cores the queue scored the validation split faster than one request at a time
+    compiles_per_shape = True  # the CPU plugin builds its kernels for each input shape on first sight
 
     def __init__(self, model: ov.Model, file: Path, device: str, precision: str):
         super().__init__(file, device, precision)
@@ -70,6 +76,10 @@ class OpenVinoEngine(Engine):
     @classmethod
     def precision_of(cls, file: Path) -> str:
         return "int8" if Path(file).parent.name == FOLDERS["int8"] else "fp32"
+
+    @classmethod
+    def errors(cls) -> tuple[type[Exception], ...]:
+        return (RuntimeError,)  # what openvino raises for an IR that does not compile or run
 
     @classmethod
     def machine_lacks(cls, device: str, precision: str) -> str | None:
@@ -100,6 +110,8 @@ class OpenVinoEngine(Engine):
     @functools.cached_property
     def queue(self) -> ov.AsyncInferQueue:
         """As many requests as the THROUGHPUT hint's streams want, made once: `run_many` reuses them."""
+        import openvino as ov
+
         return ov.AsyncInferQueue(self.compiled(THROUGHPUT))
 
     def run_many(self, batches: list[Batch], mode: str = "sync") -> list[np.ndarray]:

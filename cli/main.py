@@ -1,4 +1,5 @@
-"""The `kd` command: one verb per pipeline stage, each taking --preset, --data, --run-dir and --set."""
+"""The `kd` command: one verb per pipeline stage, each taking --preset, --data, --run-dir and --set. Building the
+parser imports the settings' dataclasses and nothing heavier; a verb imports its stage when it runs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import sys
 from pathlib import Path
 
 from export.config import ExportConfig
-from kd.config import available_presets, load_config
-from kd.errors import KdError
+from kd.config import available_presets, choose_preset, load_config
+from kd.errors import KdError, say_error
+from kd.runfolder import default_run_dir
 
 VERBS = {
     "train-all": "evaluate or fine-tune the teacher, train baseline and distilled students, write the report",
@@ -39,19 +41,6 @@ BENCH_VERBS = {
 }
 
 
-def choose_preset(requested: str | None) -> str:
-    if requested:
-        return requested
-    from kd.device import detect_device
-
-    device = detect_device()
-    preset = "full" if device in ("cuda", "mps") else "cpu"
-    reason = f"a {device.upper()} device is present" if device != "cpu" else "no CUDA or MPS device was found"
-    print(f"kd: no preset given; using '{preset}' because {reason} (choose with --preset or PRESET=)",
-          file=sys.stderr)
-    return preset
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kd", description="Distil a BERT teacher into a DistilBERT student.")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -72,15 +61,17 @@ def parser() -> argparse.ArgumentParser:
             from kd.study import available_studies
 
             p.add_argument("study", help=f"one of {available_studies()} or a study YAML file (kd/studies/)")
-            p.add_argument("--data", help="data folder or hub dataset id, for every cell (default: as for a run)")
+            p.add_argument("--data", help="data folder or hub dataset id, taken as written, for every cell (default: "
+                           "as for a run)")
             p.add_argument("--run-dir", type=Path, help="study folder (default: runs/<study>)")
             p.add_argument("--report", action="store_true", help="only rebuild study.md, .json and the plots "
                            "from the cells already finished")
             continue
         p.add_argument("--preset", help=f"one of {available_presets()} or a YAML file "
                        "(default: full with CUDA/MPS, else cpu)")
-        p.add_argument("--data", help="data folder (train/test .csv/.jsonl/.parquet) or hub dataset id "
-                       "(default: $KD_DATA, data/ag_news/, ../shared/data/ag_news/, then the preset's hub id)")
+        p.add_argument("--data", help="data folder (train/test .csv/.jsonl/.parquet) or hub dataset id, taken as "
+                       "written (default: the preset's data.source, else $KD_DATA, data/ag_news/, then AG News "
+                       "from the hub)")
         p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>)")
         if verb in BENCH_VERBS:
             add_bench_options(p, verb)
@@ -136,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except KdError as exc:
-        error(str(exc))
+        say_error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("kd: interrupted", file=sys.stderr)
@@ -145,15 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         message = disk_error(exc)
         if message is None:
             raise
-        error(f"{message}; free space or choose another --run-dir (RUN=...); files already finished were left "
-              "as they were")
+        say_error(f"{message}; free space or choose another --run-dir (RUN=...); files already finished were "
+                  "left as they were")
         return 2
-
-
-def error(message: str) -> None:
-    """One line on stderr; under torchrun only the first process says it (every process hits the same error)."""
-    if os.environ.get("RANK", "0") == "0":
-        print(f"kd: error: {message}", file=sys.stderr)
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -176,11 +161,11 @@ def launch(argv: list[str], nproc: int) -> int:
     i = argv.index("--nproc") if "--nproc" in argv else None
     argv = [a for a in argv if not a.startswith("--nproc=")] if i is None else argv[:i] + argv[i + 2:]
     try:
-        torchrun(get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "kd", *argv]))
+        torchrun(get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "cli", *argv]))
     except ChildFailedError as exc:  # the process that failed has said why (kd: error: ...) unless it was killed
         rank, failure = exc.get_first_failure()
         if failure.exitcode < 0:
-            error(f"process {rank} of {nproc} was killed by signal {-failure.exitcode}; the run folder keeps the "
+            say_error(f"process {rank} of {nproc} was killed by signal {-failure.exitcode}; the run folder keeps the "
                   "stages already finished and the last whole checkpoint")
         return failure.exitcode if failure.exitcode > 0 else 1
     return 0
@@ -201,10 +186,6 @@ def disk_error(exc: BaseException) -> str | None:
     return None
 
 
-def default_run_dir(preset: str) -> Path:
-    return Path(os.environ.get("KD_RUNS", "runs")) / preset
-
-
 def run(args) -> int:
     if args.verb in EXPORT_VERBS:
         return run_export_verb(args)
@@ -220,11 +201,9 @@ def run(args) -> int:
         else:
             run_study(study, root, args.data, SECTIONS)
         return 0
-    preset = choose_preset(args.preset)
-    overrides = list(args.overrides)
+    cfg = load_config(choose_preset(args.preset), args.overrides, SECTIONS)
     if args.data:
-        overrides.append(f"data.source={args.data}")
-    cfg = load_config(preset, overrides, SECTIONS)
+        cfg.data.source = args.data  # as written: a path or a hub id is not YAML
     run_dir = args.run_dir or default_run_dir(cfg.preset)
     if args.verb == "report":
         from kd.report import write_report
@@ -278,9 +257,12 @@ def run_export_verb(args) -> int:
         return 0
     run_dir = args.run_dir or default_run_dir(Path(choose_preset(args.preset)).stem)
     if args.verb == "export":
-        from export.run import export_config, export_run
+        from export.config import export_config
 
-        export_run(run_dir, export_config(run_dir, args.overrides), args.models, args.data, args.force)
+        cfg = export_config(run_dir, args.overrides)  # a mistake in it stops here, before any engine is imported
+        from export.run import export_run
+
+        export_run(run_dir, cfg, args.models, args.data, args.force)
     else:
         from export.check import export_check
 

@@ -1,5 +1,0 @@
-import sys
-
-from kd.cli import main
-
-sys.exit(main())
