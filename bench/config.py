@@ -33,24 +33,25 @@ class BenchConfig:
     # sentence-transformers' encode does); "file" keeps the split's order (requests as they arrive).
     order: str = option("--order", "throughput batches sorted by length (bulk scoring) or in file order",
                         "length", choices=ORDERS)
-    throughput_warmup: int = 3  # batches run before the timed pass
+    throughput_warmup: int = 1  # batches run in the part's mode before its timed pass (the threads woken up)
+    # A bulk mode over this much slower than the fastest in a row's first part is not timed again.
+    bulk_mode_margin: float = 0.1
     latency_texts: int = option("--latency-texts", "single texts timed at batch 1, all of them in every part (a "
                                 "fixed random sample of the test split)", 200)
     latency_warmup: int = 20
-    # Each row is measured in this many parts, the parts of all rows taking turns: a slow spell on a shared
-    # machine then hits every row alike instead of whichever row ran during it, and the ratios between rows stay
-    # honest. Throughput: each part runs a share of the batches. Batch-1 latency: each part times every latency
-    # text, and the row's p50 is its fastest part's median. Slow spells here last seconds: the same 200 texts'
-    # median moved between 1.6 and 3.6 ms from one round to the next (AMD EPYC Zen 4, 2 vCPUs). With 3 rounds,
-    # 1 row in 8 still had all of them slow (identical graphs then differed by 1.3x at batch 1), so 6 rounds of
-    # 200 texts, which take the time 3 of 400 took.
+    # Each row is measured in parts, the parts of all rows taking turns: a slow spell on a shared machine (they
+    # last seconds here) then hits every row alike instead of whichever row ran during it, and the ratios between
+    # rows stay honest. Throughput: each part runs a share of the batches. Batch-1 latency: each part times every
+    # latency text, and the row's p50 is its fastest part's median; a row's latency stops after two parts whose
+    # medians agree within latency_agreement (at most `parts` parts: a row that never settles keeps its lowest).
     parts: int = option("--parts", "parts each row is measured in, taking turns with the other rows", 6)
+    latency_agreement: float = 0.03
     # A measurement shorter than this repeats its pass over the texts (up to max_passes): tiny models finish a
-    # pass in milliseconds, where one scheduler hiccup moves the figure by 30 %. Throughput is then the
+    # pass in milliseconds, where one scheduler hiccup moves the figure by a third. Throughput is then the
     # fastest pass; a latency part's median is over every call of its passes.
-    # Each row runs with the settings a user would deploy (ONNX Runtime's threads spin between calls), so the
-    # cores are left to settle for this long before each part: threads still spinning from the last row would
-    # otherwise take them from the next.
+    # Each row runs with the settings a user would deploy (ONNX Runtime's threads spin between calls), so after a
+    # row whose threads spin the cores are left to settle for this long: threads still spinning from the last row
+    # would otherwise take them from the next (they spin for tens of milliseconds after a call).
     settle_seconds: float = 0.2
     min_seconds: float = option("--min-seconds", "repeat a measurement shorter than this (seconds)", 2.0)
     max_passes: int = 20

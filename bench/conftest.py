@@ -11,9 +11,9 @@ import pytest
 
 from bench.backends import Row, load, missing, rows_for
 from bench.config import BenchConfig, SuitePlugin, add_arguments
-from bench.workload import Workload, warm_up
+from bench.workload import RowState, Workload
 from kd.device import cpu_count
-from kd.manifest import cpu_model
+from kd.manifest import cpu_model, installed_versions
 from kd.runfolder import RunFolder
 
 SKIPPED: list[dict] = []
@@ -72,17 +72,33 @@ def _loaded_rows() -> dict:
 
 
 @pytest.fixture
-def loaded(row: Row, run: RunFolder, _loaded_rows: dict, bench_cfg: BenchConfig, workload: Workload):
-    """The row's model, loaded and warmed up once for the latency and the throughput test; a skip when the
-    machine or the run lacks it. Each part starts after the cores have settled (bench/config.py,
-    settle_seconds)."""
+def state(row: Row, run: RunFolder, _loaded_rows: dict, bench_cfg: BenchConfig) -> RowState:
+    """The row's model, loaded once for all its latency and throughput parts, and what they have run on it; a skip
+    when the machine or the run lacks it."""
     reason = missing(row, run)
     if reason:
         pytest.skip(reason)
     if row not in _loaded_rows:
-        _loaded_rows[row] = warm_up(load(row, run), row.model, workload, bench_cfg)
-    time.sleep(bench_cfg.settle_seconds)
+        loaded = load(row, run)
+        _loaded_rows[row] = RowState(loaded, loaded.engine.bulk_modes)
     return _loaded_rows[row]
+
+
+class Settler:
+    """Lets the cores settle before a measurement when the one before ran an engine whose threads spin."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.spinning = seconds, False
+
+    def before(self, state: RowState) -> None:
+        if self.spinning:
+            time.sleep(self.seconds)
+        self.spinning = bool(state.loaded.engine.bench_options.get("spinning"))
+
+
+@pytest.fixture(scope="session")
+def settler(bench_cfg: BenchConfig) -> Settler:
+    return Settler(bench_cfg.settle_seconds)
 
 
 def pytest_runtest_logreport(report):
@@ -93,10 +109,7 @@ def pytest_runtest_logreport(report):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """What the summary needs beyond the timings: the settings, the skips and their reasons, the machine."""
-    import onnxruntime
-    import openvino
     import torch
-    import transformers
 
     cfg = bench_config(config)
     run = RunFolder(cfg.run_dir)
@@ -113,7 +126,6 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                         "openvino": cpu_count()},
             "accelerator": accelerator, "platform": platform.platform(),
         },
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                     "openvino": openvino.__version__.split("-")[0], "transformers": transformers.__version__},
+        # from the installed distributions, so that an engine left uninstalled is simply absent
+        "versions": installed_versions(("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "transformers")),
     }
-

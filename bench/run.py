@@ -4,6 +4,8 @@ summary.json, summary.md, pareto.png} and print the summary table."""
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.config import BenchConfig, SuitePlugin
@@ -21,6 +23,18 @@ def pytest_args(json_path: Path) -> list[str]:
     return [str(SUITE), "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
             f"--benchmark-json={json_path}", "--benchmark-disable-gc", "--benchmark-sort=fullname",
             "--benchmark-columns=min,median,max,rounds"]
+
+
+@contextmanager
+def own_session():
+    """The suite as a pytest session of its own, even when kd runs inside a pytest-xdist worker (a test suite's,
+    ours included): pytest-benchmark disables every benchmark when it sees $PYTEST_XDIST_WORKER."""
+    worker = os.environ.pop("PYTEST_XDIST_WORKER", None)
+    try:
+        yield
+    finally:
+        if worker is not None:
+            os.environ["PYTEST_XDIST_WORKER"] = worker
 
 
 def check_run(cfg: BenchConfig) -> tuple[RunFolder, Workload]:
@@ -43,7 +57,8 @@ def bench(cfg: BenchConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     partial = out / ".pytest-benchmark.json.partial"
     partial.unlink(missing_ok=True)
-    code = int(pytest.main(pytest_args(partial), plugins=[SuitePlugin(cfg, workload)]))
+    with own_session():
+        code = int(pytest.main(pytest_args(partial), plugins=[SuitePlugin(cfg, workload)]))
     if not partial.is_file():
         raise KdError(f"bench on {run.root}: the suite measured nothing (pytest exit code {code})")
     raw = partial.read_bytes()

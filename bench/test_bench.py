@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from bench.config import flag
+from bench.cpu import theoretical_peak, this_cpu
 from bench.flops import flops_of
 from bench.workload import token_counts
-from bench.yardstick import BENCH_STICKS, Peak, prepare, theoretical_peak, this_cpu, unavailable
+from bench.yardstick import BENCH_STICKS, Peak, prepare, unavailable
 from export.inference import encode
 from kd.device import cpu_count
 from kd.metrics import confusion
@@ -81,35 +82,47 @@ def test_tokenize(benchmark, tokenizer_model, batch_size, run, workload):
                                 texts_per_s=len(texts) / float(np.sum(seconds)))
 
 
-def test_latency(benchmark, part, row, loaded, workload, bench_cfg):
-    """Batch 1 over real test texts: every part times all of them (once, or in passes until min_seconds / parts),
-    every call's time kept. The summary's p50 is the lowest of the parts' medians, as timeit keeps its best round:
-    on a shared machine a slow spell only ever slows a part; p90 to p99 are over every call of every part."""
+def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
+    """Batch 1 over real test texts: each part times all of them (once, or in passes until min_seconds / parts),
+    every call's time kept, until two parts' medians agree (bench/workload.py, RowState.latency_settled). The
+    summary's p50 is the lowest of the parts' medians, as timeit keeps its best round: on a shared machine a slow
+    spell only ever slows a part; p90 to p99 are over every call of every part."""
+    if state.latency_settled(bench_cfg.latency_agreement):
+        pytest.skip(f"latency settled: {len(state.latency_medians)} parts' medians agree within "
+                    f"{bench_cfg.latency_agreement:.0%}")
+    loaded = state.loaded
     singles = workload.single_texts(row.model, loaded.tokenizer)
+    state.warm("single", singles)
+    settler.before(state)
     passes = passes_needed(loaded.engine.run, singles[len(singles) // 2], len(singles), bench_cfg)
     benchmark.pedantic(loaded.engine.run, setup=feeder(singles * passes, bench_cfg.latency_warmup),
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
+    state.latency_medians.append(float(np.median(benchmark.stats.stats.data)))
     _, real = token_counts(singles)
     benchmark.extra_info.update(kind="latency", part=part, parts=bench_cfg.parts, batch_size=1, texts=len(singles),
                                 passes=passes, mean_tokens=real / len(singles), **row_info(row, loaded),
                                 **percentiles_ms(benchmark.stats.stats.data))
 
 
-def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
+def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
     """Batches of 32 with dynamic padding: this part's share of the batches over the (--bench-samples) test split,
-    timed a whole pass at a time, after the row's warm-up on every batch shape (bench/workload.py, warm_up). Its
-    time is the fastest pass (one pass unless shorter than min_seconds / parts) in the engine's fastest bulk mode
-    (OpenVINO: one request at a time, or an asynchronous queue); its predictions give a confusion matrix. The
+    timed a whole pass at a time. Its time is the fastest pass (one pass unless shorter than min_seconds / parts)
+    in the engine's fastest bulk mode (OpenVINO: one request at a time, or an asynchronous queue; a mode over
+    bulk_mode_margin slower in the first part is not timed again); its predictions give a confusion matrix. The
     summary adds the parts up: samples/s, accuracy and macro-F1 over the whole split."""
+    loaded = state.loaded
     batches = workload.throughput_batches(row.model, loaded.tokenizer, bench_cfg)[part::bench_cfg.parts]
     if not batches:
         pytest.skip(f"part {part + 1} of {bench_cfg.parts}: no batch left for it (fewer batches than parts)")
     padded_batches = [b for _, b in batches]
     engine = loaded.engine
+    settler.before(state)
     passes = passes_needed(engine.run, padded_batches[len(batches) // 2], len(batches), bench_cfg)
     warmup = padded_batches[:bench_cfg.throughput_warmup]
+    modes = state.modes
     mode_seconds, last = {}, {}
-    for mode in engine.bulk_modes[1:]:  # the other modes, timed by hand; the first is pytest-benchmark's row
+    for mode in modes[1:]:  # the other modes, timed by hand; the first is pytest-benchmark's row
+        state.warm(mode, padded_batches)
         engine.run_many(warmup, mode)
         times = []
         for _ in range(passes):
@@ -117,11 +130,14 @@ def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
             last[mode] = engine.run_many(padded_batches, mode)
             times.append(time.perf_counter() - start)
         mode_seconds[mode] = min(times)
-    first = engine.bulk_modes[0]
+    first = modes[0]
+    state.warm(first, padded_batches)
     engine.run_many(warmup, first)
     benchmark.pedantic(lambda: last.update({first: engine.run_many(padded_batches, first)}), rounds=passes)
     mode_seconds[first] = min(benchmark.stats.stats.data)  # timeit's rule: interference only ever slows a pass
     mode = min(mode_seconds, key=mode_seconds.get)
+    if part == 0:
+        state.keep_modes(mode_seconds, bench_cfg.bulk_mode_margin)
     rows = np.concatenate([r for r, _ in batches])
     logits = np.concatenate(last[mode])  # the mode's last pass
     assert np.isfinite(logits).all(), f"{row.id}: non-finite logits"
@@ -138,6 +154,6 @@ def test_throughput(benchmark, part, row, loaded, workload, bench_cfg):
 @pytest.mark.parametrize("stick", BENCH_STICKS, ids=lambda s: f"peak-{s.id}-again")
 def test_cpu_peak_again(benchmark, bench_cfg, stick):
     """The yardsticks again, after every row (pytest runs a module's tests in order): a slow spell of a few
-    seconds put every call of the first measurement below a student's own rate once (133 against 180 GFLOP/s
-    the session before), and a yardstick measured low gives no fraction at all."""
+    seconds once put every call of the first measurement below a student's own rate, and a yardstick measured
+    low gives no fraction at all."""
     test_cpu_peak(benchmark, bench_cfg, stick)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.config import BenchConfig, flag
+from export.engines import Loaded
 from export.inference import encode, length_sorted_batches
 from kd.runfolder import RunFolder
 
@@ -53,17 +54,6 @@ class Workload:
         return [(np.arange(s, min(s + cfg.batch_size, len(self.texts))),
                  encode(tokenizer, self.texts[s:s + cfg.batch_size], self.max_length)) for s in starts]
 
-    def shapes(self, model: str, tokenizer, cfg: BenchConfig) -> tuple[list[Batch], list[Batch]]:
-        """One single text and one throughput batch of each input shape the bench will time (the first of each)."""
-        def firsts(batches: list[Batch]) -> list[Batch]:
-            seen: dict[tuple, Batch] = {}
-            for batch in batches:
-                seen.setdefault(batch["input_ids"].shape, batch)
-            return list(seen.values())
-
-        return (firsts(self.single_texts(model, tokenizer)),
-                firsts([b for _, b in self.throughput_batches(model, tokenizer, cfg)]))
-
     def single_texts(self, model: str, tokenizer) -> list[Batch]:
         key = ("singles", model)
         if key not in self._tokenized:
@@ -71,17 +61,47 @@ class Workload:
         return self._tokenized[key]
 
 
-def warm_up(loaded, model: str, workload: Workload, cfg: BenchConfig):
-    """Runs every input shape the bench times once, in each bulk mode, before any timing: a deployed model has
-    seen them. OpenVINO's CPU plugin builds its kernels for a shape the first time it sees it; without this, the
-    first pass over the split scored 641 samples/s and the next ones 834-898 (distilled int8, async queue,
-    AMD EPYC Zen 4), and the bench, which times each batch once, measured mostly first sights."""
-    singles, batches = workload.shapes(model, loaded.tokenizer, cfg)
-    for single in singles:
-        loaded.engine.run(single)
-    for mode in loaded.engine.bulk_modes:
-        loaded.engine.run_many(batches, mode)
-    return loaded
+@dataclass
+class RowState:
+    """One row's model, loaded once for all its parts, and what the bench has run on it so far."""
+
+    loaded: Loaded
+    modes: tuple[str, ...]  # the bulk modes still timed at batch 32 (after the first part: those not clearly slower)
+    warmed: dict[str, set[tuple]] = field(default_factory=dict)  # mode ("single": batch 1) -> input shapes run
+    latency_medians: list[float] = field(default_factory=list)  # each latency part's median, seconds
+
+    def warm(self, mode: str, batches: list[Batch]) -> int:
+        """Run one batch of each input shape in `batches` that `mode` has not run yet, for an engine that builds
+        its kernels per shape; the number run. OpenVINO's CPU plugin does: without this, its first pass over the
+        split scored 641 samples/s and the next ones 834-898 (distilled int8, async queue, AMD EPYC Zen 4), and the
+        bench, which times each batch once, measured mostly first sights. A deployed model has seen them."""
+        engine = self.loaded.engine
+        if not engine.compiles_per_shape:
+            return 0
+        seen = self.warmed.setdefault(mode, set())
+        new: dict[tuple, Batch] = {}
+        for batch in batches:
+            shape = batch["input_ids"].shape
+            if shape not in seen:
+                new.setdefault(shape, batch)
+        if mode == "single":
+            for batch in new.values():
+                engine.run(batch)
+        elif new:
+            engine.run_many(list(new.values()), mode)
+        seen.update(new)
+        return len(new)
+
+    def keep_modes(self, mode_seconds: dict[str, float], margin: float) -> None:
+        """After the first part: drop the bulk modes over `margin` slower than the fastest on the same batches."""
+        best = min(mode_seconds.values())
+        self.modes = tuple(m for m in self.modes if mode_seconds[m] <= best * (1 + margin))
+
+    def latency_settled(self, agreement: float) -> bool:
+        """Two parts' medians within `agreement` of the lowest: the lowest is no lucky or slowed part, and more
+        parts would not move the row's p50 by more than that."""
+        low = min(self.latency_medians, default=None)
+        return low is not None and sum(m <= low * (1 + agreement) for m in self.latency_medians) >= 2
 
 
 def token_counts(batches: list[Batch]) -> tuple[int, int]:
