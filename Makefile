@@ -14,20 +14,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Inside the images (KD_IMAGE set) the environment was installed at build time: there is nothing to set up.
 STAMP := $(if $(KD_IMAGE),,$(VENV)/.installed)
-KD_ARGS := $(if $(PRESET),--preset $(PRESET)) $(if $(DATA),--data $(DATA)) $(if $(RUN),--run-dir $(RUN))
+# DATA is quoted: a path with spaces or '#' reaches kd as one argument, which kd takes as written.
+KD_ARGS := $(if $(PRESET),--preset $(PRESET)) $(if $(DATA),--data '$(DATA)') $(if $(RUN),--run-dir $(RUN))
 # NPROC > 1: kd checks the config, then runs itself under torchrun (one node, DDP; batch sizes stay global).
 NPROC_ARG := $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
 
 # Containers. The engine: docker where a docker daemon answers, else podman (CONTAINER_ENGINE= overrides).
 # IMAGE picks the image the docker-* verbs run (cpu|cuda); HOST_RUNS is mounted at /app/runs, HOST_DATA
-# (a folder holding ag_news/) at /data, read-only. BUILD_FLAGS / RUN_FLAGS go to the engine's build / run.
+# (a folder holding ag_news/; default: the folder above $KD_DATA, else data/) at /data, read-only. BUILD_FLAGS / RUN_FLAGS go to the engine's build / run.
 # GPUS (auto|all|none): whether the container gets the GPUs; auto: the CUDA image, where the host has one.
 CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
 	elif command -v podman >/dev/null; then echo podman; else echo docker; fi)
 IMAGE ?= cpu
 IMAGE_NAME ?= kd-bench
 HOST_RUNS ?= $(CURDIR)/runs
-HOST_DATA ?= $(firstword $(wildcard $(CURDIR)/data $(abspath $(CURDIR)/../shared/data)))
+HOST_DATA ?= $(if $(KD_DATA),$(dir $(abspath $(KD_DATA))),$(wildcard $(CURDIR)/data))
 BUILD_FLAGS ?=
 RUN_FLAGS ?=
 GPUS ?= auto
@@ -67,7 +68,7 @@ report: $(STAMP)
 # A study (kd/studies/<STUDY>.yaml or a YAML file): one run per label budget x seed x student depth under
 # runs/<study>/cells/, then study.md, study.json, study.png. Finished cells are skipped; a stopped study resumes.
 study: $(STAMP)
-	$(BIN)/kd study $(STUDY) $(if $(DATA),--data $(DATA)) $(if $(RUN),--run-dir $(RUN))
+	$(BIN)/kd study $(STUDY) $(if $(DATA),--data '$(DATA)') $(if $(RUN),--run-dir $(RUN))
 
 # ONNX fp32 + int8 for every trained model of the run, each checked against PyTorch (runs/<preset>/onnx/).
 export: $(STAMP)
@@ -118,11 +119,14 @@ bench-train: $(STAMP)
 # The fast tier (everything not marked slow: unit tests, stand-in exports, gates on recorded summaries, the
 # bad-input catalogue on one shared smoke run), and everything (end-to-end runs, kill -9, DDP, the smoke
 # export and bench), which CI runs.
+# Two pytest-xdist workers, a test file each at a time (a file's module fixtures are made once); the session's
+# smoke run, export and bench are made once and shared (tests/conftest.py).
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(PYTEST) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
