@@ -193,7 +193,7 @@ class Efficiency:
     """The fastest student row of a precision on the CPU: its achieved rate, and its share of the yardstick.
 
     `fraction_of_peak` is never above 1. A row faster than every matrix product measured in the same bench means
-    the yardstick was measured low (a slow spell on a shared host, or a faster engine not measured): then no
+    the yardstick was measured low (a slow spell on a busy host, or a faster engine not measured): then no
     fraction is given and `fault` says why. Raising the yardstick to the row's rate would print 100 %, which
     is no more true."""
 
@@ -228,7 +228,7 @@ def efficiency(precision: str, row: str, rate: float, useful: float, yardstick: 
         return Efficiency(precision, row, rate, useful, None, None, None, theoretical)
     if rate > yardstick.gflops_per_s:
         fault = (f"it ran faster than the best {precision} matrix product measured in the same bench, so that "
-                 "yardstick was measured low (a slow spell on a shared host?) and no fraction is given")
+                 "yardstick was measured low (a slow spell on a busy host?) and no fraction is given")
         return Efficiency(precision, row, rate, useful, yardstick, None, fault, theoretical)
     return Efficiency(precision, row, rate, useful, yardstick, rate / yardstick.gflops_per_s, None, theoretical)
 

@@ -66,7 +66,7 @@ class ChoiceContext:
     folder: Path  # where the candidate graphs are written
     calibration: list[dict]  # tokenized training batches for the static int8 variants
     plain_graph: Path  # the unfused fp32 graph, which the int8 variants are quantized from
-    # timings of contenders timed together, by their graphs' structures, shared by the run's models (see timed)
+    # timings of contenders timed together, by their graphs' structures, reused by the run's later models (see timed)
     timings: dict
 
     @property
@@ -150,11 +150,11 @@ def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) 
             records["fused"] = {**fused.to_dict(), "fused_ops": fused_ops, "optimize_seconds": optimize_seconds}
             timing, faster_fused = "", False
             if ctx.speed_matters:
-                times, shared = ctx.timed({"plain": plain_path, "fused": fused_path})
+                times, reused = ctx.timed({"plain": plain_path, "fused": fused_path})
                 for which in ("plain", "fused"):
                     records[which]["timed_seconds"] = times[which]
                 timing = (f": fused {times['fused'] * 1e3:.0f} ms vs plain {times['plain'] * 1e3:.0f} ms on the "
-                          f"timing batches{shared}")
+                          f"timing batches{reused}")
                 faster_fused = clearly_faster(times["fused"], times["plain"], cfg.speed_margin)
             probes_pass = not fp32_failures(fused, cfg.gates)
             why = ("optimize=always" if cfg.optimize == "always" else "fused graph fails the gates" if not probes_pass
@@ -262,9 +262,9 @@ def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
     best = max(checks[c].accuracy for c in checked.passing)
     tied = sorted((c for c in checked.passing if checks[c].accuracy >= best - cfg.int8_tie),
                   key=lambda c: -checks[c].accuracy)  # stable: ranked order on equal accuracy
-    shared = ""
+    reused = ""
     if len(tied) > 1 and ctx.speed_matters:
-        times, shared = ctx.timed({c: int8_file(ctx, c) for c in tied})
+        times, reused = ctx.timed({c: int8_file(ctx, c) for c in tied})
         for candidate in tied:
             records[candidate]["timed_seconds"] = times[candidate]
     chosen = pick_int8(tied, records, cfg.speed_margin)
@@ -272,7 +272,7 @@ def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
     if len(tied) > 1:
         tie = (f"; of {', '.join(tied)}, within {cfg.int8_tie * 100:.2g} pt, "
                + ("the fastest" if chosen != tied[0] else f"none is over {cfg.speed_margin:.0%} faster"
-                  if ctx.speed_matters else "the most accurate (no choice on speed)") + shared)
+                  if ctx.speed_matters else "the most accurate (no choice on speed)") + reused)
     why = (f"best validation accuracy of the finalists that pass the gates{tie}; screened on {checked.screen_rows} "
            f"rows: {', '.join(checked.ranked)}")
     return Int8Choice(chosen, why, checks[chosen], int8_file(ctx, chosen), records)

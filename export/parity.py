@@ -76,7 +76,7 @@ class ParitySet:
     def without_probes(self) -> ParitySet:
         """The validation split alone (for a graph whose probes already ran)."""
         rest = copy.copy(self)
-        rest.probes = []  # (the tokenized batches are shared: the texts are the same)
+        rest.probes = []  # (the tokenized batches are the same: so are the texts)
         return rest
 
     def run(self, runner: Runner, full: bool = True, many: Many | None = None) -> Outputs:

@@ -29,7 +29,7 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
     if cfg.validation_rows:
         texts, labels = texts[:cfg.validation_rows], labels[:cfg.validation_rows]
     calibration = calibration_texts(train_texts, cfg.calibration_rows)
-    timings: dict = {}  # shared: the students' graphs have one structure, timed once
+    timings: dict = {}  # one for all: the students' graphs have one structure, timed once
     for name in names:
         out_dir = run.onnx_dir(name)
         key = export_key(run.recorded_sha256(name), cfg)  # trained_models checked the file against it

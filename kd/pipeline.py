@@ -58,7 +58,7 @@ class Pipeline:
         self.state = PartialState(cpu=self.device == "cpu")
         self.precision = resolve_precision(cfg.teacher.train.precision, self.device)
         self.resumed_from: dict[str, str | None] = {}  # stage -> the checkpoint its training resumed from
-        self.trained_with: dict[str, BatchPlan] = {}  # stage -> how its batches were shared out
+        self.trained_with: dict[str, BatchPlan] = {}  # stage -> how its batches were split
 
     # ---- inputs, loaded once and checked before anything is written ----------------------------
 

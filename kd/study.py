@@ -372,8 +372,8 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
         s = c["scores"]
         acc = [f"{100 * s[k]['accuracy']:.2f}" if k in s else "–" for k in MODEL_NAMES]
         p = (c.get("mcnemar") or {}).get("p_value")
-        shared = f" (teacher from {c['teacher_from']})" if c.get("teacher_from") else ""
-        lines.append(f"| [{c['name']}]({c['run_dir']}/results.md){shared} | {c['labelled_rows']:,} | {c['seed']} | "
+        borrowed = f" (teacher from {c['teacher_from']})" if c.get("teacher_from") else ""
+        lines.append(f"| [{c['name']}]({c['run_dir']}/results.md){borrowed} | {c['labelled_rows']:,} | {c['seed']} | "
                      + " | ".join(acc) + f" | {'–' if p is None else f'{p:.2g}'} | "
                      + (f"{c['seconds']:.0f}" if c.get("seconds") is not None else "–") + " |")
     lines += ["", "Figures: `study.png` (accuracy against label budget) and `study_calibration.png` (NLL and ECE)."]

@@ -1,4 +1,4 @@
-"""Trainer set-up shared by every stage, and the Trainer subclass that distils from cached logits.
+"""Trainer set-up common to every stage, and the Trainer subclass that distils from cached logits.
 
 Multi-process training (torchrun, accelerate launch) runs the same experiment as one process: a config's
 batch sizes are global batches that accelerate splits across the processes (`split_batches`), so the
@@ -26,7 +26,7 @@ TEACHER_LOGITS = "teacher_logits"
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How one stage's global batch is shared out: recorded with every trained model."""
+    """How one stage's global batch is split: recorded with every trained model."""
 
     world_size: int
     global_batch: int
