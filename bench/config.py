@@ -1,5 +1,5 @@
 """Bench settings, declared once: the BenchConfig dataclass. A field with a `flag` in its metadata is a command-line
-option of `kd bench` / `kd bench-baseline` (kd/cli.py) and of plain `pytest bench` (bench/conftest.py) alike:
+option of `kd bench` / `kd bench-baseline` (cli/main.py) and of plain `pytest bench` (bench/conftest.py) alike:
 `add_arguments` declares those options from the fields, `BenchConfig.from_args` reads them back, and `kd bench`
 hands the BenchConfig itself to the suite (`SuitePlugin`), never as a command line to parse again."""
 
@@ -34,12 +34,10 @@ class BenchConfig:
     order: str = option("--order", "throughput batches sorted by length (bulk scoring) or in file order",
                         "length", choices=ORDERS)
     throughput_warmup: int = 1  # batches run in the part's mode before its timed pass (the threads woken up)
-    # A bulk mode over this much slower than the fastest in a row's first part is not timed again.
-    bulk_mode_margin: float = 0.1
     latency_texts: int = option("--latency-texts", "single texts timed at batch 1, all of them in every part (a "
                                 "fixed random sample of the test split)", 200)
-    latency_warmup: int = 20
-    # Each row is measured in parts, the parts of all rows taking turns: a slow spell on a shared machine (they
+    latency_warmup: int = 5  # calls before each latency part's timed ones (the threads woken up)
+    # Each row is measured in parts, the parts of all rows taking turns: a slow spell on a busy machine (they
     # last seconds here) then hits every row alike instead of whichever row ran during it, and the ratios between
     # rows stay honest. Throughput: each part runs a share of the batches. Batch-1 latency: each part times every
     # latency text, and the row's p50 is its fastest part's median; a row's latency stops after two parts whose
@@ -113,7 +111,7 @@ def flag(name: str) -> str:
 
 
 def dest(f: Field) -> str:
-    return f"bench_{f.name}"  # prefixed: pytest's option names are shared with every plugin's
+    return f"bench_{f.name}"  # prefixed: pytest's option names are one namespace with every plugin's
 
 
 def default_of(f: Field) -> Any:
@@ -127,7 +125,7 @@ def comma_list(text: str) -> list[str]:
 def add_arguments(add_argument: Callable[..., Any], skip: tuple[str, ...] = ()) -> None:
     """Declare the BenchConfig options with `add_argument`: an argparse parser's add_argument, or pytest's
     parser.addoption (the same signature). `skip` names fields the caller declares itself (kd's --run-dir and
-    --data, shared by all its verbs). Every option defaults to None, read as the field's default by from_args."""
+    --data, common to all its verbs). Every option defaults to None, read as the field's default by from_args."""
     hints = get_type_hints(BenchConfig)
     for f in options():
         if f.name in skip:

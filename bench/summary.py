@@ -119,8 +119,7 @@ def merge_parts(parts: dict[str, list[dict]]) -> dict:
                    real_tokens=sum(i["real_tokens"] for i in infos),
                    gflops_per_s=sum(i["flop"] for i in infos) / seconds / 1e9, **confusion_scores(confusion))
         row["samples_per_s"] = row["samples"] / seconds
-        modes = sorted({i.get("bulk_mode", "sync") for i in infos})
-        row["bulk_mode"] = modes[0] if len(modes) == 1 else "mixed"  # per part; "mixed": the parts disagreed
+        row["bulk_mode"] = infos[0]["bulk_mode"]  # the first part's fastest, which the other parts ran alone
     return row
 
 
@@ -190,13 +189,12 @@ def settings_sentence(rows: list[dict]) -> str:
     """The settings the numbers hold for: each engine as a user would deploy it, the rows taking turns by part."""
     text = ("Each row ran as deployed, with the cores to itself during its part: ONNX Runtime's threads spinning "
             "between calls (its default), OpenVINO with the LATENCY hint at batch 1")
-    async_rows = [r for r in rows if r.get("bulk_mode") in ("async", "mixed")]
+    async_rows = [r for r in rows if r.get("bulk_mode") == "async"]
     sync_rows = [r for r in rows if r["backend"] == "openvino" and r.get("bulk_mode") == "sync"]
     if async_rows or sync_rows:
-        text += ("; at batch 32 OpenVINO used whichever was faster of the LATENCY hint (one request at a time) and "
-                 "the THROUGHPUT hint (an asynchronous queue): THROUGHPUT for "
-                 + (", ".join(f"{r['model']} {r['precision']}" + (" (some parts)" if r["bulk_mode"] == "mixed"
-                                                                   else "") for r in async_rows) or "none")
+        text += ("; at batch 32 OpenVINO used whichever was faster in the row's first part of the LATENCY hint (one "
+                 "request at a time) and the THROUGHPUT hint (an asynchronous queue): THROUGHPUT for "
+                 + (", ".join(f"{r['model']} {r['precision']}" for r in async_rows) or "none")
                  + ", LATENCY for " + (", ".join(f"{r['model']} {r['precision']}" for r in sync_rows) or "none"))
     return text + (". OpenVINO, which builds its kernels per input shape, ran each shape once before it was timed, "
                    "as a deployed model has seen it. The rows took turns part by part, and the cores were left to "

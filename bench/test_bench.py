@@ -25,14 +25,16 @@ def feeder(items: list, warmup: int):
     return lambda: ((next(queue),), {})
 
 
-def passes_needed(runner, probe, calls: int, cfg) -> int:
-    """Passes over `calls` items that take at least cfg.min_seconds (shared by the parts), judged from one warm
-    call on `probe`."""
-    runner(probe)
-    start = time.perf_counter()
-    runner(probe)
-    per_pass = (time.perf_counter() - start) * calls
-    return int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / cfg.parts / per_pass))))
+def passes_needed(state, kind: str, runner, probe, calls: int, cfg) -> int:
+    """Passes over `calls` items that take at least cfg.min_seconds (split among the parts), judged in the row's first
+    part of this kind from one warm call on `probe` and kept for its other parts."""
+    if kind not in state.passes:
+        runner(probe)
+        start = time.perf_counter()
+        runner(probe)
+        per_pass = (time.perf_counter() - start) * calls
+        state.passes[kind] = int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / cfg.parts / per_pass))))
+    return state.passes[kind]
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -85,7 +87,7 @@ def test_tokenize(benchmark, tokenizer_model, batch_size, run, workload):
 def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
     """Batch 1 over real test texts: each part times all of them (once, or in passes until min_seconds / parts),
     every call's time kept, until two parts' medians agree (bench/workload.py, RowState.latency_settled). The
-    summary's p50 is the lowest of the parts' medians, as timeit keeps its best round: on a shared machine a slow
+    summary's p50 is the lowest of the parts' medians, as timeit keeps its best round: on a busy machine a slow
     spell only ever slows a part; p90 to p99 are over every call of every part."""
     if state.latency_settled(bench_cfg.latency_agreement):
         pytest.skip(f"latency settled: {len(state.latency_medians)} parts' medians agree within "
@@ -94,7 +96,8 @@ def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
     singles = workload.single_texts(row.model, loaded.tokenizer)
     state.warm("single", singles)
     settler.before(state)
-    passes = passes_needed(loaded.engine.run, singles[len(singles) // 2], len(singles), bench_cfg)
+    passes = passes_needed(state, "latency", loaded.engine.run, singles[len(singles) // 2], len(singles),
+                           bench_cfg)
     benchmark.pedantic(loaded.engine.run, setup=feeder(singles * passes, bench_cfg.latency_warmup),
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
     state.latency_medians.append(float(np.median(benchmark.stats.stats.data)))
@@ -107,8 +110,8 @@ def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
 def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
     """Batches of 32 with dynamic padding: this part's share of the batches over the (--bench-samples) test split,
     timed a whole pass at a time. Its time is the fastest pass (one pass unless shorter than min_seconds / parts)
-    in the engine's fastest bulk mode (OpenVINO: one request at a time, or an asynchronous queue; a mode over
-    bulk_mode_margin slower in the first part is not timed again); its predictions give a confusion matrix. The
+    in the engine's fastest bulk mode (OpenVINO: one request at a time, or an asynchronous queue; both are timed in
+    the first part, the faster alone in the others); its predictions give a confusion matrix. The
     summary adds the parts up: samples/s, accuracy and macro-F1 over the whole split."""
     loaded = state.loaded
     batches = workload.throughput_batches(row.model, loaded.tokenizer, bench_cfg)[part::bench_cfg.parts]
@@ -117,7 +120,8 @@ def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
     padded_batches = [b for _, b in batches]
     engine = loaded.engine
     settler.before(state)
-    passes = passes_needed(engine.run, padded_batches[len(batches) // 2], len(batches), bench_cfg)
+    passes = passes_needed(state, "throughput", engine.run, padded_batches[len(batches) // 2], len(batches),
+                           bench_cfg)
     warmup = padded_batches[:bench_cfg.throughput_warmup]
     modes = state.modes
     mode_seconds, last = {}, {}
@@ -137,7 +141,7 @@ def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
     mode_seconds[first] = min(benchmark.stats.stats.data)  # timeit's rule: interference only ever slows a pass
     mode = min(mode_seconds, key=mode_seconds.get)
     if part == 0:
-        state.keep_modes(mode_seconds, bench_cfg.bulk_mode_margin)
+        state.keep_fastest_mode(mode_seconds)
     rows = np.concatenate([r for r, _ in batches])
     logits = np.concatenate(last[mode])  # the mode's last pass
     assert np.isfinite(logits).all(), f"{row.id}: non-finite logits"

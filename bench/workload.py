@@ -66,9 +66,10 @@ class RowState:
     """One row's model, loaded once for all its parts, and what the bench has run on it so far."""
 
     loaded: Loaded
-    modes: tuple[str, ...]  # the bulk modes still timed at batch 32 (after the first part: those not clearly slower)
+    modes: tuple[str, ...]  # the bulk modes still timed at batch 32 (after the first part: the fastest alone)
     warmed: dict[str, set[tuple]] = field(default_factory=dict)  # mode ("single": batch 1) -> input shapes run
     latency_medians: list[float] = field(default_factory=list)  # each latency part's median, seconds
+    passes: dict[str, int] = field(default_factory=dict)  # "latency"/"throughput" -> passes per part (first part's)
 
     def warm(self, mode: str, batches: list[Batch]) -> int:
         """Run one batch of each input shape in `batches` that `mode` has not run yet, for an engine that builds
@@ -92,10 +93,11 @@ class RowState:
         seen.update(new)
         return len(new)
 
-    def keep_modes(self, mode_seconds: dict[str, float], margin: float) -> None:
-        """After the first part: drop the bulk modes over `margin` slower than the fastest on the same batches."""
-        best = min(mode_seconds.values())
-        self.modes = tuple(m for m in self.modes if mode_seconds[m] <= best * (1 + margin))
+    def keep_fastest_mode(self, mode_seconds: dict[str, float]) -> None:
+        """After the first part: only the fastest bulk mode on its batches is timed again. Timing every mode in every
+        part doubled OpenVINO's rows for nothing: on 2 cores its two modes were within a few percent in every part,
+        each the faster in some (docs/bench.md), so the better of the two per part only picked the luckier pass."""
+        self.modes = (min(mode_seconds, key=mode_seconds.get),)
 
     def latency_settled(self, agreement: float) -> bool:
         """Two parts' medians within `agreement` of the lowest: the lowest is no lucky or slowed part, and more
