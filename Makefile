@@ -126,7 +126,7 @@ test: $(STAMP)
 	$(PYTEST) -m "not slow" tests
 
 test-all: $(STAMP)
-	$(PYTEST) tests
+	$(PYTEST) --durations=20 tests  # CI's log names the slowest tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
