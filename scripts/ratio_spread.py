@@ -4,7 +4,8 @@
 
 Each group is a label and the bench folders (or summary.json files) of repeated benches; for every ratio the
 groups share, it prints the spread (max / min over the group's benches) per group as a markdown table, then
-the median and largest spread per group and kind. docs/bench.md's spread table comes from it. It reads the
+the median and largest spread per group and kind, and for how many ratios the first group's spread is no
+wider than the second's. docs/bench.md's spread table comes from it. It reads the
 summaries' `ratios` lists as they are, so benches written by earlier versions of kd can be compared too."""
 
 from __future__ import annotations
@@ -39,12 +40,18 @@ def main(args: list[str]) -> int:
         cells = [f"{' '.join(f'{r[k]:.2f}' for r in runs)} | {spread[label][k]:.3f}" for label, runs in groups.items()]
         print(f"| {k[0]} / {k[1]} ({k[2]}) | " + " | ".join(cells) + " |")
     print()
-    print("| kind | ratios | " + " | ".join(f"{label}: median max/min | {label}: largest" for label in groups) + " |")
-    print("|---|---|" + "---|---|" * len(groups))
+    labels = list(groups)
+    versus = f" | {labels[0]} no wider than {labels[1]}" if len(labels) > 1 else ""
+    print("| kind | ratios | " + " | ".join(f"{label}: median max/min | {label}: largest" for label in labels)
+          + versus + " |")
+    print("|---|---|" + "---|---|" * len(labels) + ("---|" if versus else ""))
     for kind in sorted({k[2] for k in keys}) + ["all"]:
         chosen = [k for k in keys if kind in ("all", k[2])]
         cells = [f"{statistics.median(spread[label][k] for k in chosen):.3f} | "
-                 f"{max(spread[label][k] for k in chosen):.3f}" for label in groups]
+                 f"{max(spread[label][k] for k in chosen):.3f}" for label in labels]
+        if versus:
+            narrower = sum(spread[labels[0]][k] <= spread[labels[1]][k] for k in chosen)
+            cells.append(f"{narrower} of {len(chosen)}")
         print(f"| {kind} | {len(chosen)} | " + " | ".join(cells) + " |")
     return 0
 

@@ -442,3 +442,27 @@ def test_only_the_first_parts_fastest_bulk_mode_is_timed_again_and_latency_stops
         assert state.latency_settled(0.03) == settled
     state.latency_medians[:] = [3.0, 2.0, 2.9, 2.2]  # the lowest is alone: a lucky part is not trusted alone
     assert not state.latency_settled(0.03)
+
+
+def test_ratio_spread_gives_each_ratios_max_over_min_per_group_and_counts_the_narrower(tmp_path):
+    """scripts/ratio_spread.py, which makes docs/bench.md's spread table from repeated benches."""
+    import subprocess
+    import sys
+
+    def summary(name, values):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"ratios": [
+            {"fast": "a", "slow": "t", "what": "throughput", "value": values[0]},
+            {"fast": "a", "slow": "t", "what": "b1 p50 latency", "value": values[1]}]}))
+        return str(path)
+
+    new = ",".join(summary(f"n{i}", v) for i, v in enumerate([(2.0, 4.0), (2.2, 4.0), (2.1, 4.4)]))
+    old = ",".join(summary(f"o{i}", v) for i, v in enumerate([(2.0, 4.0), (3.0, 4.0), (2.5, 4.2)]))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ratio_spread.py"
+    out = subprocess.run([sys.executable, script, f"new={new}", f"old={old}"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "| a / t (throughput) | 2.00 2.20 2.10 | 1.100 | 2.00 3.00 2.50 | 1.500 |" in out
+    assert "| a / t (b1 p50 latency) | 4.00 4.00 4.40 | 1.100 | 4.00 4.00 4.20 | 1.050 |" in out
+    assert "| all | 2 | 1.100 | 1.100 | 1.275 | 1.500 | 1 of 2 |" in out
+    bad = subprocess.run([sys.executable, script, "no-label"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "ratio_spread.py" in bad.stderr
