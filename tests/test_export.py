@@ -81,7 +81,7 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     assert report["int8"]["probes"] == [] and report["int8"]["probe_agreement"] is None
     if with_openvino:
         assert report["openvino"]["int8"]["probes"] == [] and len(report["openvino"]["fp32"]["probes"]) == 6
-    assert report["int8"]["variant"] in ("qint8", "quint8")
+    assert report["int8"]["variant"] in cfg.int8_candidates  # on a random stand-in any may win
     for record in report["int8_candidates"].values():  # the validation pass's time is recorded, not compared
         assert record["validation_seconds"] > 0 and "seconds" not in record
     assert report["int8"]["size_mb"] < report["fp32"]["size_mb"] / 2.5, "int8 weights are a quarter of fp32's"
