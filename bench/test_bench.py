@@ -126,8 +126,7 @@ def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
     modes = state.modes
     mode_seconds, last = {}, {}
     for mode in modes[1:]:  # the other modes, timed by hand; the first is pytest-benchmark's row
-        state.warm(mode, padded_batches)
-        engine.run_many(warmup, mode)
+        state.ready(mode, padded_batches, warmup)
         times = []
         for _ in range(passes):
             start = time.perf_counter()
@@ -135,8 +134,7 @@ def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
             times.append(time.perf_counter() - start)
         mode_seconds[mode] = min(times)
     first = modes[0]
-    state.warm(first, padded_batches)
-    engine.run_many(warmup, first)
+    state.ready(first, padded_batches, warmup)
     benchmark.pedantic(lambda: last.update({first: engine.run_many(padded_batches, first)}), rounds=passes)
     mode_seconds[first] = min(benchmark.stats.stats.data)  # timeit's rule: interference only ever slows a pass
     mode = min(mode_seconds, key=mode_seconds.get)

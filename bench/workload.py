@@ -93,6 +93,11 @@ class RowState:
         seen.update(new)
         return len(new)
 
+    def ready(self, mode: str, batches: list[Batch], warmup: list[Batch]) -> None:
+        """Before a timed pass in `mode`: its shapes warmed, then `warmup` batches run (the threads woken up)."""
+        self.warm(mode, batches)
+        self.loaded.engine.run_many(warmup, mode)
+
     def keep_fastest_mode(self, mode_seconds: dict[str, float]) -> None:
         """After the first part: only the fastest bulk mode on its batches is timed again. Timing every mode in every
         part doubled OpenVINO's rows for nothing: on 2 cores its two modes were within a few percent in every part,
