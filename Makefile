@@ -119,9 +119,10 @@ bench-train: $(STAMP)
 # The fast tier (everything not marked slow: unit tests, stand-in exports, gates on recorded summaries, the
 # bad-input catalogue on one shared smoke run), and everything (end-to-end runs, kill -9, DDP, the smoke
 # export and bench), which CI runs.
-# Two pytest-xdist workers, a test file each at a time (a file's module fixtures are made once); the session's
-# smoke run, export and bench are made once and shared (tests/conftest.py).
-PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+# Two pytest-xdist workers, a test file each at a time (a file's module fixtures are made once), each on its own
+# share of the CPUs, the longest files first (tests/conftest.py; xdist's own reorder by test count is turned
+# off); the session's smoke run, export and bench are made once and shared.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
 	$(PYTEST) -m "not slow" tests
 

@@ -20,6 +20,28 @@ def kd(*args, cwd=REPO, timeout=600):
                           text=True, timeout=timeout)
 
 
+# The files that take longest, first: the workers take files in this order, so that none ends with a long file
+# started late while the other has nothing left (xdist's own order is by test count, not by time).
+LONGEST_FIRST = ("test_interruptions.py", "test_study.py", "test_ddp.py", "test_bench_suite.py", "test_optimum.py",
+                 "test_pipeline.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
+def pytest_configure(config):
+    """Each xdist worker, and every process it starts, runs on its own share of the CPUs. Unpinned, two workers'
+    training runs each start a thread per CPU (torch, ONNX Runtime, OpenVINO read the CPUs they may use), and the
+    oversubscribed threads spin against each other: a test took three times as long as alone."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1 and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= count:
+            os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % count::count])
+
+
 @pytest.fixture
 def kd_here(capsys):
     """The kd command run in this process, where a separate process is not what a test is about: the same
