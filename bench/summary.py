@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 
 from bench.backends import COMBOS, Row
-from bench.yardstick import summary_fields, summary_sentences
+from bench.yardstick import Peak, best, summary_fields, summary_sentences
 
 ROW_FIELDS = ("row", "model", "backend", "device", "precision", "params", "size_mb")
 THROUGHPUT, LATENCY = "throughput", "b1 p50 latency"
@@ -64,6 +64,7 @@ def build_summary(bench_json: dict) -> dict:
     parts: dict[str, dict[str, list[dict]]] = {}
     tokenize: dict[str, dict] = {}
     peaks: list[dict] = []
+    floors: dict[str, list[float]] = {}
     for b in bench_json["benchmarks"]:
         info = b["extra_info"]
         kind = info.get("kind")
@@ -73,14 +74,29 @@ def build_summary(bench_json: dict) -> dict:
             tokenize.setdefault(info["model"], {})[f"b{info['batch_size']}_ms"] = info["ms_per_call"]
         elif kind == "peak":
             peaks.append(info)
+        elif kind == "floor":
+            floors.setdefault(info["backend"], []).append(info["p50_ms"])
     rows = {row_id: merge_parts(p) for row_id, p in parts.items()}
     ordered = sorted(rows.values(), key=row_order)
+    yardsticks = [Peak.from_json(p) for p in peaks]
     for row in ordered:
         row["tokenize_b1_ms"] = tokenize.get(row["model"], {}).get("b1_ms")
         ref = rows.get(Row(*(row[k] for k in ("model", "backend", "device", "precision"))).reference.id)
         row["vs_teacher"] = ref["row"] if ref else None
         row["throughput_speedup"] = ratio(row.get("samples_per_s"), ref and ref.get("samples_per_s"))
         row["latency_speedup"] = ratio(ref and ref.get("p50_ms"), row.get("p50_ms"))
+        # against the teacher's fastest PyTorch row on the device (bf16 where the CPU has it), per workload
+        teachers = [r for r in ordered if r["model"] == "teacher" and r["backend"] == "pytorch"
+                    and r["device"] == row["device"]]
+        b32, b1 = fastest(teachers, "samples_per_s", True), fastest(teachers, "p50_ms", False)
+        row["vs_fastest_pytorch_teacher"] = {"b32": b32 and b32["row"], "b1": b1 and b1["row"]}
+        row["throughput_speedup_vs_fastest"] = ratio(row.get("samples_per_s"), b32 and b32["samples_per_s"])
+        row["latency_speedup_vs_fastest"] = ratio(b1 and b1["p50_ms"], row.get("p50_ms"))
+        if row["device"] == "cpu":
+            row["floor_ms"] = min(floors[row["backend"]]) if row["backend"] in floors else None
+            stick = best(yardsticks, row["precision"])
+            row["arithmetic_ms"] = (row["flop_per_call"] / stick.gflops_per_s / 1e6
+                                    if stick and row.get("flop_per_call") else None)
     skipped = {}
     for s in meta.get("skipped", []):
         match = re.search(r"\[(.+?)(-\d+of\d+)?\]", s["test"])
@@ -90,6 +106,7 @@ def build_summary(bench_json: dict) -> dict:
         "format": SUMMARY_FORMAT, "preset": meta.get("preset"), "config": meta.get("config", {}),
         "machine": meta.get("machine", {}), "versions": meta.get("versions", {}),
         "datetime": bench_json.get("datetime"), "rows": ordered, "skipped": skipped, "tokenize": tokenize,
+        "floors_ms": {backend: min(values) for backend, values in floors.items()},
         "ratios": [r.to_json() for r in within_run_ratios(rows)], **summary_fields(ordered, peaks),
     }
 
@@ -109,7 +126,8 @@ def merge_parts(parts: dict[str, list[dict]]) -> dict:
         part_p50 = [float(np.median(c)) for c in per_part]
         row.update({f"p{q}_ms": float(np.percentile(calls, q)) for q in (90, 95, 99)},
                    p50_ms=min(part_p50), p50_parts_ms=part_p50, p50_all_calls_ms=float(np.median(calls)),
-                   mean_ms=float(calls.mean()), latency_calls=int(calls.size))
+                   mean_ms=float(calls.mean()), latency_calls=int(calls.size),
+                   flop_per_call=parts["latency"][0]["extra_info"].get("flop_per_call"))
     if parts["throughput"]:
         infos = [b["extra_info"] for b in parts["throughput"]]
         seconds = sum(i["seconds"] for i in infos)
@@ -185,6 +203,33 @@ def fastest_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def fastest_teachers(rows: list[dict]) -> str:
+    """Which teacher rows the "fastest" speed-ups are against, per device."""
+    seen = {}
+    for r in rows:
+        ref = r.get("vs_fastest_pytorch_teacher") or {}
+        if ref.get("b32") or ref.get("b1"):
+            seen[r["device"]] = f"{r['device']}: b32 {ref.get('b32') or '–'}, b1 {ref.get('b1') or '–'}"
+    return "; ".join(seen.values()) or "none measured"
+
+
+def floor_lines(rows: list[dict]) -> list[str]:
+    """Each CPU row's b1 p50 beside its engine's per-call floor and its arithmetic at the yardstick's rate."""
+    measured = [r for r in rows if r.get("p50_ms") and r.get("floor_ms") is not None]
+    if not measured:
+        return []
+    lines = ["", "Batch 1 against its floor: each engine's per-call floor (a graph with the same inputs and next to no "
+             "arithmetic, bench/floor.py) and the row's arithmetic per call at the best matrix-product rate of its "
+             "precision measured in this bench:", "",
+             "| row | b1 p50 ms | engine floor ms | arithmetic ms | p50 / (floor + arithmetic) |",
+             "|---|---|---|---|---|"]
+    for r in measured:
+        bound = r["floor_ms"] + (r.get("arithmetic_ms") or 0)
+        lines.append(f"| {r['row']} | {r['p50_ms']:.3f} | {r['floor_ms']:.3f} | {fmt(r.get('arithmetic_ms'), '.3f')} | "
+                     f"{r['p50_ms'] / bound:.1f}× |")
+    return lines
+
+
 def settings_sentence(rows: list[dict]) -> str:
     """The settings the numbers hold for: each engine as a user would deploy it, the rows taking turns by part."""
     text = ("Each row ran as deployed, with the cores to itself during its part: ONNX Runtime's threads spinning "
@@ -221,8 +266,8 @@ def render(summary: dict) -> str:
         f"ONNX Runtime intra-op threads {machine.get('threads', {}).get('onnxruntime_intra_op')})"
         + (f", {machine['accelerator']}" if machine.get("accelerator") else "") + ".", "",
         "| model | backend | device | precision | accuracy | macro-F1 | params | MB | b1 p50 ms | b1 p99 ms | "
-        "b32 samples/s | speed-up b32 | speed-up b1 | tokenize b1 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "b32 samples/s | speed-up b32 | speed-up b1 | speed-up b32, fastest | speed-up b1, fastest | tokenize b1 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -230,9 +275,13 @@ def render(summary: dict) -> str:
             f"{fmt(r.get('f1_macro'), '.4f')} | {r['params'] / 1e6:.1f}M | {r['size_mb']:.1f} | "
             f"{fmt(r.get('p50_ms'), '.2f')} | {fmt(r.get('p99_ms'), '.2f')} | {fmt(r.get('samples_per_s'), '.0f')} | "
             f"{fmt(r.get('throughput_speedup'), '.2f', '×')} | {fmt(r.get('latency_speedup'), '.2f', '×')} | "
-            f"{fmt(r.get('tokenize_b1_ms'), '.2f')} |")
-    lines += ["", "Speed-ups are against the teacher in PyTorch fp32 on the same device, in this run. "
-              "Tokenization is not in the model timings; add it for end-to-end latency."]
+            f"{fmt(r.get('throughput_speedup_vs_fastest'), '.2f', '×')} | "
+            f"{fmt(r.get('latency_speedup_vs_fastest'), '.2f', '×')} | {fmt(r.get('tokenize_b1_ms'), '.2f')} |")
+    lines += ["", "Speed-ups: against the teacher in PyTorch fp32 on the same device, in this run; \"fastest\": "
+              "against the teacher's fastest PyTorch row on the device for that workload ("
+              + fastest_teachers(rows) + "). Tokenization is not in the model timings; add it for end-to-end "
+              "latency."]
+    lines += floor_lines(rows)
     best = fastest_lines(rows)
     if best:
         lines += ["", "Fastest backend per workload:", *best]

@@ -11,6 +11,7 @@ import pytest
 
 from bench.config import flag
 from bench.cpu import theoretical_peak, this_cpu
+from bench.floor import BACKENDS, floor_batches, open_floor
 from bench.flops import flops_of
 from bench.workload import token_counts
 from bench.yardstick import BENCH_STICKS, Peak, prepare, unavailable
@@ -84,6 +85,33 @@ def test_tokenize(benchmark, tokenizer_model, batch_size, run, workload):
                                 texts_per_s=len(texts) / float(np.sum(seconds)))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
+    """The engine's per-call floor at batch 1 (bench/floor.py): the latency texts' batches through a graph that does
+    next to no arithmetic, with the rows' settings. Its p50 is over every call, repeated to min_seconds / parts."""
+    from transformers import AutoTokenizer
+
+    from export.engines import engine
+
+    if "cpu" not in bench_cfg.devices:
+        pytest.skip(f"cpu not among {flag('devices')}")
+    reason = engine(backend).unavailable("cpu", "fp32")
+    if reason:
+        pytest.skip(reason)
+    model = bench_cfg.models[-1]
+    singles = floor_batches(workload.single_texts(model, AutoTokenizer.from_pretrained(run.model_dir(model))))
+    runner = open_floor(backend, tmp_path_factory.mktemp("floor")).run
+    runner(singles[0])
+    start = time.perf_counter()
+    runner(singles[len(singles) // 2])
+    per_pass = (time.perf_counter() - start) * len(singles)
+    passes = int(min(bench_cfg.max_passes, max(1, np.ceil(bench_cfg.min_seconds / bench_cfg.parts / per_pass))))
+    benchmark.pedantic(runner, setup=feeder(singles * passes, bench_cfg.latency_warmup),
+                       rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
+    benchmark.extra_info.update(kind="floor", backend=backend, device="cpu", batch_size=1, calls=len(singles) * passes,
+                                p50_ms=float(np.median(benchmark.stats.stats.data) * 1e3))
+
+
 def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
     """Batch 1 over real test texts: each part times all of them (once, or in passes until min_seconds / parts),
     every call's time kept, until two parts' medians agree (bench/workload.py, RowState.latency_settled). The
@@ -103,7 +131,8 @@ def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
     state.latency_medians.append(float(np.median(benchmark.stats.stats.data)))
     _, real = token_counts(singles)
     benchmark.extra_info.update(kind="latency", part=part, parts=bench_cfg.parts, batch_size=1, texts=len(singles),
-                                passes=passes, mean_tokens=real / len(singles), **row_info(row, loaded),
+                                passes=passes, mean_tokens=real / len(singles),
+                                flop_per_call=flops_of(loaded.config, singles) / len(singles), **row_info(row, loaded),
                                 **percentiles_ms(benchmark.stats.stats.data))
 
 
@@ -159,3 +188,9 @@ def test_cpu_peak_again(benchmark, bench_cfg, stick):
     seconds once put every call of the first measurement below a student's own rate, and a yardstick measured
     low gives no fraction at all."""
     test_cpu_peak(benchmark, bench_cfg, stick)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_floor_again(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
+    """The floors again, after every row: the summary keeps each engine's lower one (a slow spell only slows)."""
+    test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory)

@@ -46,10 +46,16 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
         assert r["p50_ms"] == min(parts) <= r["p50_all_calls_ms"]
     for m in ("teacher", "baseline", "distilled"):
         assert rows[f"{m}-onnxruntime-cpu-int8"]["size_mb"] < rows[f"{m}-onnxruntime-cpu-fp32"]["size_mb"] / 2
+        # PyTorch bf16 on the CPU (autocast) where the CPU has bf16: the same model, a few rows of 256 apart at most
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            bf16, fp32 = rows[f"{m}-pytorch-cpu-bf16"], rows[f"{m}-pytorch-cpu-fp32"]
+            assert abs(bf16["accuracy"] - fp32["accuracy"]) <= 0.02 and bf16["size_mb"] == fp32["size_mb"]
+        else:
+            assert "this CPU has no bf16" in summary["skipped"][f"{m}-pytorch-cpu-bf16"]
     assert rows["teacher-pytorch-cpu-fp32"]["throughput_speedup"] == pytest.approx(1.0)
     # every measurement is a pytest-benchmark record with its per-call times
     kinds = {b["extra_info"]["kind"] for b in raw["benchmarks"]}
-    assert kinds == {"peak", "tokenize", "latency", "throughput"}
+    assert kinds == {"peak", "floor", "tokenize", "latency", "throughput"}
     assert all(len(b["stats"]["data"]) == b["stats"]["rounds"] for b in raw["benchmarks"])
     assert {b["extra_info"]["texts"] for b in raw["benchmarks"] if b["extra_info"]["kind"] == "latency"} == {32}
     if not torch.cuda.is_available():
@@ -69,6 +75,24 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     assert ("distilled-onnxruntime-cpu-int8", "distilled-onnxruntime-cpu-fp32", THROUGHPUT) in keys
     assert ("distilled-onnxruntime-cpu-int8", "teacher-pytorch-cpu-fp32", LATENCY) in keys
     assert (cfg.samples, cfg.latency_texts, cfg.min_seconds, cfg.parts, cfg.run_dir) == (256, 32, 0.2, 3, smoke_bench)
+    # each engine's floor at batch 1 (the lower of its two measurements), printed beside every CPU row's p50
+    floors = {b["extra_info"]["backend"]: [] for b in raw["benchmarks"] if b["extra_info"]["kind"] == "floor"}
+    for b in raw["benchmarks"]:
+        if b["extra_info"]["kind"] == "floor":
+            floors[b["extra_info"]["backend"]].append(b["extra_info"]["p50_ms"])
+    assert set(floors) == {"pytorch", "onnxruntime", "openvino"} and all(len(v) == 2 for v in floors.values())
+    assert summary["floors_ms"] == {k: min(v) for k, v in floors.items()}
+    for r in rows.values():
+        assert r["floor_ms"] == summary["floors_ms"][r["backend"]] < r["p50_ms"], r["row"]
+        assert 0 < r["arithmetic_ms"] < r["p50_ms"], r["row"]
+    assert md.count("| teacher-onnxruntime-cpu-int8 |") == 1 and "engine floor ms" in md
+    # the speed-ups against the teacher's fastest PyTorch row, per workload
+    teachers = [r for r in rows.values() if r["model"] == "teacher" and r["backend"] == "pytorch"]
+    fastest_b1 = min(teachers, key=lambda r: r["p50_ms"])
+    fastest_b32 = max(teachers, key=lambda r: r["samples_per_s"])
+    for r in rows.values():
+        assert r["latency_speedup_vs_fastest"] == pytest.approx(fastest_b1["p50_ms"] / r["p50_ms"])
+        assert r["throughput_speedup_vs_fastest"] == pytest.approx(r["samples_per_s"] / fastest_b32["samples_per_s"])
 
 
 @pytest.mark.slow

@@ -305,8 +305,9 @@ def test_without_openvino_export_and_bench_run_the_other_engines_and_name_the_mi
     assert report["openvino_skipped"].startswith("no OpenVINO IRs written: openvino is not installed")
     assert (run / "onnx/distilled/model_int8.onnx").is_file() and not (run / "onnx/distilled/openvino").exists()
     summary = json.loads((run / "bench/summary.json").read_text())
-    assert {r["row"] for r in summary["rows"]} == {"distilled-pytorch-cpu-fp32", "distilled-onnxruntime-cpu-fp32",
-                                                   "distilled-onnxruntime-cpu-int8"}
+    assert {r["row"] for r in summary["rows"]} - {"distilled-pytorch-cpu-bf16"} == {
+        "distilled-pytorch-cpu-fp32", "distilled-onnxruntime-cpu-fp32", "distilled-onnxruntime-cpu-int8"}
+    assert set(summary["floors_ms"]) == {"pytorch", "onnxruntime"}  # no floor for the missing engine either
     skipped = {row: reason for row, reason in summary["skipped"].items() if row.startswith("distilled-openvino")}
     assert set(skipped) == {f"distilled-openvino-cpu-{p}" for p in ("fp32", "bf16", "int8")}
     assert all(reason.startswith("openvino is not installed") for reason in skipped.values()), skipped
@@ -336,8 +337,9 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     from kd.runfolder import RunFolder
 
     assert [cls.name for cls in engines()] == ["pytorch", "onnxruntime", "openvino"]
-    assert COMBOS == (("pytorch", "cpu", "fp32"), ("onnxruntime", "cpu", "fp32"), ("onnxruntime", "cpu", "int8"),
-                      ("openvino", "cpu", "fp32"), ("openvino", "cpu", "bf16"), ("openvino", "cpu", "int8"),
+    assert COMBOS == (("pytorch", "cpu", "fp32"), ("pytorch", "cpu", "bf16"), ("onnxruntime", "cpu", "fp32"),
+                      ("onnxruntime", "cpu", "int8"), ("openvino", "cpu", "fp32"), ("openvino", "cpu", "bf16"),
+                      ("openvino", "cpu", "int8"),
                       ("pytorch", "cuda", "fp32"), ("pytorch", "cuda", "fp16"), ("pytorch", "cuda", "bf16"),
                       ("onnxruntime", "cuda", "fp32"), ("onnxruntime", "cuda", "int8"),
                       ("pytorch", "mps", "fp32"), ("pytorch", "mps", "fp16"))
@@ -376,6 +378,17 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
         assert {k: described[k] for k in ("engine", "device", "precision", "file", "size_mb")} == {
             "engine": name, "device": "cpu", "precision": "fp32", "file": str(file), "size_mb": size / 2**20}, target
         rows[target] = predict(loaded, TEXTS[:16])
+    # PyTorch bf16 on the CPU: autocast over the fp32 weights, where the CPU has bf16
+    import torch
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        bf16 = load("pytorch", torch_dir, "cpu", "bf16")
+        assert bf16.describe()["precision"] == "bf16" and next(bf16.model.parameters()).dtype == torch.float32
+        batch = {k: v for k, v in AutoTokenizer.from_pretrained(torch_dir)(TEXTS[:4], padding=True,
+                                                                           return_tensors="np").items()}
+        fp32 = load("pytorch", torch_dir, "cpu", "fp32")
+        np.testing.assert_allclose(bf16.run(batch), fp32.run(batch), atol=0.05)
+    else:
+        assert "this CPU has no bf16" in engine("pytorch").unavailable("cpu", "bf16")
     # OpenVINO's asynchronous queue gives the synchronous requests' logits, batch for batch
     ov = load_target(ov_dir).engine
     batches = [dict(AutoTokenizer.from_pretrained(ov_dir)(TEXTS[i:i + 4], padding=True, return_tensors="np"))
