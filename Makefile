@@ -52,8 +52,10 @@ help:
 setup: $(STAMP)
 
 ifndef KD_IMAGE
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -e .
 	touch $@
@@ -83,7 +85,7 @@ export-check: $(STAMP)
 # (runs/<preset>/onnx/optimum-check/result.{md,json}). optimum-onnx needs transformers<4.58 and kd needs 5, so
 # optimum runs in its own environment, rebuilt from scratch when requirements-optimum.txt changes.
 OPTIMUM_VENV := $(VENV)/optimum
-$(OPTIMUM_VENV)/.installed: requirements-optimum.txt
+$(OPTIMUM_VENV)/.installed: requirements-optimum.txt | $(BIN)/python
 	rm -rf $(OPTIMUM_VENV)
 	$(PYTHON) -m venv $(OPTIMUM_VENV)
 	$(OPTIMUM_VENV)/bin/pip install -r requirements-optimum.txt
