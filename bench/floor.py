@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from export.engines import Engine, engine
+from kd.runfolder import write_bytes
 
 INPUTS = ("input_ids", "attention_mask")  # what every model here takes (BERT adds token_type_ids)
 LABELS = 4
@@ -37,7 +38,7 @@ def floor_onnx(path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # what every supported ONNX Runtime and OpenVINO reads
     onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
+    write_bytes(path, model.SerializeToString())
     return path
 
 

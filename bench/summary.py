@@ -119,7 +119,7 @@ def merge_parts(parts: dict[str, list[dict]]) -> dict:
     from kd.metrics import confusion_scores  # sklearn: imported by a new summary, not by bench-check's reading
 
     first = (parts["latency"] or parts["throughput"])[0]["extra_info"]
-    row = {k: first[k] for k in ROW_FIELDS}
+    row = {k: first[k] for k in ROW_FIELDS} | {"int8_variant": first.get("int8_variant")}
     if parts["latency"]:
         per_part = [np.asarray(b["stats"]["data"]) * 1e3 for b in parts["latency"]]
         calls = np.concatenate(per_part)
@@ -281,6 +281,10 @@ def render(summary: dict) -> str:
               "against the teacher's fastest PyTorch row on the device for that workload ("
               + fastest_teachers(rows) + "). Tokenization is not in the model timings; add it for end-to-end "
               "latency."]
+    variants = [f"{r['model']} {r['int8_variant']}" for r in rows if r.get("int8_variant")]
+    if variants:
+        lines += ["", "ONNX Runtime int8 ran the export's variant fastest on this CPU (export/int8_host.py): "
+                  + ", ".join(variants) + "."]
     lines += floor_lines(rows)
     best = fastest_lines(rows)
     if best:

@@ -46,7 +46,8 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 def row_info(row, loaded) -> dict:
     described = loaded.engine.describe()
-    return {**row.fields(), "params": loaded.params, "size_mb": described["size_mb"], "file": described["file"]}
+    return {**row.fields(), "params": loaded.params, "size_mb": described["size_mb"], "file": described["file"],
+            "int8_variant": described.get("int8_variant")}
 
 
 @pytest.mark.parametrize("stick", BENCH_STICKS, ids=lambda s: f"peak-{s.id}")

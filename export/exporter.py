@@ -19,10 +19,12 @@ from export.choose import (
     check_int8,
     choose_fp32,
     choose_int8,
+    int8_file,
 )
 from export.config import ExportConfig
 from export.engines import load_model
 from export.inference import length_sorted_batches
+from export.int8_host import VARIANTS
 from export.onnx_export import export_onnx
 from export.openvino_export import export_openvino, missing_packages
 from export.parity import ExportGateError, ParitySet, fp32_failures
@@ -129,8 +131,18 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
         report["int8_choice"] = f"{int8}; quantized from the plain graph"
         say(f"int8 choice: {report['int8_choice']}")
 
-        # the folder keeps model.onnx (the chosen fp32 graph), model_int8.onnx and the OpenVINO folders
-        os.replace(int8.file, tmp / "model_int8.onnx")
+        # the folder keeps model.onnx (the chosen fp32 graph), model_int8.onnx (the choice above, for a user who
+        # takes one file), every int8 variant that passed the gates when more than one did (the engine picks the
+        # fastest on the CPU it runs on: export/int8_host.py) and the OpenVINO folders
+        if len(checked.passing) > 1:
+            (tmp / VARIANTS).mkdir()
+            for candidate in checked.passing:
+                os.replace(int8_file(ctx, candidate), tmp / VARIANTS / f"{candidate}.onnx")
+            os.link(tmp / VARIANTS / f"{int8.chosen}.onnx", tmp / "model_int8.onnx")  # one copy on disk
+            report["int8_variants"] = {c: (tmp / VARIANTS / f"{c}.onnx").stat().st_size / 2**20
+                                       for c in checked.passing}
+        else:
+            os.replace(int8.file, tmp / "model_int8.onnx")
         if fp32.chosen == "fused":
             os.replace(fused_path, plain_path)
         fused_path.unlink(missing_ok=True)

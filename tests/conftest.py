@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,3 +166,36 @@ def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every file: equal before and after means nothing was written."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def add_slow_branch(path, n=512):
+    """Make an ONNX graph do two extra n³ matrix products per row of the batch (same logits): a slower model on
+    purpose, at batch 1 and at batch 32 alike. A cost per call would be spread over a batch of 32 and shrink the
+    batch-32 slowdown to what a busy machine's noise can hide: the teacher in PyTorch, every ratio's reference,
+    once ran 5x slower in the one bench than in the other beside a second test worker."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(path)
+    g = model.graph
+    producer = next(node for node in g.node if "logits" in node.output)
+    producer.output[list(producer.output).index("logits")] = "logits_before_slow_branch"
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "slow_w")
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "slow_zero")
+    axis1 = numpy_helper.from_array(np.array([1], np.int64), "slow_axis1")
+    axis2 = numpy_helper.from_array(np.array([2], np.int64), "slow_axis2")
+    g.initializer.extend([w, zero, axis1, axis2])
+    g.node.extend([
+        # a zero per row that depends on the input, so that nothing can be folded ahead of time
+        helper.make_node("Cast", ["input_ids"], ["slow_ids"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["slow_ids", "slow_axis1"], ["slow_sum"], keepdims=1),  # (batch, 1)
+        helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_row"]),
+        helper.make_node("Unsqueeze", ["slow_row", "slow_axis2"], ["slow_scale"]),  # (batch, 1, 1)
+        helper.make_node("Add", ["slow_w", "slow_scale"], ["slow_a"]),  # (batch, n, n)
+        helper.make_node("MatMul", ["slow_a", "slow_w"], ["slow_b"]),
+        helper.make_node("MatMul", ["slow_b", "slow_w"], ["slow_c"]),
+        helper.make_node("ReduceSum", ["slow_c"], ["slow_total"], keepdims=0),
+        helper.make_node("Mul", ["slow_total", "slow_zero"], ["slow_nothing"]),
+        helper.make_node("Add", ["logits_before_slow_branch", "slow_nothing"], ["logits"]),
+    ])
+    onnx.save(model, path)

@@ -6,11 +6,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from conftest import QUICK_BENCH, kd
-from onnx import TensorProto, helper, numpy_helper
+from conftest import QUICK_BENCH, add_slow_branch, kd
 
 from bench.config import BenchConfig, add_arguments
 from bench.flops import batch_flops
@@ -46,6 +44,10 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
         assert r["p50_ms"] == min(parts) <= r["p50_all_calls_ms"]
     for m in ("teacher", "baseline", "distilled"):
         assert rows[f"{m}-onnxruntime-cpu-int8"]["size_mb"] < rows[f"{m}-onnxruntime-cpu-fp32"]["size_mb"] / 2
+        # ONNX Runtime int8 ran the export's variant that this CPU's timing chose (its record beside the model)
+        kept = smoke_bench / "onnx" / m / "int8_variants"
+        assert rows[f"{m}-onnxruntime-cpu-int8"]["int8_variant"] == (
+            json.loads((kept / "host_choice.json").read_text())["variant"] if kept.is_dir() else None)
         # PyTorch bf16 on the CPU (autocast) where the CPU has bf16: the same model, a few rows of 256 apart at most
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():
             bf16, fp32 = rows[f"{m}-pytorch-cpu-bf16"], rows[f"{m}-pytorch-cpu-fp32"]
@@ -123,36 +125,6 @@ def permute_classifier(model_dir):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     metrics["weights_sha256"] = sha256_file(path)
     (model_dir / "metrics.json").write_text(json.dumps(metrics))
-
-
-def add_slow_branch(path, n=512):
-    """Make an ONNX graph do two extra n³ matrix products per row of the batch (same logits): a slower model on
-    purpose, at batch 1 and at batch 32 alike. A cost per call would be spread over a batch of 32 and shrink the
-    batch-32 slowdown to what a busy machine's noise can hide: the teacher in PyTorch, every ratio's reference,
-    once ran 5x slower in the one bench than in the other beside a second test worker."""
-    model = onnx.load(path)
-    g = model.graph
-    producer = next(node for node in g.node if "logits" in node.output)
-    producer.output[list(producer.output).index("logits")] = "logits_before_slow_branch"
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "slow_w")
-    zero = numpy_helper.from_array(np.zeros((), np.float32), "slow_zero")
-    axis1 = numpy_helper.from_array(np.array([1], np.int64), "slow_axis1")
-    axis2 = numpy_helper.from_array(np.array([2], np.int64), "slow_axis2")
-    g.initializer.extend([w, zero, axis1, axis2])
-    g.node.extend([
-        # a zero per row that depends on the input, so that nothing can be folded ahead of time
-        helper.make_node("Cast", ["input_ids"], ["slow_ids"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceSum", ["slow_ids", "slow_axis1"], ["slow_sum"], keepdims=1),  # (batch, 1)
-        helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_row"]),
-        helper.make_node("Unsqueeze", ["slow_row", "slow_axis2"], ["slow_scale"]),  # (batch, 1, 1)
-        helper.make_node("Add", ["slow_w", "slow_scale"], ["slow_a"]),  # (batch, n, n)
-        helper.make_node("MatMul", ["slow_a", "slow_w"], ["slow_b"]),
-        helper.make_node("MatMul", ["slow_b", "slow_w"], ["slow_c"]),
-        helper.make_node("ReduceSum", ["slow_c"], ["slow_total"], keepdims=0),
-        helper.make_node("Mul", ["slow_total", "slow_zero"], ["slow_nothing"]),
-        helper.make_node("Add", ["logits_before_slow_branch", "slow_nothing"], ["logits"]),
-    ])
-    onnx.save(model, path)
 
 
 def plant_slow_openvino_graph(export_dir):

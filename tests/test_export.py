@@ -2,6 +2,7 @@
 `kd export` / `export-check` on the smoke run, and `kd predict` agreeing across backends."""
 
 import json
+import os
 import re
 import shutil
 
@@ -239,6 +240,17 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
         assert ov["fp32"]["max_abs_diff"] <= 1e-4 and ov["fp32"]["agreement"] == 1.0, name
         assert ov["int8"]["agreement"] >= 0.99 and not ov["int8"]["failures"], name
         assert ov["int8"]["calibration_rows"] == 300 and ov["int8"]["size_mb"] < 0.5 * ov["fp32"]["size_mb"], name
+        # every int8 variant that passed is kept for the per-CPU choice; model_int8.onnx is the export's own, one
+        # file on disk with its variant
+        passing = [c for c, rec in r["int8_candidates"].items() if "failures" in rec and not rec["failures"]]
+        folder = smoke_export / "onnx" / name
+        if len(passing) > 1:
+            assert set(r["int8_variants"]) == set(passing)
+            assert {p.stem for p in (folder / "int8_variants").glob("*.onnx")} == set(passing)
+            assert (folder / "model_int8.onnx").stat().st_ino == \
+                (folder / "int8_variants" / f"{r['int8']['variant']}.onnx").stat().st_ino
+        else:
+            assert not (folder / "int8_variants").exists()
     report_md = (smoke_export / "onnx/report.md").read_text()
     assert "| distilled | ONNX | int8 |" in report_md and "| distilled | OpenVINO | int8 | NNCF" in report_md
     smoke_copy = tmp_path / "smoke"
@@ -408,3 +420,46 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     np.testing.assert_allclose(tuned.run(batch), plain.run(batch), atol=1e-5)
     with pytest.raises(KdError, match=r"expected a model folder or an \.onnx or \.xml file"):
         load_target(torch_dir / "config.json")
+
+
+def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_cpu(tmp_path):
+    """Two int8 variants of one graph, one planted slower (two extra matrix products per row): the engine runs
+    the faster, records it with this CPU, reuses the record, and measures again when the record names another
+    CPU."""
+    from conftest import add_slow_branch
+
+    from bench.floor import floor_onnx
+    from export.engines import load
+    from export.int8_host import RECORD, VARIANTS
+    from kd.manifest import cpu_identity
+
+    folder = tmp_path / "distilled"
+    (folder / VARIANTS).mkdir(parents=True)
+    fast, slow = floor_onnx(folder / VARIANTS / "fast.onnx"), floor_onnx(folder / VARIANTS / "slow.onnx")
+    add_slow_branch(slow)
+    os.link(slow, folder / "model_int8.onnx")  # the export host chose the other one
+    opened = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
+    assert opened.file == fast and opened.describe()["int8_variant"] == "fast" and opened.host_choice.measured
+    record_path = folder / VARIANTS / RECORD
+    record = json.loads(record_path.read_text())
+    assert record["cpu"] == cpu_identity() and record["variant"] == "fast"
+    assert record["seconds"]["slow"]["b1"] > record["seconds"]["fast"]["b1"]
+    assert record["seconds"]["slow"]["b32"] > record["seconds"]["fast"]["b32"]
+    before = record_path.stat().st_mtime_ns
+    again = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
+    assert again.file == fast and not again.host_choice.measured and record_path.stat().st_mtime_ns == before
+    # a record from another CPU (which chose the slow one there) is not reused
+    record_path.write_text(json.dumps({**record, "cpu": "Another CPU, cpu family 6, model 143", "variant": "slow"}))
+    moved = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
+    assert moved.host_choice.measured and moved.file == fast
+    assert json.loads(record_path.read_text())["cpu"] == cpu_identity()
+    # a model_int8.onnx that is none of the variants (replaced by hand, or planted) is run as it is
+    (folder / "model_int8.onnx").unlink()
+    add_slow_branch(shutil.copy(fast, folder / "model_int8.onnx"), n=256)  # none of the two
+    replaced = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
+    assert replaced.host_choice is None and replaced.file == folder / "model_int8.onnx"
+    # an int8 file without variants beside it is run as it is
+    alone = tmp_path / "alone" / "model_int8.onnx"
+    alone.parent.mkdir()
+    floor_onnx(alone)
+    assert load("onnxruntime", alone, "cpu", "int8").host_choice is None

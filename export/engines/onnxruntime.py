@@ -57,9 +57,10 @@ class OnnxRuntimeEngine(Engine):
     package = "onnxruntime"
     bench_options = {"spinning": True}
 
-    def __init__(self, sess: ort.InferenceSession, file: Path, device: str, precision: str):
+    def __init__(self, sess: ort.InferenceSession, file: Path, device: str, precision: str, host_choice=None):
+        """`host_choice`: the int8 variant chosen for this CPU, when the file is one of the export's variants."""
         super().__init__(file, device, precision)
-        self.session = sess
+        self.session, self.host_choice = sess, host_choice
         self.input_names = [i.name for i in sess.get_inputs()]
 
     @classmethod
@@ -93,11 +94,22 @@ class OnnxRuntimeEngine(Engine):
              spinning: bool = False, threads: int | None = None) -> OnnxRuntimeEngine:
         """The session sized to the CPUs this process may use, threads spinning only if asked (`plain`: no
         options)."""
+        from export.int8_host import VARIANTS, choose
+
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        choice = None
+        if precision == "int8" and Path(file).name == cls.files["int8"]:
+            # the export's int8 variants: the one fastest on this CPU (measured once per CPU, export/int8_host.py)
+            choice = choose(file, lambda path: session(path, providers, plain, spinning, threads))
+            file = Path(file).parent / VARIANTS / f"{choice.variant}.onnx" if choice else file
         sess = session(file, providers, plain, spinning, threads)
         if sess.get_providers()[0] != providers[0]:
             raise RuntimeError(f"{file}: onnxruntime fell back to {sess.get_providers()[0]}")
-        return cls(sess, file, device, precision)
+        return cls(sess, file, device, precision, choice)
+
+    def describe(self) -> dict:
+        choice = self.host_choice
+        return {**super().describe(), **({"int8_variant": choice.variant} if choice else {})}
 
     def run(self, batch: Batch) -> np.ndarray:
         """Host arrays in, host logits out (the CUDA provider copies them and waits within the call)."""

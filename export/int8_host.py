@@ -1,0 +1,105 @@
+"""Which of an export's int8 variants runs fastest on this CPU, measured the first time the int8 model is loaded here
+and recorded beside it with the CPU it was measured on; reused until the CPU changes.
+
+Which ONNX Runtime int8 kernel is fastest depends on the CPU: the same student ran far faster with per-tensor
+uint8 weights on an AMD EPYC and with per-channel int8 weights on an Intel Xeon with AMX (docs/export.md). A file
+chosen for speed on the export host is not the fastest elsewhere, so the export keeps every variant that passes
+its gates (`int8_variants/`), and the engine picks one per host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kd.manifest import cpu_identity
+from kd.runfolder import write_json
+
+VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates
+RECORD = "host_choice.json"  # in that folder: the choice, the CPU it was measured on, the timings
+SHAPES = {"b1": (1, 48), "b32": (32, 48)}  # batch x tokens: a short news text, as the bench's are
+ROUNDS = 3  # interleaved: each variant's best of three, so that a slow spell hits every variant alike
+B1_CALLS = 10
+
+
+@dataclass
+class HostChoice:
+    cpu: str
+    variant: str
+    seconds: dict[str, dict[str, float]]  # variant -> {"b1": per call, "b32": per call}, the best round
+    measured: bool  # False: taken from the record, measured before on this CPU
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "measured"}
+
+
+def variants(int8_file: Path) -> dict[str, Path]:
+    """The int8 variants the export kept beside `int8_file` (model_int8.onnx), by name."""
+    folder = Path(int8_file).parent / VARIANTS
+    return {p.stem: p for p in sorted(folder.glob("*.onnx"))} if folder.is_dir() else {}
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    """One file, or two of the same contents (a copied export folder holds copies, not the hard link)."""
+    if Path(a).samefile(b):
+        return True
+    if Path(a).stat().st_size != Path(b).stat().st_size:
+        return False
+    return hashlib.sha256(Path(a).read_bytes()).digest() == hashlib.sha256(Path(b).read_bytes()).digest()
+
+
+def fastest(seconds: dict[str, dict[str, float]]) -> str:
+    """The variant whose worse workload is least behind that workload's fastest variant (within 10 % at both
+    batch 1 and batch 32, where one variant is)."""
+    best = {shape: min(s[shape] for s in seconds.values()) for shape in SHAPES}
+    return min(seconds, key=lambda v: max(seconds[v][shape] / best[shape] for shape in SHAPES))
+
+
+def measure(files: dict[str, Path], open_session) -> dict[str, dict[str, float]]:
+    """Seconds per call of each variant at batch 1 and batch 32 on synthetic inputs of the graph's own input names
+    (token id 1, in every vocabulary: a kernel's speed does not depend on which token it reads)."""
+    sessions = {name: open_session(path) for name, path in files.items()}
+    feeds = {}
+    for name, sess in sessions.items():
+        feeds[name] = {shape: {i.name: (np.zeros if i.name == "token_type_ids" else np.ones)(dims, np.int64)
+                               for i in sess.get_inputs()} for shape, dims in SHAPES.items()}
+        for feed in feeds[name].values():
+            sess.run(None, feed)  # warm: first calls allocate
+    best = {name: {shape: float("inf") for shape in SHAPES} for name in sessions}
+    for _ in range(ROUNDS):
+        for name, sess in sessions.items():
+            for shape in SHAPES:
+                calls = B1_CALLS if shape == "b1" else 1
+                start = time.perf_counter()
+                for _ in range(calls):
+                    sess.run(None, feeds[name][shape])
+                best[name][shape] = min(best[name][shape], (time.perf_counter() - start) / calls)
+    return best
+
+
+def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
+    """This CPU's variant for `int8_file`: the record's when it was measured on this CPU for these variants, else
+    measured now and recorded (where the folder is writable). None: fewer than two variants, or `int8_file` is
+    none of them."""
+    files = variants(int8_file)
+    if len(files) < 2 or not any(same_bytes(int8_file, f) for f in files.values()):
+        return None  # nothing to choose from, or a model_int8.onnx that is none of them (replaced): run as it is
+    record_path = Path(int8_file).parent / VARIANTS / RECORD
+    cpu = cpu_identity()
+    try:
+        record = json.loads(record_path.read_text())
+        if record["cpu"] == cpu and set(record["seconds"]) == set(files) and record["variant"] in files:
+            return HostChoice(cpu, record["variant"], record["seconds"], measured=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no record, another CPU's, or unreadable: measured again
+    seconds = measure(files, open_session)
+    choice = HostChoice(cpu, fastest(seconds), seconds, measured=True)
+    try:
+        write_json(record_path, choice.to_json())
+    except OSError as exc:  # a read-only model folder (a mounted volume): the choice holds for this process
+        say(f"kd: {record_path} not written ({exc.strerror}); the int8 variant is measured again next time")
+    return choice
