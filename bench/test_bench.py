@@ -30,12 +30,17 @@ def passes_needed(state, kind: str, runner, probe, calls: int, cfg) -> int:
     """Passes over `calls` items that take at least cfg.min_seconds (split among the parts), judged in the row's first
     part of this kind from one warm call on `probe` and kept for its other parts."""
     if kind not in state.passes:
-        runner(probe)
-        start = time.perf_counter()
-        runner(probe)
-        per_pass = (time.perf_counter() - start) * calls
-        state.passes[kind] = int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / cfg.parts / per_pass))))
+        state.passes[kind] = passes_for(runner, probe, calls, cfg)
     return state.passes[kind]
+
+
+def passes_for(runner, probe, calls: int, cfg) -> int:
+    """Passes over `calls` items that take at least cfg.min_seconds / cfg.parts, from one warm call on `probe`."""
+    runner(probe)
+    start = time.perf_counter()
+    runner(probe)
+    per_pass = (time.perf_counter() - start) * calls
+    return int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / cfg.parts / per_pass))))
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -102,11 +107,7 @@ def test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
     model = bench_cfg.models[-1]
     singles = floor_batches(workload.single_texts(model, AutoTokenizer.from_pretrained(run.model_dir(model))))
     runner = open_floor(backend, tmp_path_factory.mktemp("floor")).run
-    runner(singles[0])
-    start = time.perf_counter()
-    runner(singles[len(singles) // 2])
-    per_pass = (time.perf_counter() - start) * len(singles)
-    passes = int(min(bench_cfg.max_passes, max(1, np.ceil(bench_cfg.min_seconds / bench_cfg.parts / per_pass))))
+    passes = passes_for(runner, singles[len(singles) // 2], len(singles), bench_cfg)
     benchmark.pedantic(runner, setup=feeder(singles * passes, bench_cfg.latency_warmup),
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
     benchmark.extra_info.update(kind="floor", backend=backend, device="cpu", batch_size=1, calls=len(singles) * passes,
