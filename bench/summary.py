@@ -79,21 +79,25 @@ def build_summary(bench_json: dict) -> dict:
     rows = {row_id: merge_parts(p) for row_id, p in parts.items()}
     ordered = sorted(rows.values(), key=row_order)
     yardsticks = [Peak.from_json(p) for p in peaks]
+    floor_ms = {backend: min(values) for backend, values in floors.items()}  # the lower of before and after the rows
+    # per device, the teacher's fastest PyTorch row per workload (bf16 where the CPU has it)
+    fastest_teacher = {}
+    for device in {r["device"] for r in ordered}:
+        teachers = [r for r in ordered
+                    if r["model"] == "teacher" and r["backend"] == "pytorch" and r["device"] == device]
+        fastest_teacher[device] = fastest(teachers, "samples_per_s", True), fastest(teachers, "p50_ms", False)
     for row in ordered:
         row["tokenize_b1_ms"] = tokenize.get(row["model"], {}).get("b1_ms")
         ref = rows.get(Row(*(row[k] for k in ("model", "backend", "device", "precision"))).reference.id)
         row["vs_teacher"] = ref["row"] if ref else None
         row["throughput_speedup"] = ratio(row.get("samples_per_s"), ref and ref.get("samples_per_s"))
         row["latency_speedup"] = ratio(ref and ref.get("p50_ms"), row.get("p50_ms"))
-        # against the teacher's fastest PyTorch row on the device (bf16 where the CPU has it), per workload
-        teachers = [r for r in ordered if r["model"] == "teacher" and r["backend"] == "pytorch"
-                    and r["device"] == row["device"]]
-        b32, b1 = fastest(teachers, "samples_per_s", True), fastest(teachers, "p50_ms", False)
+        b32, b1 = fastest_teacher[row["device"]]
         row["vs_fastest_pytorch_teacher"] = {"b32": b32 and b32["row"], "b1": b1 and b1["row"]}
         row["throughput_speedup_vs_fastest"] = ratio(row.get("samples_per_s"), b32 and b32["samples_per_s"])
         row["latency_speedup_vs_fastest"] = ratio(b1 and b1["p50_ms"], row.get("p50_ms"))
         if row["device"] == "cpu":
-            row["floor_ms"] = min(floors[row["backend"]]) if row["backend"] in floors else None
+            row["floor_ms"] = floor_ms.get(row["backend"])
             stick = best(yardsticks, row["precision"])
             row["arithmetic_ms"] = (row["flop_per_call"] / stick.gflops_per_s / 1e6
                                     if stick and row.get("flop_per_call") else None)
@@ -106,7 +110,7 @@ def build_summary(bench_json: dict) -> dict:
         "format": SUMMARY_FORMAT, "preset": meta.get("preset"), "config": meta.get("config", {}),
         "machine": meta.get("machine", {}), "versions": meta.get("versions", {}),
         "datetime": bench_json.get("datetime"), "rows": ordered, "skipped": skipped, "tokenize": tokenize,
-        "floors_ms": {backend: min(values) for backend, values in floors.items()},
+        "floors_ms": floor_ms,
         "ratios": [r.to_json() for r in within_run_ratios(rows)], **summary_fields(ordered, peaks),
     }
 

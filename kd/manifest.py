@@ -45,30 +45,30 @@ def git_commit() -> str | None:
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
 
 
+def first_cpu() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} where there is none: macOS, Windows)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU's model name, which every time and speed ratio holds for (platform.processor() is often empty or
     just the architecture on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return first_cpu().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_identity() -> str:
     """The CPU as far as kernel speed goes: its model name with vendor, family, model and stepping (a model name
     alone can be as vague as "AMD EPYC", shared by Zen 4 and Zen 5). Choices measured on one CPU hold for it."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-            if not line.strip():
-                break  # the first processor is enough
-    except OSError:
-        pass
+    fields = first_cpu()
     ids = [f"{k} {fields[k]}" for k in ("vendor_id", "cpu family", "model", "stepping") if k in fields]
     return ", ".join([cpu_model(), *ids])
 
