@@ -446,6 +446,9 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     assert record["seconds"]["slow"]["b1"] > record["seconds"]["fast"]["b1"]
     assert record["seconds"]["slow"]["b32"] > record["seconds"]["fast"]["b32"]
     before = record_path.stat().st_mtime_ns
+    # a plain session (export-check, optimum-check) runs model_int8.onnx itself, as a user's own session would
+    plain = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8", plain=True)
+    assert plain.host_choice is None and plain.file == folder / "model_int8.onnx"
     again = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
     assert again.file == fast and not again.host_choice.measured and record_path.stat().st_mtime_ns == before
     # a record from another CPU (which chose the slow one there) is not reused

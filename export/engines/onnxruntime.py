@@ -92,13 +92,14 @@ class OnnxRuntimeEngine(Engine):
     @classmethod
     def open(cls, file: Path, device: str, precision: str, plain: bool = False,
              spinning: bool = False, threads: int | None = None) -> OnnxRuntimeEngine:
-        """The session sized to the CPUs this process may use, threads spinning only if asked (`plain`: no
-        options)."""
+        """The session sized to the CPUs this process may use, threads spinning only if asked, and for the export's
+        model_int8.onnx its variant fastest on this CPU. `plain`: the file as given with no options, as a user's own
+        `onnxruntime.InferenceSession` runs it (export-check and optimum-check compare exactly that file)."""
         from export.int8_host import VARIANTS, choose
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         choice = None
-        if precision == "int8" and Path(file).name == cls.files["int8"]:
+        if precision == "int8" and not plain and Path(file).name == cls.files["int8"]:
             # the export's int8 variants: the one fastest on this CPU (measured once per CPU, export/int8_host.py)
             choice = choose(file, lambda path: session(path, providers, plain, spinning, threads))
             file = Path(file).parent / VARIANTS / f"{choice.variant}.onnx" if choice else file
