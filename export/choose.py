@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from export.config import ExportConfig
@@ -26,7 +26,7 @@ from export.optimize import heads_and_hidden, optimize_graph
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 from export.quantize import quantize
 from export.timing import clearly_faster, faster
-from kd.device import cpu_count
+from kd.metrics import mcnemar
 
 ONNX = engine("onnxruntime")
 
@@ -128,7 +128,7 @@ class Int8Choice(Choice):
 
     check: Check  # the chosen variant's, on the probes and the whole validation split
     file: Path  # its graph, quantized from the plain fp32 graph
-    candidates: dict[str, dict]  # every variant's record, also those screened out or failing the gates
+    candidates: dict[str, dict]  # every variant's record, also those failing the gates
 
 
 def choose_fp32(ctx: ChoiceContext, plain_path: Path, fused_path: Path, config) -> Fp32Choice:
@@ -189,59 +189,34 @@ def quantize_variant(ctx: ChoiceContext, candidate: str) -> float:
 
 @dataclass
 class Int8Checks:
-    """Every int8 variant's record, the checks of those run on the whole split, and which passed the gates."""
+    """Every int8 variant's record and its check on the whole validation split, and which passed the gates."""
 
     records: dict[str, dict]
     checks: dict[str, Check]
-    passing: list[str]
-    ranked: list[str]  # by screen accuracy
-    screen_rows: int
+    predictions: dict[str, np.ndarray]  # each variant's argmax over the validation split, for McNemar
+    passing: list[str]  # in int8_candidates' order
 
 
 def check_int8(ctx: ChoiceContext, fp32: Check) -> Int8Checks:
-    """Every variant is screened on the first `int8_screen_rows` validation rows; the `int8_finalists` most
-    accurate then run the rest of the split (more if none passes). No probes: the int8 gates read the validation
-    split only. Fails (with every candidate's record as evidence) when no variant passes."""
-    cfg, parity, reference = ctx.cfg, ctx.parity, ctx.reference
-    head, tail = parity.split(cfg.int8_screen_rows)
-    whole = parity.without_probes()
-    head_ref = reference.head(cfg.int8_screen_rows)
+    """Every variant, quantized from the plain graph, against PyTorch on the whole validation split (no probes: the
+    int8 gates read the validation split only). Fails (with every candidate's record as evidence) when no variant
+    passes."""
+    cfg, whole = ctx.cfg, ctx.parity.without_probes()
     records: dict[str, dict] = {}
-    screened: dict[str, Outputs] = {}
     checks: dict[str, Check] = {}
-    # ONNX Runtime's quantizer is single-threaded Python: a worker thread writes the variants one after another,
-    # and each is screened as soon as it is written, on one thread fewer while the worker still has work (two
-    # threads on one core stall ONNX Runtime's parallel loops). The finalists run after it is done.
-    with evidence(int8_candidates=records), ThreadPoolExecutor(1, thread_name_prefix="kd-quantize") as worker:
-        written = {c: worker.submit(quantize_variant, ctx, c) for c in cfg.int8_candidates}
-        try:
-            for candidate in cfg.int8_candidates:
-                file = int8_file(ctx, candidate)
-                records[candidate] = {"quantize_seconds": written[candidate].result(),
-                                      "size_mb": file.stat().st_size / 2**20}
-                busy = not all(job.done() for job in written.values())
-                t0 = time.perf_counter()
-                screened[candidate] = run_graph(head, file, f"{ctx.name}: int8 {candidate}",
-                                                threads=max(cpu_count() - 1, 1) if busy else None)
-                # its validation passes (sessions created, screen and rest of the split): recorded, not compared
-                records[candidate]["validation_seconds"] = time.perf_counter() - t0
-                screen = head.compare(screened[candidate], head_ref)
-                records[candidate]["screen"] = {"rows": len(head.texts), "accuracy": screen.accuracy,
-                                                "agreement": screen.agreement}
-        finally:
-            worker.shutdown(cancel_futures=True)  # after a failure: nothing more is written into the folder
-        ranked = sorted(cfg.int8_candidates, key=lambda c: (-records[c]["screen"]["accuracy"],
-                                                            -records[c]["screen"]["agreement"]))
-        passing = []
-        for i, candidate in enumerate(ranked):
-            if i >= cfg.int8_finalists and passing:
-                break
+    predictions: dict[str, np.ndarray] = {}
+    passing = []
+    with evidence(int8_candidates=records):
+        for candidate in cfg.int8_candidates:
+            file = int8_file(ctx, candidate)
+            records[candidate] = {"quantize_seconds": quantize_variant(ctx, candidate),
+                                  "size_mb": file.stat().st_size / 2**20}
             t0 = time.perf_counter()
-            outputs = screened[candidate]  # (a validation split no larger than the screen has no rest)
-            if tail.texts:
-                outputs = outputs.join(run_graph(tail, int8_file(ctx, candidate), f"{ctx.name}: int8 {candidate}"))
-            records[candidate]["validation_seconds"] += time.perf_counter() - t0
-            checks[candidate] = check = whole.compare(outputs, reference)
+            outputs = run_graph(whole, file, f"{ctx.name}: int8 {candidate}")
+            # its validation pass (session created, whole split): recorded, not compared
+            records[candidate]["validation_seconds"] = time.perf_counter() - t0
+            checks[candidate] = check = whole.compare(outputs, ctx.reference)
+            predictions[candidate] = outputs.validation.argmax(-1)
             failures = int8_failures(check, fp32, cfg.gates)
             records[candidate].update(check.to_dict(), failures=failures)
             ctx.say(f"int8 {candidate}: validation accuracy {check.accuracy:.2%}, agreement {check.agreement:.2%}"
@@ -249,33 +224,49 @@ def check_int8(ctx: ChoiceContext, fp32: Check) -> Int8Checks:
             if not failures:
                 passing.append(candidate)
         if not passing:
-            worst = "; ".join(f"{c}: {', '.join(records[c]['failures'])}" for c in ranked
-                              if "failures" in records[c])
+            worst = "; ".join(f"{c}: {', '.join(r['failures'])}" for c, r in records.items())
             raise ExportGateError(f"{ctx.name}: no int8 variant passes the gates ({worst})")
-    return Int8Checks(records, checks, passing, ranked, len(head.texts))
+    return Int8Checks(records, checks, predictions, passing)
+
+
+def equivalent_int8(ctx: ChoiceContext, checked: Int8Checks) -> list[str]:
+    """The passing variants whose validation accuracy cannot be told from the most accurate one's: an exact McNemar
+    test on the rows where exactly one of the two is right, p >= `int8_same_accuracy_p`. Each record gets its
+    test. (Not a proof of equality: the gates already bound every passing variant to 0.5 pt of fp32, and within
+    that only a difference the split can resolve rules a variant out, not a hundredth of a point.)"""
+    labels, best = ctx.parity.labels, max(checked.passing, key=lambda c: checked.checks[c].accuracy)
+    same = []
+    for candidate in checked.passing:
+        test = mcnemar(labels, checked.predictions[best], checked.predictions[candidate])
+        checked.records[candidate]["mcnemar_vs_most_accurate"] = {"most_accurate": best, **test}
+        if test["p_value"] >= ctx.cfg.int8_same_accuracy_p:
+            same.append(candidate)
+    return same
 
 
 def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
-    """The most accurate variant that passes the gates; of those within `int8_tie` of it, the fastest replaces it
-    only when over `speed_margin` faster."""
-    cfg, records, checks = ctx.cfg, checked.records, checked.checks
-    best = max(checks[c].accuracy for c in checked.passing)
-    tied = sorted((c for c in checked.passing if checks[c].accuracy >= best - cfg.int8_tie),
-                  key=lambda c: -checks[c].accuracy)  # stable: ranked order on equal accuracy
+    """Of the passing variants equivalent in accuracy (equivalent_int8), the first in `int8_candidates`' order,
+    unless another is over `speed_margin` faster on this host's timing batches."""
+    cfg, records = ctx.cfg, checked.records
+    same = equivalent_int8(ctx, checked)
     reused = ""
-    if len(tied) > 1 and ctx.speed_matters:
-        times, reused = ctx.timed({c: int8_file(ctx, c) for c in tied})
-        for candidate in tied:
+    if len(same) > 1 and ctx.speed_matters:
+        times, reused = ctx.timed({c: int8_file(ctx, c) for c in same})
+        for candidate in same:
             records[candidate]["timed_seconds"] = times[candidate]
-    chosen = pick_int8(tied, records, cfg.speed_margin)
-    tie = ""
-    if len(tied) > 1:
-        tie = (f"; of {', '.join(tied)}, within {cfg.int8_tie * 100:.2g} pt, "
-               + ("the fastest" if chosen != tied[0] else f"none is over {cfg.speed_margin:.0%} faster"
-                  if ctx.speed_matters else "the most accurate (no choice on speed)") + reused)
-    why = (f"best validation accuracy of the finalists that pass the gates{tie}; screened on {checked.screen_rows} "
-           f"rows: {', '.join(checked.ranked)}")
-    return Int8Choice(chosen, why, checks[chosen], int8_file(ctx, chosen), records)
+    chosen = pick_int8(same, records, cfg.speed_margin)
+    rows = len(ctx.parity.texts)
+    why = "the only variant that passes the gates" if len(checked.passing) == 1 else (
+        f"of {', '.join(same)}, equal in accuracy on the {rows} validation rows (McNemar p >= "
+        f"{cfg.int8_same_accuracy_p:g}), " + ("the fastest" if chosen != same[0] else
+                                              f"none is over {cfg.speed_margin:.0%} faster than the first"
+                                              if ctx.speed_matters else "the first (no choice on speed)") + reused)
+    unequal = [f"{c} (p = {records[c]['mcnemar_vs_most_accurate']['p_value']:.2g})" for c in checked.passing
+               if c not in same]
+    if unequal:
+        why += f"; less accurate than {records[same[0]]['mcnemar_vs_most_accurate']['most_accurate']}: " + \
+            ", ".join(unequal)
+    return Int8Choice(chosen, why, checked.checks[chosen], int8_file(ctx, chosen), records)
 
 
 def structure(path: Path) -> str:
@@ -290,12 +281,12 @@ def structure(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pick_int8(tied: list[str], records: dict[str, dict], margin: float) -> str:
-    """Of variants equally accurate within the tie (most accurate first), the most accurate, unless the fastest
-    beats it by over `margin` on the timing batches."""
-    first = tied[0]
-    if any("timed_seconds" not in records[c] for c in tied):  # one variant, or speed_margin >= 1: not timed
+def pick_int8(same: list[str], records: dict[str, dict], margin: float) -> str:
+    """Of variants equal in accuracy (in int8_candidates' order), the first, unless the fastest beats it by over
+    `margin` on the timing batches."""
+    first = same[0]
+    if any("timed_seconds" not in records[c] for c in same):  # one variant, or speed_margin >= 1: not timed
         return first
-    fastest = min(tied, key=lambda c: records[c]["timed_seconds"])
+    fastest = min(same, key=lambda c: records[c]["timed_seconds"])
     return fastest if clearly_faster(records[fastest]["timed_seconds"], records[first]["timed_seconds"],
                                      margin) else first

@@ -29,14 +29,6 @@ class Outputs:
     probes: list[np.ndarray]  # one logits array per (batch size, max length) probe
     validation: np.ndarray | None  # logits over the validation texts, in their order (None: probes only)
 
-    def head(self, rows: int) -> Outputs:
-        """The first `rows` validation rows, without the probes (ParitySet.split's head)."""
-        return Outputs([], self.validation[:rows])
-
-    def join(self, tail: Outputs) -> Outputs:
-        """The validation rows of both sides, in order (a screen and the rest of the split: no probes)."""
-        return Outputs([], np.concatenate([self.validation, tail.validation]))
-
 
 @dataclass
 class Check:
@@ -63,15 +55,6 @@ class ParitySet:
         self.probes = ([(b, min(m, max_length)) for b in cfg.probe_batch_sizes for m in cfg.probe_max_lengths]
                        if with_probes else [])
         self._tokenized: dict = {}  # every graph runs the same batches: tokenized once
-
-    def split(self, rows: int) -> tuple[ParitySet, ParitySet]:
-        """The first `rows` validation rows and the rest, without the probes (for the int8 screen and its
-        finalists, whose gates read the validation split only)."""
-        head, tail = self.without_probes(), self.without_probes()
-        head.texts, head.labels = self.texts[:rows], self.labels[:rows]
-        tail.texts, tail.labels = self.texts[rows:], self.labels[rows:]
-        head._tokenized, tail._tokenized = {}, {}  # other rows than this set's
-        return head, tail
 
     def without_probes(self) -> ParitySet:
         """The validation split alone (for a graph whose probes already ran)."""

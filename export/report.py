@@ -44,12 +44,11 @@ def render(reports: dict[str, dict]) -> str:
                  f"{_gate(reports, 'int8_min_agreement'):.0%} and accuracy drop ≤ "
                  f"{_gate(reports, 'int8_max_accuracy_drop') * 100:.1f} pt vs fp32.")
     lines.append("")
-    static = {name: r["int8_candidates"]["qdq-static"] for name, r in reports.items()
-              if "qdq-static" in r.get("int8_candidates", {})}
-    if static:
-        lines.append("ONNX Runtime's static QDQ int8 (calibrated on training rows), whether it shipped or not: "
-                     + "; ".join(f"{name}: {describe_candidate(c)}" for name, c in static.items()) + ".")
-        lines.append("")
+    lines.append("ONNX Runtime int8 variants, each on the whole validation split, whether it shipped or not:")
+    for name, r in reports.items():
+        lines.append(f"- {name}: " + "; ".join(f"{c}: {describe_candidate(c, record)}"
+                                               for c, record in r.get("int8_candidates", {}).items()))
+    lines.append("")
     for name, r in reports.items():
         lines.append(f"- {name}: graph {r['graph_choice']}; int8 {r['int8_choice']}; "
                      f"whole export {r['total_seconds']:.0f} s"
@@ -57,16 +56,16 @@ def render(reports: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def describe_candidate(record: dict) -> str:
-    """One int8 candidate's outcome: screen accuracy, and its full check and timing where it got that far."""
-    text = (f"{record['size_mb']:.1f} MB, on the {record['screen']['rows']} screening rows accuracy "
-            f"{record['screen']['accuracy']:.2%} and agreement {record['screen']['agreement']:.2%}")
-    if "accuracy" in record:
-        text += f", validation accuracy {record['accuracy']:.2%}"
-    else:
-        text += " (not among the finalists, so not run further or timed)"
+def describe_candidate(name: str, record: dict) -> str:
+    """One int8 candidate's outcome: its check on the validation split, its McNemar test against the most accurate
+    passing variant and its timing where it got that far."""
+    text = (f"{record['size_mb']:.1f} MB, validation accuracy {record['accuracy']:.2%} and agreement "
+            f"{record['agreement']:.2%}")
     if record.get("failures"):
         text += f" (fails: {'; '.join(record['failures'])})"
+    test = record.get("mcnemar_vs_most_accurate")
+    if test and test["most_accurate"] != name:
+        text += f", McNemar p = {test['p_value']:.2g} against {test['most_accurate']}"
     if "timed_seconds" in record:
         text += f", {record['timed_seconds'] * 1e3:.0f} ms on the timing batches"
     return text

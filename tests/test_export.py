@@ -66,7 +66,7 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     if with_openvino:  # the IRs are gated like the ONNX graphs, each folder loads on its own
         assert report["openvino"]["fp32"]["max_abs_diff"] <= 1e-4
         static = report["int8_candidates"]["qdq-static"]
-        assert "screen" in static
+        assert static["accuracy"] is not None and "validation_seconds" in static, "every variant runs the whole split"
         assert static["size_mb"] < 0.5 * report["fp32"]["size_mb"], "its embeddings and projections are int8"
         for sub in ("openvino", "openvino_int8"):
             assert {p.name for p in (out / sub).iterdir()} >= {"model.xml", "model.bin", "config.json",
@@ -156,6 +156,56 @@ def test_equally_accurate_int8_variants_go_to_the_first_unless_another_is_clearl
     assert pick_int8(["qint8", "quint8"], records, ExportConfig().speed_margin) == chosen
 
 
+def planted_checks(right: dict[str, int], rows: int = 1600):
+    """Int8Checks of variants that passed the gates, each right on its first `right[v]` of `rows` rows (all of label
+    0): the more accurate variant is right wherever the less accurate one is, so every discordant row favours it."""
+    from export.choose import Int8Checks
+    from export.parity import Check
+
+    preds = {v: np.where(np.arange(rows) < n, 0, 1) for v, n in right.items()}
+    checks = {v: Check(0.0, 0.0, 1.0, None, n / rows, []) for v, n in right.items()}
+    return Int8Checks({v: {} for v in right}, checks, preds, list(right)), np.zeros(rows, dtype=int)
+
+
+@pytest.mark.parametrize("right, seconds, chosen, unequal", [
+    # 3 rows apart: McNemar p = 0.25, equal; qint8, 30 rows behind (p ~ 2e-9), is left out although fastest
+    ({"qint8-per-channel": 1500, "quint8-per-channel": 1497, "qint8": 1470},
+     {"qint8-per-channel": 1.0, "quint8-per-channel": 0.8, "qint8": 0.5}, "quint8-per-channel", ["qint8"]),
+    # equal, and the second not over 5 % faster: the first listed ships, though a hundredth less accurate
+    ({"qint8-per-channel": 1497, "quint8-per-channel": 1500}, {"qint8-per-channel": 1.0, "quint8-per-channel": 0.97},
+     "qint8-per-channel", []),
+    # the fastest is clearly less accurate: the first ships
+    ({"qint8-per-channel": 1500, "quint8-per-channel": 1480}, {"qint8-per-channel": 1.0, "quint8-per-channel": 0.5},
+     "qint8-per-channel", ["quint8-per-channel"]),
+])
+def test_int8_ships_the_fastest_of_the_variants_equal_in_accuracy_on_the_validation_split(right, seconds, chosen,
+                                                                                          unequal, monkeypatch,
+                                                                                          tmp_path):
+    from types import SimpleNamespace
+
+    from export.choose import ChoiceContext, choose_int8
+
+    checked, labels = planted_checks(right)
+    timed = []
+
+    def timings(self, graphs):
+        timed.append(sorted(graphs))
+        return {v: seconds[v] for v in graphs}, ""
+
+    monkeypatch.setattr(ChoiceContext, "timed", timings)
+    ctx = ChoiceContext(SimpleNamespace(labels=labels, texts=[""] * len(labels)), None, [],
+                        ExportConfig(int8_candidates=list(right)), "m", lambda m: None, tmp_path, [], tmp_path, {})
+    choice = choose_int8(ctx, checked)
+    assert choice.chosen == chosen, choice.why
+    same = sorted(set(right) - set(unequal))
+    assert timed == ([same] if len(same) > 1 else []), "only variants equal in accuracy are timed, and only 2+"
+    for variant in unequal:
+        assert checked.records[variant]["mcnemar_vs_most_accurate"]["p_value"] < 0.05
+        assert f"{variant} (p = " in choice.why
+    best = max(right, key=right.get)
+    assert all(r["mcnemar_vs_most_accurate"]["most_accurate"] == best for r in checked.records.values())
+
+
 def tampered(tamper):
     """export_onnx followed by a planted fault in the written graph."""
     real = exporter.export_onnx
@@ -217,7 +267,7 @@ def test_int8_gate_failure_names_the_numbers_and_writes_nothing(tmp_path):
     with pytest.raises(ExportGateError, match=r"no int8 variant passes the gates \(") as raised:
         exporter.export_model("bert", src, out, TEXTS, LABELS, small_cfg(gates=impossible), 128, log=lambda m: None,
                               calibration_texts=CALIBRATION)
-    for candidate in ("qint8", "quint8"):  # each with its number, in the order of their screen accuracy
+    for candidate in ("qint8", "quint8"):  # each with its number
         assert re.search(rf"(\(|; ){candidate}: argmax agreement \d+\.\d\d% < 101\.00%", str(raised.value))
     assert not out.exists()
     failed = json.loads((out.parent / "bert.failed.json").read_text())
