@@ -45,8 +45,9 @@ def pytest_generate_tests(metafunc):
         # part-major order: part 1 of every row, then part 2 of every row, ...
         cases = [(part, row) for part in range(cfg.parts) for row in rows_for(cfg.models, cfg.devices)]
         metafunc.parametrize("part,row", cases, ids=[f"{row.id}-{part + 1}of{cfg.parts}" for part, row in cases])
-    if "tokenizer_model" in metafunc.fixturenames:
-        metafunc.parametrize("tokenizer_model", cfg.models)
+    for per_model in ("tokenizer_model", "int8_model"):
+        if per_model in metafunc.fixturenames:
+            metafunc.parametrize(per_model, cfg.models)
 
 
 @pytest.fixture(scope="session")

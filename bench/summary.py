@@ -65,6 +65,7 @@ def build_summary(bench_json: dict) -> dict:
     tokenize: dict[str, dict] = {}
     peaks: list[dict] = []
     floors: dict[str, list[float]] = {}
+    int8_variants: dict[str, dict] = {}
     for b in bench_json["benchmarks"]:
         info = b["extra_info"]
         kind = info.get("kind")
@@ -76,6 +77,8 @@ def build_summary(bench_json: dict) -> dict:
             peaks.append(info)
         elif kind == "floor":
             floors.setdefault(info["backend"], []).append(info["p50_ms"])
+        elif kind == "int8_variants":
+            int8_variants[info["model"]] = side_by_side(info)
     rows = {row_id: merge_parts(p) for row_id, p in parts.items()}
     ordered = sorted(rows.values(), key=row_order)
     yardsticks = [Peak.from_json(p) for p in peaks]
@@ -110,9 +113,19 @@ def build_summary(bench_json: dict) -> dict:
         "format": SUMMARY_FORMAT, "preset": meta.get("preset"), "config": meta.get("config", {}),
         "machine": meta.get("machine", {}), "versions": meta.get("versions", {}),
         "datetime": bench_json.get("datetime"), "rows": ordered, "skipped": skipped, "tokenize": tokenize,
-        "floors_ms": floor_ms,
+        "floors_ms": floor_ms, "int8_variants": int8_variants,
         "ratios": [r.to_json() for r in within_run_ratios(rows)], **summary_fields(ordered, peaks),
     }
+
+
+def side_by_side(info: dict) -> dict:
+    """test_int8_variants' record: each variant's seconds per call, and how many times slower than the fastest
+    variant the one the engine picked for this CPU ran, per workload."""
+    seconds, chosen = info["seconds"], info["chosen"]
+    behind = {shape: seconds[chosen][shape] / min(s[shape] for s in seconds.values())
+              for shape in seconds[chosen]} if chosen in seconds else {}
+    return {"chosen": chosen, "seconds": seconds, "chosen_vs_fastest": behind, "b1_texts": info["b1_texts"],
+            "b32_batches": info["b32_batches"]}
 
 
 def merge_parts(parts: dict[str, list[dict]]) -> dict:
@@ -234,6 +247,25 @@ def floor_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def variant_lines(variants: dict[str, dict]) -> list[str]:
+    """The int8 variants side by side (test_int8_variants), the one the engine picked marked."""
+    if not variants:
+        return []
+    some = next(iter(variants.values()))
+    lines = ["", f"ONNX Runtime int8 variants side by side on this CPU (the {some['b1_texts']} latency texts at "
+             f"batch 1, {some['b32_batches']} batches of 32 spread over the split, interleaved, best of several "
+             "rounds); \"picked\": the engine's choice for this CPU, and how many times the fastest variant's time "
+             "it took:", "",
+             "| model | variant | b1 ms/call | b32 ms/batch | picked |", "|---|---|---|---|---|"]
+    for model, v in variants.items():
+        behind = v["chosen_vs_fastest"]
+        for name, s in v["seconds"].items():
+            mark = (f"yes: {behind['b1']:.2f}× b1, {behind['b32']:.2f}× b32" if name == v["chosen"] and behind
+                    else "")
+            lines.append(f"| {model} | {name} | {s['b1'] * 1e3:.3f} | {s['b32'] * 1e3:.1f} | {mark} |")
+    return lines
+
+
 def settings_sentence(rows: list[dict]) -> str:
     """The settings the numbers hold for: each engine as a user would deploy it, the rows taking turns by part."""
     text = ("Each row ran as deployed, with the cores to itself during its part: ONNX Runtime's threads spinning "
@@ -289,6 +321,7 @@ def render(summary: dict) -> str:
     if variants:
         lines += ["", "ONNX Runtime int8 ran the export's variant fastest on this CPU (export/int8_host.py): "
                   + ", ".join(variants) + "."]
+    lines += variant_lines(summary.get("int8_variants") or {})
     lines += floor_lines(rows)
     best = fastest_lines(rows)
     if best:

@@ -19,6 +19,8 @@ from export.inference import encode
 from kd.device import cpu_count
 from kd.metrics import confusion
 
+VARIANT_BATCHES = 16  # batches of 32 each int8 variant runs side by side, spread over the length-sorted split
+
 
 def feeder(items: list, warmup: int):
     """pytest-benchmark `setup` handing out one item per round: the first `warmup` items, then all of them."""
@@ -182,6 +184,38 @@ def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
         mode_seconds=mode_seconds, median_pass_seconds=float(np.median(benchmark.stats.stats.data)),
         confusion_matrix=matrix.tolist(), padded_tokens=padded, real_tokens=real,
         flop=flops_of(loaded.config, padded_batches), **row_info(row, loaded))
+
+
+def test_int8_variants(benchmark, int8_model, run, workload, bench_cfg):
+    """Every ONNX Runtime int8 variant the export kept for the model, side by side on this CPU with the rows'
+    session settings: the latency texts one at a time, and VARIANT_BATCHES of the bench's batches of 32 spread over
+    its lengths, the variants interleaved, best of several rounds (export/int8_host.measure). It shows how far the
+    variant the engine picked for this CPU (on synthetic inputs, when the model was first loaded here) is from the
+    fastest one on the bench's own texts."""
+    from bench.backends import Row, load, missing, weights_file
+    from export.engines import engine
+    from export.int8_host import measure, variants
+
+    if "cpu" not in bench_cfg.devices:
+        pytest.skip(f"cpu not among {flag('devices')}")
+    row = Row(int8_model, "onnxruntime", "cpu", "int8")
+    reason = missing(row, run)
+    if reason:
+        pytest.skip(reason)
+    files = variants(weights_file(run, row))
+    if len(files) < 2:
+        pytest.skip(f"{int8_model}: the export kept one int8 variant")
+    loaded = load(row, run)  # as the row loads it: the variant picked for this CPU
+    ort = engine("onnxruntime")
+    runners = {name: ort.open(path, "cpu", "int8", **ort.bench_options).run for name, path in files.items()}
+    batches = [b for _, b in workload.throughput_batches(int8_model, loaded.tokenizer, bench_cfg)]
+    spread = batches[::max(1, len(batches) // VARIANT_BATCHES)]
+    singles = workload.single_texts(int8_model, loaded.tokenizer)
+    seconds = {}
+    benchmark.pedantic(lambda: seconds.update(measure(runners, {"b1": singles, "b32": spread})), rounds=1)
+    benchmark.extra_info.update(kind="int8_variants", model=int8_model, backend="onnxruntime", device="cpu",
+                                chosen=loaded.engine.describe().get("int8_variant"), b1_texts=len(singles),
+                                b32_batches=len(spread), seconds=seconds)
 
 
 @pytest.mark.parametrize("stick", BENCH_STICKS, ids=lambda s: f"peak-{s.id}-again")

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from export.timing import faster
 from kd.manifest import cpu_identity
 from kd.runfolder import write_json
 
 VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates
 RECORD = "host_choice.json"  # in that folder: the choice, the CPU it was measured on, the timings
 SHAPES = {"b1": (1, 48), "b32": (32, 48)}  # batch x tokens: a short news text, as the bench's are
-ROUNDS = 3  # interleaved: each variant's best of three, so that a slow spell hits every variant alike
 B1_CALLS = 10
 
 
@@ -59,26 +60,23 @@ def fastest(seconds: dict[str, dict[str, float]]) -> str:
     return min(seconds, key=lambda v: max(seconds[v][shape] / best[shape] for shape in SHAPES))
 
 
-def measure(files: dict[str, Path], open_session) -> dict[str, dict[str, float]]:
-    """Seconds per call of each variant at batch 1 and batch 32 on synthetic inputs of the graph's own input names
-    (token id 1, in every vocabulary: a kernel's speed does not depend on which token it reads)."""
-    sessions = {name: open_session(path) for name, path in files.items()}
-    feeds = {}
-    for name, sess in sessions.items():
-        feeds[name] = {shape: {i.name: (np.zeros if i.name == "token_type_ids" else np.ones)(dims, np.int64)
-                               for i in sess.get_inputs()} for shape, dims in SHAPES.items()}
-        for feed in feeds[name].values():
-            sess.run(None, feed)  # warm: first calls allocate
-    best = {name: {shape: float("inf") for shape in SHAPES} for name in sessions}
-    for _ in range(ROUNDS):
-        for name, sess in sessions.items():
-            for shape in SHAPES:
-                calls = B1_CALLS if shape == "b1" else 1
-                start = time.perf_counter()
-                for _ in range(calls):
-                    sess.run(None, feeds[name][shape])
-                best[name][shape] = min(best[name][shape], (time.perf_counter() - start) / calls)
-    return best
+def measure(runners: dict[str, Callable], workloads: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Seconds per call of each variant on each workload's batches: the variants interleaved, best of several
+    rounds (export/timing.py's `faster`, which the export's own choices use)."""
+    seconds = {name: {} for name in runners}
+    for shape, batches in workloads.items():
+        for name, total in faster(runners, batches).items():
+            seconds[name][shape] = total / len(batches)
+    return seconds
+
+
+def synthetic(sess) -> dict[str, list[dict]]:
+    """Batches of the graph's own input names at SHAPES (token id 1, in every vocabulary: a kernel's speed does not
+    depend on which token it reads); B1_CALLS single rows, one batch of 32."""
+    def batch(dims):
+        return {i.name: (np.zeros if i.name == "token_type_ids" else np.ones)(dims, np.int64)
+                for i in sess.get_inputs()}
+    return {"b1": [batch(SHAPES["b1"])] * B1_CALLS, "b32": [batch(SHAPES["b32"])]}
 
 
 def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
@@ -96,7 +94,9 @@ def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
             return HostChoice(cpu, record["variant"], record["seconds"], measured=False)
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no record, another CPU's, or unreadable: measured again
-    seconds = measure(files, open_session)
+    sessions = {name: open_session(path) for name, path in files.items()}
+    seconds = measure({name: partial(sess.run, None) for name, sess in sessions.items()},
+                      synthetic(next(iter(sessions.values()))))
     choice = HostChoice(cpu, fastest(seconds), seconds, measured=True)
     try:
         write_json(record_path, choice.to_json())

@@ -57,7 +57,20 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     assert rows["teacher-pytorch-cpu-fp32"]["throughput_speedup"] == pytest.approx(1.0)
     # every measurement is a pytest-benchmark record with its per-call times
     kinds = {b["extra_info"]["kind"] for b in raw["benchmarks"]}
-    assert kinds == {"peak", "floor", "tokenize", "latency", "throughput"}
+    kept = {m for m in ("teacher", "baseline", "distilled") if (smoke_bench / "onnx" / m / "int8_variants").is_dir()}
+    assert kinds == {"peak", "floor", "tokenize", "latency", "throughput"} | ({"int8_variants"} if kept else set())
+    # every kept int8 variant timed side by side on the bench's texts, the engine's pick among them and its lag
+    assert set(summary["int8_variants"]) == kept
+    for m in kept:
+        side = summary["int8_variants"][m]
+        names = {p.stem for p in (smoke_bench / "onnx" / m / "int8_variants").glob("*.onnx")}
+        assert set(side["seconds"]) == names and side["chosen"] == rows[f"{m}-onnxruntime-cpu-int8"]["int8_variant"]
+        assert all(s["b1"] > 0 and s["b32"] > 0 for s in side["seconds"].values()), side
+        for shape, lag in side["chosen_vs_fastest"].items():
+            assert lag == pytest.approx(side["seconds"][side["chosen"]][shape]
+                                        / min(s[shape] for s in side["seconds"].values())) and lag >= 1
+    if kept:
+        assert "int8 variants side by side" in md
     assert all(len(b["stats"]["data"]) == b["stats"]["rounds"] for b in raw["benchmarks"])
     assert {b["extra_info"]["texts"] for b in raw["benchmarks"] if b["extra_info"]["kind"] == "latency"} == {32}
     if not torch.cuda.is_available():
