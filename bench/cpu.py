@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from kd.manifest import colon_fields
+
 # FMA datapath per core, which no flag or file shows, for the families it is documented for (AMD's software
 # optimization guides): (vendor, family, first model, last model) -> (bits per FMA unit, FMA units, name).
 # Zen 4 takes AVX-512 but runs each 512-bit FMA as two 256-bit halves, so it does no more per cycle than AVX2.
@@ -29,18 +31,6 @@ class CpuInfo:
     threads_per_core: int
 
 
-def _fields(text: str) -> dict[str, str]:
-    """`key: value` lines (lscpu) or `key<TAB>: value` lines (/proc/cpuinfo, first processor only)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() and out:
-            break  # /proc/cpuinfo: the first processor's block is enough
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() not in out:
-            out[key.strip().lower()] = value.strip()
-    return out
-
-
 def _number(value: str | None, kind: type = float):
     try:
         return int(value, 16 if value.lower().startswith("0x") else 10) if kind is int else kind(value)
@@ -50,7 +40,7 @@ def _number(value: str | None, kind: type = float):
 
 def read_cpu(lscpu: str = "", cpuinfo: str = "") -> CpuInfo:
     """Either text may be empty (lscpu missing, no /proc on macOS); lscpu wins where both say something."""
-    ls, ci = _fields(lscpu), _fields(cpuinfo)
+    ls, ci = colon_fields(lscpu), colon_fields(cpuinfo)
     flags = (ls.get("flags") or ci.get("flags") or "").split()
     return CpuInfo(
         vendor=ls.get("vendor id") or ci.get("vendor_id"),

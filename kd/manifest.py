@@ -45,18 +45,25 @@ def git_commit() -> str | None:
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
 
 
+def colon_fields(text: str) -> dict[str, str]:
+    """`key: value` lines (lscpu) or `key<TAB>: value` lines (/proc/cpuinfo, first processor only), keys in lower
+    case, the first of a repeated key kept."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() and out:
+            break  # /proc/cpuinfo: the first processor's block is enough
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
 def first_cpu() -> dict[str, str]:
     """The first processor's fields in /proc/cpuinfo ({} where there is none: macOS, Windows)."""
-    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break  # the first processor is enough
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
+        return colon_fields(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return fields
+        return {}
 
 
 def cpu_model() -> str:
