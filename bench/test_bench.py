@@ -45,6 +45,14 @@ def passes_for(runner, probe, calls: int, cfg) -> int:
     return int(min(cfg.max_passes, max(1, np.ceil(cfg.min_seconds / cfg.parts / per_pass))))
 
 
+def cpu_or_skip(bench_cfg, reason: str | None = None) -> None:
+    """A CPU-only measurement: skipped when the bench leaves the CPU out, or for `reason` (what the machine lacks)."""
+    if "cpu" not in bench_cfg.devices:
+        pytest.skip(f"cpu not among {flag('devices')}")
+    if reason:
+        pytest.skip(reason)
+
+
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     values = np.asarray(seconds) * 1e3
     return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 90, 95, 99)} | {
@@ -62,11 +70,7 @@ def test_cpu_peak(benchmark, bench_cfg, stick):
     """The rate one engine reaches on a large matrix product in one precision, with the bench's thread count.
     The summary's yardstick for the models' GFLOP/s is the best of them per precision (bench/yardstick.py),
     over this measurement and test_cpu_peak_again's."""
-    if "cpu" not in bench_cfg.devices:
-        pytest.skip(f"cpu not among {flag('devices')}")
-    reason = unavailable(stick)
-    if reason:
-        pytest.skip(reason)
+    cpu_or_skip(bench_cfg, unavailable(stick))
     threads = cpu_count()
     benchmark.pedantic(prepare(stick, threads), rounds=5, warmup_rounds=1)
     peak = Peak.of(stick, threads, min(benchmark.stats.stats.data))  # the fastest call, as timeit would
@@ -101,11 +105,7 @@ def test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
 
     from export.engines import engine
 
-    if "cpu" not in bench_cfg.devices:
-        pytest.skip(f"cpu not among {flag('devices')}")
-    reason = engine(backend).unavailable("cpu", "fp32")
-    if reason:
-        pytest.skip(reason)
+    cpu_or_skip(bench_cfg, engine(backend).unavailable("cpu", "fp32"))
     model = bench_cfg.models[-1]
     singles = floor_batches(workload.single_texts(model, AutoTokenizer.from_pretrained(run.model_dir(model))))
     runner = open_floor(backend, tmp_path_factory.mktemp("floor")).run
@@ -196,12 +196,8 @@ def test_int8_variants(benchmark, int8_model, run, workload, bench_cfg):
     from export.engines import engine
     from export.int8_host import measure, variants
 
-    if "cpu" not in bench_cfg.devices:
-        pytest.skip(f"cpu not among {flag('devices')}")
     row = Row(int8_model, "onnxruntime", "cpu", "int8")
-    reason = missing(row, run)
-    if reason:
-        pytest.skip(reason)
+    cpu_or_skip(bench_cfg, missing(row, run))
     files = variants(weights_file(run, row))
     if len(files) < 2:
         pytest.skip(f"{int8_model}: the export kept one int8 variant")
