@@ -119,8 +119,24 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def yaml_names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def read_named_yaml(name: str, folder: Path, what: str) -> tuple[Path, Any]:
+    """A YAML file by its name (`folder`/<name>.yaml) or its path: the path and the contents, or one clear error
+    naming `what` it should have been."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        raise KdError(f"{what} {name!r} not found: expected one of {yaml_names(folder)} or a .yaml file")
+    try:
+        return path, yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+
+
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return yaml_names(PRESET_DIR)
 
 
 def choose_preset(requested: str | None) -> str:
@@ -143,13 +159,7 @@ def load_config(preset: str, overrides: list[str] = (), sections: dict[str, type
     """Build a RunConfig from a preset name (or a YAML path) and `key=value` overrides. `sections` maps the
     free-form sections (export) to the dataclass that will read them, so that a typo there stops the run up
     front; the CLI passes them, because the core does not know the packages that build on it."""
-    path = Path(preset) if preset.endswith((".yaml", ".yml")) else PRESET_DIR / f"{preset}.yaml"
-    if not path.is_file():
-        raise KdError(f"preset {preset!r} not found: expected one of {available_presets()} or a .yaml file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    path, raw = read_named_yaml(preset, PRESET_DIR, "preset")
     raw.setdefault("preset", path.stem)
     cfg = build_dataclass(RunConfig, raw, overrides)
     for name, cls in (sections or {}).items():

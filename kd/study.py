@@ -26,9 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from kd.config import RunConfig, build_dataclass, load_config
+from kd.config import RunConfig, build_dataclass, load_config, read_named_yaml, yaml_names
 from kd.errors import KdError
 from kd.manifest import cpu_model
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, write_bytes, write_json, write_text
@@ -69,19 +67,14 @@ class Cell:
 
 
 def available_studies() -> list[str]:
-    return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
+    return yaml_names(STUDY_DIR)
 
 
 def load_study(name: str) -> StudyConfig:
     """A study from its name (kd/studies/<name>.yaml) or a YAML path, checked before anything runs."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else STUDY_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise KdError(f"study {name!r} not found: expected one of {available_studies()} or a .yaml file")
+    path, raw = read_named_yaml(name, STUDY_DIR, "study")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         study = build_dataclass(StudyConfig, raw)
-    except yaml.YAMLError as exc:
-        raise KdError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     except KdError as exc:
         raise KdError(f"{path}: {exc}") from None
     study.name, study.file = study.name or path.stem, str(path)
