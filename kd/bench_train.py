@@ -13,30 +13,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 from kd.config import RunConfig
 from kd.device import resolve_precision
+from kd.methods import load_method, shapes
 from kd.pipeline import Pipeline
 from kd.runfolder import write_json
 from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, KdTrainer, parallel_arguments
-
-
-class OnlineDistillationTrainer(DistillationTrainer):
-    """The seed's recipe: the teacher runs forward on every training batch."""
-
-    def __init__(self, *args, teacher, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.args.device).eval()
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            with torch.no_grad(), self.autocast_smart_context_manager():
-                inputs[TEACHER_LOGITS] = self.teacher(
-                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-                ).logits.float()
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 def _epoch_seconds(trainer) -> float:
@@ -52,6 +36,7 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
     rows = min(rows, len(pipe.student_train))
     teacher = AutoModelForSequenceClassification.from_pretrained(pipe.run.model_dir("teacher"), use_safetensors=True)
     tc, plan = cfg.student.train, pipe.batch_plans["student"]
+    kd = load_method("kd")
     precision = resolve_precision(tc.precision, pipe.device)
 
     def args(grouped: bool) -> TrainingArguments:
@@ -75,10 +60,12 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
                 train_ds = train_ds.add_column(TEACHER_LOGITS, logits[:rows].tolist())
                 collator = DistillCollator(tokenizer, padding, cfg.data.max_length)
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
-                                              data_collator=collator, distill=cfg.distill)
-            else:
-                trainer = OnlineDistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
-                                                    data_collator=pad, distill=cfg.distill, teacher=teacher)
+                                              data_collator=collator,
+                                              terms=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
+            else:  # the seed's recipe: the teacher runs forward on every training batch
+                trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
+                                              data_collator=pad, teacher=teacher,
+                                              terms=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
             seconds = _epoch_seconds(trainer)
             timings[f"{kind}_{way}"] = {"seconds": seconds, "examples_per_s": rows / seconds}
             pipe.log(f"bench-train: {kind}, {way} padding: {seconds:.1f} s ({rows / seconds:.1f} examples/s)")

@@ -30,6 +30,7 @@ from kd.report import write_report
 from kd.resume import resume_point, start_afresh
 from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, sha256_file, write_json, write_npy
 from kd.trainer import (
+    KD_TERMS,
     TEACHER_LOGITS,
     BatchPlan,
     DistillationTrainer,
@@ -214,6 +215,8 @@ class Pipeline:
         # bf16/fp16 training wraps the model's forward in autocast in place; without unwrapping, the "fp32"
         # test predictions that follow would still run in bf16 (2e-2 off, a few predictions different)
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        if hasattr(model, KD_TERMS):  # a term's projection trained beside the student, not part of it
+            delattr(model, KD_TERMS)
         return model, seconds, trainer.state.log_history
 
     def finish(self, name, model, tokenizer, seconds, log_history, extra=None) -> dict:
@@ -281,13 +284,19 @@ class Pipeline:
         return self.finish("baseline", model, tokenizer, seconds, history)
 
     def stage_distill(self) -> dict:
+        from transformers import AutoConfig
+
+        from kd.methods import load_method, shapes
+
         logits, cache_note = self.teacher_logits()
         model, tokenizer = self.new_student()
+        teacher_config = AutoConfig.from_pretrained(self.run.model_dir("teacher"))
+        terms = load_method("kd").build_terms(shapes(model.config, teacher_config), self.cfg.distill)
         train_ds = self.pool_unlabelled(self.tokenized("student_train", tokenizer)).add_column(
             TEACHER_LOGITS, logits.tolist())
         model, seconds, history = self.train(
             "distilled", "student", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
-            distill=self.cfg.distill,
+            terms=terms,
         )
         return self.finish("distilled", model, tokenizer, seconds, history,
                            {"temperature": self.cfg.distill.temperature, "alpha": self.cfg.distill.alpha,

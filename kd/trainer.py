@@ -1,4 +1,4 @@
-"""Trainer set-up common to every stage, and the Trainer subclass that distils from cached logits.
+"""Trainer set-up common to every stage, and the Trainer subclass that distils by a method's loss terms.
 
 Multi-process training (torchrun, accelerate launch) runs the same experiment as one process: a config's
 batch sizes are global batches that accelerate splits across the processes (`split_batches`), so the
@@ -9,6 +9,7 @@ per-batch mean that DDP averages (`KdTrainer`).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
-from kd.config import DistillConfig, TrainConfig
+from kd.config import TrainConfig
 from kd.errors import KdError
-from kd.losses import distillation_loss
 from kd.metrics import selection_metrics
+from kd.terms import Batch, Side
 
 TEACHER_LOGITS = "teacher_logits"
+KD_TERMS = "kd_terms"  # the student's attribute holding loss terms with parameters while it trains
 
 
 @dataclass(frozen=True)
@@ -184,17 +186,37 @@ class KdTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
 
 
-class DistillationTrainer(KdTrainer):
-    """Trains on alpha * CE + (1 - alpha) * T^2 * KL against cached teacher logits.
+def frozen(model):
+    """A teacher that teaches online: evaluation mode, no gradients; its weights stay as they were."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
 
-    Batches without teacher logits (validation) get plain cross-entropy, so eval_loss is comparable
-    across baseline and distilled students.
+
+class DistillationTrainer(KdTrainer):
+    """Trains on a method's weighted sum of loss terms (kd/terms/, built by kd.methods.Method.build_terms).
+
+    Terms on the logits alone read the cached teacher logits that the collator stacks beside each batch. Where a
+    term needs the teacher's hidden states or attention, `teacher` runs on every training batch, frozen, in the
+    Trainer's precision, and gives the logits too. Terms with parameters of their own (a projection between
+    widths) hang on the student as `KD_TERMS`, so that the optimizer, DDP, checkpoints and resume treat them as the
+    student's; kd.pipeline takes them off before the student is saved. Validation batches get plain cross-entropy,
+    so eval_loss is comparable across methods. Each term's value is logged as loss_<term>.
     """
 
-    def __init__(self, *args, distill: DistillConfig, **kwargs):
+    def __init__(self, *args, terms: list, teacher=None, **kwargs):
+        from kd.terms import ATTENTION, HIDDEN
+
+        trained = [term for _, term in terms if any(True for _ in term.parameters())]
+        if trained:  # before the Trainer moves the model to its device and wraps it
+            setattr(kwargs["model"], KD_TERMS, torch.nn.ModuleList(trained))
         super().__init__(*args, **kwargs)
-        self.distill = distill
-        self._parts: dict[str, list[float]] = {"loss_ce": [], "loss_kl": []}
+        self.terms = terms
+        needs = frozenset().union(*(term.needs for _, term in terms))
+        self.needs_hidden, self.needs_attention = HIDDEN in needs, ATTENTION in needs
+        self.teacher = frozen(teacher.to(self.args.device)) if teacher is not None else None
+        self._parts: dict[str, list[float]] = {f"loss_{term.name}": [] for _, term in terms}
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -204,19 +226,35 @@ class DistillationTrainer(KdTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop(TEACHER_LOGITS, None)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        if teacher_logits is None:
+        if not model.training:
+            outputs = model(**inputs)
             loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
-        else:
-            loss, ce, kl = distillation_loss(
-                outputs.logits, teacher_logits, labels, self.distill.temperature, self.distill.alpha
-            )
-            self._parts["loss_ce"].append(ce.item())
-            self._parts["loss_kl"].append(kl.item())
+            return (loss, outputs) if return_outputs else loss
+        student, outputs = self.side(self.accelerator.unwrap_model(model), model, inputs)
+        teacher = Side(logits=teacher_logits)
+        if self.teacher is not None:
+            with torch.no_grad(), self.autocast_smart_context_manager():
+                teacher, _ = self.side(self.teacher, self.teacher, inputs)
+            teacher.logits = teacher.logits.float() if teacher_logits is None else teacher_logits
+        batch = Batch(labels, inputs["attention_mask"], student, teacher)
+        loss = 0.0
+        for weight, term in self.terms:
+            value = term(batch)
+            self._parts[f"loss_{term.name}"].append(value.item())
+            loss = loss + weight * value
         return (loss, outputs) if return_outputs else loss
 
+    def side(self, bare, model, inputs) -> tuple:
+        """What `model` (`bare`: it without DDP's wrapper) gives the terms for this batch, and its outputs."""
+        from kd.terms.attention import capture
+
+        with capture(bare) if self.needs_attention else nullcontext({}) as seen:
+            outputs = model(**inputs, output_hidden_states=self.needs_hidden)
+        return Side(logits=outputs.logits, hidden=outputs.hidden_states if self.needs_hidden else None,
+                    qkv=seen.get("qkv"), heads=seen.get("heads")), outputs
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self._parts["loss_ce"]:
+        if "loss" in logs and any(self._parts.values()):
             for name, values in self._parts.items():
                 logs[name] = round(float(np.mean(values)), 4)
                 values.clear()

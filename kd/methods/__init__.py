@@ -1,0 +1,119 @@
+"""Distillation methods as named recipes (kd/methods/<name>.yaml): which teacher, which rows the student learns
+from, and the loss terms it sums with their weights (kd/terms/). Adding a method is one YAML file; adding a term,
+one module in kd/terms/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kd.config import read_named_yaml, yaml_names
+from kd.errors import KdError
+from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build
+
+METHOD_DIR = Path(__file__).parent
+TEACHERS = ("none", "finetune", "self-train")  # what the teacher is before it teaches
+# which of the students' train rows the student learns from: the labelled ones only; every row, the pool's with
+# their labels withheld (the soft terms teach there); or the labelled rows plus the pool rows whose teacher label
+# is confident, with that label
+ROWS = ("labelled", "all", "pseudo-labelled")
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """A term of a recipe. A weight or temperature the recipe leaves out comes from the run's `distill` section
+    (kd.config.DistillConfig), so that a preset or `--set distill.temperature=4` tunes every recipe alike: `ce`
+    weighs alpha, a term on the teacher's logits 1 - alpha at distill.temperature; other terms need a weight."""
+
+    term: str
+    weight: float | None
+    params: dict = field(default_factory=dict)
+
+    def settled(self, distill, where: str) -> tuple[float, dict]:
+        """The weight and settings with the run's defaults filled in."""
+        soft = LOGITS in TERMS[self.term].needs
+        params = {"temperature": distill.temperature, **self.params} if soft else dict(self.params)
+        if self.weight is not None:
+            return self.weight, params
+        if self.term == "ce":
+            return distill.alpha, params
+        if soft:
+            return 1.0 - distill.alpha, params
+        raise KdError(f"{where}: the {self.term} term needs a weight")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    teacher: str
+    rows: str
+    terms: tuple[TermSpec, ...]
+    calibrate: bool = False  # the teacher's logits temperature-scaled before they become soft targets
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The teacher signals its terms read."""
+        return frozenset().union(*(TERMS[t.term].needs for t in self.terms))
+
+    @property
+    def online(self) -> bool:
+        """True when a term needs the teacher's hidden states or attention: the teacher runs on every batch,
+        frozen. Logit-only methods train from the cached teacher logits."""
+        return bool(self.needs & {HIDDEN, ATTENTION})
+
+    def build_terms(self, shapes: Shapes, distill) -> list[tuple[float, Term]]:
+        """Each term with its weight, built for these models' shapes; `distill`: the run's DistillConfig, which
+        fills in what the recipe leaves out."""
+        built = []
+        for i, spec in enumerate(self.terms):
+            where = f"method {self.name}, terms[{i}] ({spec.term})"
+            weight, params = spec.settled(distill, where)
+            built.append((weight, build(spec.term, params, shapes, where)))
+        return built
+
+
+def shapes(student_config, teacher_config) -> Shapes:
+    """The widths and depths the terms' parameters depend on, from two transformers configs."""
+    return Shapes(student_config.hidden_size, student_config.num_hidden_layers, teacher_config.hidden_size,
+                  teacher_config.num_hidden_layers)
+
+
+def available_methods() -> list[str]:
+    return yaml_names(METHOD_DIR)
+
+
+def load_method(name: str) -> Method:
+    """A method from its name (kd/methods/<name>.yaml) or a YAML path, checked before anything runs."""
+    path, raw = read_named_yaml(name, METHOD_DIR, "method")
+    if not isinstance(raw, dict):
+        raise KdError(f"{path}: expected a mapping with description, teacher, rows and terms")
+    known = {"description", "teacher", "rows", "terms", "calibrate"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise KdError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    teacher, rows = raw.get("teacher", "finetune"), raw.get("rows", "all")
+    if teacher not in TEACHERS:
+        raise KdError(f"{path}: teacher={teacher!r}: expected one of {', '.join(TEACHERS)}")
+    if rows not in ROWS:
+        raise KdError(f"{path}: rows={rows!r}: expected one of {', '.join(ROWS)}")
+    terms = raw.get("terms")
+    if not isinstance(terms, list) or not terms:
+        raise KdError(f"{path}: terms: expected a list of {{term: NAME, weight: W, ...settings}}")
+    specs = []
+    for i, item in enumerate(terms):
+        where = f"{path}: terms[{i}]"
+        if not isinstance(item, dict) or "term" not in item:
+            raise KdError(f"{where}: expected {{term: NAME, weight: W, ...settings}}, got {item!r}")
+        settings = dict(item)
+        term, weight = settings.pop("term"), settings.pop("weight", None)
+        if term not in TERMS:
+            raise KdError(f"{where}: unknown loss term {term!r} (known: {', '.join(sorted(TERMS))})")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+            raise KdError(f"{where}: weight={weight!r}: expected a number >= 0")
+        specs.append(TermSpec(term, None if weight is None else float(weight), settings))
+    needs_teacher = any(TERMS[s.term].needs for s in specs) or rows == "pseudo-labelled"
+    if teacher == "none" and needs_teacher:
+        raise KdError(f"{path}: teacher=none, but its terms or rows need a teacher")
+    return Method(path.stem, str(raw.get("description", "")), teacher, rows, tuple(specs),
+                  bool(raw.get("calibrate", False)))
