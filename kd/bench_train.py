@@ -61,11 +61,11 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
                 collator = DistillCollator(tokenizer, padding, cfg.data.max_length)
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
                                               data_collator=collator,
-                                              terms=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
+                                              method=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
             else:  # the seed's recipe: the teacher runs forward on every training batch
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
-                                              data_collator=pad, teacher=teacher,
-                                              terms=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
+                                              data_collator=pad, teacher_model=teacher,
+                                              method=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
             seconds = _epoch_seconds(trainer)
             timings[f"{kind}_{way}"] = {"seconds": seconds, "examples_per_s": rows / seconds}
             pipe.log(f"bench-train: {kind}, {way} padding: {seconds:.1f} s ({rows / seconds:.1f} examples/s)")

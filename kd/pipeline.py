@@ -296,7 +296,7 @@ class Pipeline:
             TEACHER_LOGITS, logits.tolist())
         model, seconds, history = self.train(
             "distilled", "student", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
-            terms=terms,
+            method=terms,
         )
         return self.finish("distilled", model, tokenizer, seconds, history,
                            {"temperature": self.cfg.distill.temperature, "alpha": self.cfg.distill.alpha,

@@ -195,27 +195,47 @@ def frozen(model):
 
 
 class DistillationTrainer(KdTrainer):
-    """Trains on a method's weighted sum of loss terms (kd/terms/, built by kd.methods.Method.build_terms).
+    """A Trainer that distils: it trains `model` on a method's weighted sum of loss terms (kd/terms/), with ordinary
+    TrainingArguments. Usable on its own (docs/api.md):
 
-    Terms on the logits alone read the cached teacher logits that the collator stacks beside each batch. Where a
-    term needs the teacher's hidden states or attention, `teacher` runs on every training batch, frozen, in the
-    Trainer's precision, and gives the logits too. Terms with parameters of their own (a projection between
-    widths) hang on the student as `KD_TERMS`, so that the optimizer, DDP, checkpoints and resume treat them as the
-    student's; kd.pipeline takes them off before the student is saved. Validation batches get plain cross-entropy,
-    so eval_loss is comparable across methods. Each term's value is logged as loss_<term>.
+        DistillationTrainer(model=student, teacher_model=teacher, method="kd", temperature=2.0, alpha=0.7,
+                            args=training_args, train_dataset=train, processing_class=tokenizer)
+
+    - `method`: a recipe's name or YAML path (kd/methods/), or the weighted terms themselves, [(weight, Term)];
+      `temperature` and `alpha` fill in what a recipe leaves out (kd.config.DistillConfig's defaults otherwise).
+    - `teacher_model`: a live teacher, run on every training batch, frozen, in the Trainer's precision. Without
+      it, the training rows carry the teacher's cached logits in a `teacher_logits` column (the fast path for
+      logit-only methods); a term that needs hidden states or attention needs the live teacher.
+    - Rows labelled -100 (a pool without labels) get no cross-entropy, only the teacher's terms.
+
+    Terms with parameters of their own (a projection between widths) hang on the student as `KD_TERMS`, so that
+    the optimizer, DDP, checkpoints and resume treat them as the student's; take them off before saving the student
+    (kd.pipeline does). Validation batches get plain cross-entropy, so eval_loss is comparable across methods. Each
+    term's value is logged as loss_<term>.
     """
 
-    def __init__(self, *args, terms: list, teacher=None, **kwargs):
+    def __init__(self, *args, method="kd", teacher_model=None, temperature: float | None = None,
+                 alpha: float | None = None, **kwargs):
+        from kd.methods import resolve_terms
         from kd.terms import ATTENTION, HIDDEN
 
+        model = kwargs["model"] if "model" in kwargs else args[0]  # (the Trainer's first parameter)
+        train = kwargs.get("train_dataset")
+        terms = method if isinstance(method, list) else resolve_terms(
+            method, model.config, teacher_model.config if teacher_model is not None else None, temperature, alpha)
+        needs = frozenset().union(*(term.needs for _, term in terms))
+        if needs and teacher_model is None and train is not None and TEACHER_LOGITS not in train.column_names:
+            raise KdError(f"DistillationTrainer: the method needs the teacher ({', '.join(sorted(needs))}): pass "
+                          f"teacher_model=, or a train_dataset with a {TEACHER_LOGITS!r} column of cached logits")
+        if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
+            kwargs["data_collator"] = DistillCollator(kwargs["processing_class"])
         trained = [term for _, term in terms if any(True for _ in term.parameters())]
         if trained:  # before the Trainer moves the model to its device and wraps it
-            setattr(kwargs["model"], KD_TERMS, torch.nn.ModuleList(trained))
+            setattr(model, KD_TERMS, torch.nn.ModuleList(trained))
         super().__init__(*args, **kwargs)
         self.terms = terms
-        needs = frozenset().union(*(term.needs for _, term in terms))
         self.needs_hidden, self.needs_attention = HIDDEN in needs, ATTENTION in needs
-        self.teacher = frozen(teacher.to(self.args.device)) if teacher is not None else None
+        self.teacher = frozen(teacher_model.to(self.args.device)) if teacher_model is not None else None
         self._parts: dict[str, list[float]] = {f"loss_{term.name}": [] for _, term in terms}
 
     def _set_signature_columns_if_needed(self) -> None:

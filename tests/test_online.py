@@ -47,7 +47,7 @@ def test_hidden_and_attention_terms_train_the_student_and_its_projections_never_
                              use_cpu=True, report_to="none", save_strategy="no", logging_steps=2,
                              remove_unused_columns=False)
     trainer = DistillationTrainer(model=student, args=args, train_dataset=data, data_collator=collate,
-                                  terms=terms, teacher=teacher)
+                                  method=terms, teacher_model=teacher)
     projection = terms[2][1].projections[0].weight.detach().clone()
     trainer.train()
     assert all(torch.equal(before_teacher[k], v) for k, v in teacher.state_dict().items()), "the teacher is untouched"

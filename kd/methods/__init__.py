@@ -79,6 +79,23 @@ def shapes(student_config, teacher_config) -> Shapes:
                   teacher_config.num_hidden_layers)
 
 
+def resolve_terms(method, student_config, teacher_config=None, temperature: float | None = None,
+                  alpha: float | None = None) -> list[tuple[float, Term]]:
+    """The weighted terms of `method` (a name, a YAML path or a Method) for a student and teacher of these configs
+    (no teacher config: cached logits only, which fit any teacher); `temperature` and `alpha` fill in what the
+    recipe leaves out, DistillConfig's defaults where they are None."""
+    from kd.config import DistillConfig
+
+    recipe = method if isinstance(method, Method) else load_method(str(method))
+    if teacher_config is None and recipe.online:
+        raise KdError(f"method {recipe.name}: its terms need the teacher's hidden states or attention; pass the live "
+                      "teacher_model")
+    defaults = DistillConfig()
+    distill = DistillConfig(temperature=defaults.temperature if temperature is None else temperature,
+                            alpha=defaults.alpha if alpha is None else alpha)
+    return recipe.build_terms(shapes(student_config, teacher_config or student_config), distill)
+
+
 def available_methods() -> list[str]:
     return yaml_names(METHOD_DIR)
 
