@@ -1,0 +1,187 @@
+"""A study's report: study.md, its plots, and the aggregates written back into study.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from kd.config import RunConfig, build_dataclass
+from kd.errors import KdError
+from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text
+from kd.study.aggregate import Group, aggregate
+from kd.study.grid import ALL
+from kd.study.record import read_record
+
+# scikit-learn (kd.metrics) and matplotlib are imported by the functions that plot: `kd study --help` needs neither
+
+def write_study_report(root: Path) -> dict:
+    from kd.metrics import ECE_BINS
+
+    record = read_record(root)
+    if not record.get("cells"):
+        raise KdError(f"{root}: no study.json with cells; run `kd study <name>` first")
+    groups = aggregate(record)
+    record["groups"] = [asdict(g) for g in groups]
+    write_json(root / "study.json", record)
+    first = next(c for c in record["cells"] if c.get("state") == "finished")
+    cfg = build_dataclass(RunConfig, RunFolder(root / first["run_dir"]).read_manifest()["config"])
+    text = render_study(record, groups, cfg)
+    write_text(root / "study.md", text)
+    write_bytes(root / "study.png", plot_metric(groups, [("accuracy", "test accuracy (%)", 100)]))
+    write_bytes(root / "study_calibration.png",
+                plot_metric(groups, [("nll", "test NLL (nats per row)", 1), ("ece", f"test ECE ({ECE_BINS} bins)", 1)]))
+    print(text)
+    return record
+
+
+def _ci(d: dict, scale: float = 1, spec: str = ".2f") -> str:
+    if d["n"] < 2:
+        return f"{scale * d['mean']:{spec}}"
+    return f"{scale * d['mean']:{spec}} [{scale * d['low']:{spec}}, {scale * d['high']:{spec}}]"
+
+
+def _verdict(diff: dict) -> str:
+    """The accuracy difference's verdict (higher is better)."""
+    from kd.metrics import Interval
+
+    d = Interval(**diff["difference"])
+    if d.n < 2:
+        return "one seed: no interval"
+    if not d.excludes_zero:
+        return "noise (CI includes 0)"
+    return "**distilled better**" if d.mean > 0 else "**distilled worse**"
+
+
+def _label(g: Group) -> str:
+    return f"all ({g.labelled_rows:,})" if g.budget == ALL else f"{g.labelled_rows:,}"
+
+
+def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
+    from kd.metrics import ECE_BINS
+
+    cells_done = [c for c in record["cells"] if c.get("state") == "finished"]
+    planned = len(record["cells"]) - len(cells_done)
+    first = cells_done[0]
+    st, tt = cfg.student.train, cfg.teacher.train
+    lines = [
+        f"# kd-bench study `{record['study']}`: when does distillation pay?", "",
+        f"{len(cells_done)} cells (label budget × seed × student depth), each an ordinary run folder under "
+        f"`cells/`{f'; {planned} more planned, not run yet' if planned else ''}. Base preset "
+        f"`{record['config']['base']}`, CPU: {record.get('cpu')}. Scores are on {first['test_rows']:,} test rows, "
+        f"the same for every cell. Intervals are 95 % t-intervals over seeds; differences are paired by seed (the "
+        f"same seed gives the same labelled rows, data order and initialisation).", "",
+        "**Protocol.**",
+        f"- The students' {first['student_rows']:,} train rows: under a label budget, that many carry labels (a "
+        "stratified choice made by the seed). The baseline trains on them only. The distilled student trains on "
+        "them (cross-entropy + soft targets) and on the rest, the unlabelled transfer pool, from the teacher's soft "
+        f"targets alone (T = {cfg.distill.temperature}, alpha = {cfg.distill.alpha}).",
+        "- The teacher of a budget and seed is fine-tuned on that budget's labelled rows only. Cells that would "
+        "train the same teacher share it and its logits.",
+        f"- Checkpoints: teacher `{tt.select}`, students `{st.select}`"
+        + (" (the final weights after a fixed number of steps: no validation label chooses anything)"
+           if "best" not in (tt.select, st.select) else
+           f" (`best`: the validation pass with the best accuracy, on {cfg.data.validation_rows:,} labelled "
+           "validation rows that a budget does not count)")
+        + f". Students: {st.epochs:g} epoch(s) of their rows, at least {st.min_steps} steps; teacher: "
+        f"{tt.epochs:g} epoch(s), at least {tt.min_steps} steps. Test never chooses anything.",
+        "",
+        "## Accuracy", "",
+        "| labels | depth | seeds | teacher | baseline | distilled | distilled − baseline (pt) | paired t p | "
+        "McNemar p per seed | |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for g in groups:
+        m, d = g.means, g.differences.get("accuracy")
+        mc = ", ".join(f"{x['p_value']:.2g}" for x in g.mcnemar if "p_value" in x)
+        row = [_label(g), g.depth or cfg.student.init, str(len(g.seeds))]
+        row += [_ci(m[k]["accuracy"], 100) if k in m else "–" for k in MODEL_NAMES]
+        row += [_ci(d["difference"], 100, "+.2f"), f"{d['p_value']:.2g}", mc, _verdict(d)] if d else ["–"] * 4
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Calibration (lower is better)", "",
+              f"Negative log-likelihood (nats per row), expected calibration error ({ECE_BINS} equal-width bins) and "
+              "Brier score, distilled − baseline paired by seed.", "",
+              "| labels | depth | NLL baseline | NLL distilled | Δ NLL | ECE baseline | ECE distilled | Δ ECE | "
+              "Δ Brier |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for g in groups:
+        if not g.differences:
+            continue
+        m, d = g.means, g.differences
+        lines.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {_ci(m['baseline']['nll'], 1, '.4f')} | "
+                     f"{_ci(m['distilled']['nll'], 1, '.4f')} | {_ci(d['nll']['difference'], 1, '+.4f')} | "
+                     f"{_ci(m['baseline']['ece'], 1, '.4f')} | {_ci(m['distilled']['ece'], 1, '.4f')} | "
+                     f"{_ci(d['ece']['difference'], 1, '+.4f')} | {_ci(d['brier']['difference'], 1, '+.4f')} |")
+    lines += ["", "## In words", ""] + in_words(groups, cfg)
+    lines += ["", "## Cells", "", "| cell | labelled | seed | teacher | baseline | distilled | McNemar p | time (s) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in cells_done:
+        s = c["scores"]
+        acc = [f"{100 * s[k]['accuracy']:.2f}" if k in s else "–" for k in MODEL_NAMES]
+        p = (c.get("mcnemar") or {}).get("p_value")
+        borrowed = f" (teacher from {c['teacher_from']})" if c.get("teacher_from") else ""
+        lines.append(f"| [{c['name']}]({c['run_dir']}/results.md){borrowed} | {c['labelled_rows']:,} | {c['seed']} | "
+                     + " | ".join(acc) + f" | {'–' if p is None else f'{p:.2g}'} | "
+                     + (f"{c['seconds']:.0f}" if c.get("seconds") is not None else "–") + " |")
+    lines += ["", "Figures: `study.png` (accuracy against label budget) and `study_calibration.png` (NLL and ECE)."]
+    return "\n".join(lines) + "\n"
+
+
+def in_words(groups: list[Group], cfg: RunConfig) -> list[str]:
+    out = []
+    for g in groups:
+        if not g.differences:
+            continue
+        where = f"With {_label(g)} labelled rows ({g.depth or cfg.student.init}, {len(g.seeds)} seeds)"
+        acc, nll, ece = (g.differences[k]["difference"] for k in ("accuracy", "nll", "ece"))
+        if acc["n"] < 2:
+            out.append(f"- {where}: one seed, no interval; distilled − baseline {100 * acc['mean']:+.2f} pt.")
+            continue
+        acc_words = (f"distillation gains {100 * acc['mean']:+.2f} pt, 95 % CI [{100 * acc['low']:+.2f}, "
+                     f"{100 * acc['high']:+.2f}]: "
+                     + ("a gain (the CI excludes 0)" if acc["low"] > 0 else
+                        "a loss (the CI excludes 0)" if acc["high"] < 0 else "noise (the CI includes 0)"))
+        cal = []
+        for name, d in (("NLL", nll), ("ECE", ece)):
+            if d["high"] < 0:
+                cal.append(f"{name} lower ({d['mean']:+.4f}, CI excludes 0)")
+            elif d["low"] > 0:
+                cal.append(f"{name} higher ({d['mean']:+.4f}, CI excludes 0)")
+            else:
+                cal.append(f"{name} {d['mean']:+.4f} (noise)")
+        out.append(f"- {where}: {acc_words}; calibration: {', '.join(cal)}.")
+    return out
+
+
+def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> bytes:
+    """One column per student depth, one row per metric: the mean against labelled rows (log x) with its CI band,
+    per model."""
+    import numpy as np
+
+    from kd.report import figure_png, plt
+
+    depths = list(dict.fromkeys(g.depth for g in groups))
+    fig, axes = plt.subplots(len(panels), len(depths), figsize=(5.5 * len(depths), 3.8 * len(panels)),
+                             squeeze=False, layout="constrained")
+    styles = {"teacher": dict(color="grey", linestyle="--"), "baseline": dict(color="tab:blue"),
+              "distilled": dict(color="tab:orange")}
+    for col, depth in enumerate(depths):
+        part = sorted((g for g in groups if g.depth == depth), key=lambda g: g.labelled_rows)
+        x = np.array([g.labelled_rows for g in part], dtype=float)
+        for row, (metric, label, scale) in enumerate(panels):
+            ax = axes[row][col]
+            for model, style in styles.items():
+                if not all(model in g.means for g in part):
+                    continue
+                ci = [g.means[model][metric] for g in part]
+                mean = np.array([c["mean"] for c in ci]) * scale
+                ax.plot(x, mean, marker="o", label=model, **style)
+                low, high = (np.array([c[k] for c in ci]) * scale for k in ("low", "high"))
+                if np.isfinite(low).all():
+                    ax.fill_between(x, low, high, alpha=0.2, color=style["color"])
+            ax.set_xscale("log")
+            ax.set_xlabel("labelled rows (log scale; the last point: all)")
+            ax.set_ylabel(label)
+            if row == 0:
+                ax.set_title(f"student {depth or 'of the base preset'}")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend()
+    return figure_png(fig)
