@@ -72,6 +72,18 @@ def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy, kd_here):
     assert json.loads((smoke_copy / "models/distilled/metrics.json").read_text())["temperature"] == 4
 
 
+def test_bench_train_times_cached_and_online_distillation_on_the_same_rows(smoke_copy, kd_here):
+    """bench-train's four epochs, the last with the teacher run online by the same DistillationTrainer that the
+    methods whose terms need hidden states or attention train with."""
+    proc = kd_here("bench-train", "--preset", "smoke", "--run-dir", smoke_copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((smoke_copy / "bench" / "train_speed.json").read_text())
+    assert set(result["timings"]) == {"baseline_dynamic", "distilled_dynamic", "baseline_seed", "distilled_seed"}
+    assert all(t["seconds"] > 0 for t in result["timings"].values())
+    assert result["seed_distill_over_distill"] == pytest.approx(
+        result["timings"]["distilled_seed"]["seconds"] / result["timings"]["distilled_dynamic"]["seconds"])
+
+
 def test_kd_help_lists_every_verb(kd_here):
     proc = kd_here("--help")
     for verb in ("train-all", "eval-teacher", "train-teacher", "train-baseline", "distill", "report"):
