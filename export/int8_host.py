@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +33,16 @@ class HostChoice:
     cpu: str
     variant: str
     seconds: dict[str, dict[str, float]]  # variant -> {"b1": per call, "b32": per call}, the best round
-    measured: bool  # False: taken from the record, measured before on this CPU
+    # the chosen variant's session, opened for the measurement and handed on to run it (None: the choice was taken
+    # from the record, measured before on this CPU)
+    session: Any = None
+
+    @property
+    def measured(self) -> bool:
+        return self.session is not None
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "measured"}
+        return {"cpu": self.cpu, "variant": self.variant, "seconds": self.seconds}
 
 
 def variants(int8_file: Path) -> dict[str, Path]:
@@ -91,13 +98,14 @@ def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
     try:
         record = json.loads(record_path.read_text())
         if record["cpu"] == cpu and set(record["seconds"]) == set(files) and record["variant"] in files:
-            return HostChoice(cpu, record["variant"], record["seconds"], measured=False)
+            return HostChoice(cpu, record["variant"], record["seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no record, another CPU's, or unreadable: measured again
     sessions = {name: open_session(path) for name, path in files.items()}
     seconds = measure({name: partial(sess.run, None) for name, sess in sessions.items()},
                       synthetic(next(iter(sessions.values()))))
-    choice = HostChoice(cpu, fastest(seconds), seconds, measured=True)
+    best = fastest(seconds)
+    choice = HostChoice(cpu, best, seconds, sessions[best])
     try:
         write_json(record_path, choice.to_json())
     except OSError as exc:  # a read-only model folder (a mounted volume): the choice holds for this process

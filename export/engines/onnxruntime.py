@@ -103,7 +103,8 @@ class OnnxRuntimeEngine(Engine):
             # the export's int8 variants: the one fastest on this CPU (measured once per CPU, export/int8_host.py)
             choice = choose(file, lambda path: session(path, providers, plain, spinning, threads))
             file = Path(file).parent / VARIANTS / f"{choice.variant}.onnx" if choice else file
-        sess = session(file, providers, plain, spinning, threads)
+        # a variant just measured is run in the session it was measured in: opened once
+        sess = choice.session if choice and choice.session else session(file, providers, plain, spinning, threads)
         if sess.get_providers()[0] != providers[0]:
             raise RuntimeError(f"{file}: onnxruntime fell back to {sess.get_providers()[0]}")
         return cls(sess, file, device, precision, choice)
