@@ -256,11 +256,16 @@ def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
             records[candidate]["timed_seconds"] = times[candidate]
     chosen = pick_int8(same, records, cfg.speed_margin)
     rows = len(ctx.parity.texts)
-    why = "the only variant that passes the gates" if len(checked.passing) == 1 else (
-        f"of {', '.join(same)}, equal in accuracy on the {rows} validation rows (McNemar p >= "
-        f"{cfg.int8_same_accuracy_p:g}), " + ("the fastest" if chosen != same[0] else
-                                              f"none is over {cfg.speed_margin:.0%} faster than the first"
-                                              if ctx.speed_matters else "the first (no choice on speed)") + reused)
+    if len(checked.passing) == 1:
+        why = "the only variant that passes the gates"
+    elif len(same) == 1:
+        why = f"the most accurate on the {rows} validation rows, and the others measurably less so"
+    else:
+        why = (f"of {', '.join(same)}, equal in accuracy on the {rows} validation rows (McNemar p >= "
+               f"{cfg.int8_same_accuracy_p:g}), " + ("the fastest" if chosen != same[0] else
+                                                     f"none is over {cfg.speed_margin:.0%} faster than the first"
+                                                     if ctx.speed_matters else "the first (no choice on speed)")
+               + reused)
     unequal = [f"{c} (p = {records[c]['mcnemar_vs_most_accurate']['p_value']:.2g})" for c in checked.passing
                if c not in same]
     if unequal:
