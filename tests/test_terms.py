@@ -205,11 +205,11 @@ def test_methods_load_with_their_terms_and_bad_recipes_are_one_line_errors(tmp_p
     assert (kd.teacher, kd.rows, [t.term for t in kd.terms], kd.online) == ("finetune", "all", ["ce", "kl"], False)
     assert load_method("baseline").needs == frozenset()
     cases = {
-        "teacher: none\nterms: [{term: kl}]\n": "teacher=none, but its terms or rows need a teacher",
+        "teacher: none\nterms: [{term: kl}]\n": "teacher=none, but its terms need a teacher",
         "terms: [{term: hidden}]\n": None,  # loads; its weight is asked for when it is built
         "terms: [{term: ce, weight: -1}]\n": r"terms\[0\]: weight=-1: expected a number >= 0",
         "terms: [{term: mse}]\n": r"terms\[0\]: unknown loss term 'mse'",
-        "rows: some\nterms: [{term: ce}]\n": "rows='some': expected one of labelled, all, pseudo-labelled",
+        "rows: some\nterms: [{term: ce}]\n": "rows='some': expected one of labelled, all",
         "terms: []\n": "terms: expected a list",
         "term: [ce]\n": "unknown key 'term'",
     }

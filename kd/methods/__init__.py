@@ -12,11 +12,10 @@ from kd.errors import KdError
 from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build
 
 METHOD_DIR = Path(__file__).parent
-TEACHERS = ("none", "finetune", "self-train")  # what the teacher is before it teaches
-# which of the students' train rows the student learns from: the labelled ones only; every row, the pool's with
-# their labels withheld (the soft terms teach there); or the labelled rows plus the pool rows whose teacher label
-# is confident, with that label
-ROWS = ("labelled", "all", "pseudo-labelled")
+TEACHERS = ("none", "finetune")  # what the teacher is before it teaches
+# which of the students' train rows the student learns from: the labelled ones only, or every row, the pool's with
+# their labels withheld (the teacher's terms teach there)
+ROWS = ("labelled", "all")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class Method:
     teacher: str
     rows: str
     terms: tuple[TermSpec, ...]
-    calibrate: bool = False  # the teacher's logits temperature-scaled before they become soft targets
 
     @property
     def needs(self) -> frozenset[str]:
@@ -105,7 +103,7 @@ def load_method(name: str) -> Method:
     path, raw = read_named_yaml(name, METHOD_DIR, "method")
     if not isinstance(raw, dict):
         raise KdError(f"{path}: expected a mapping with description, teacher, rows and terms")
-    known = {"description", "teacher", "rows", "terms", "calibrate"}
+    known = {"description", "teacher", "rows", "terms"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise KdError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -129,8 +127,7 @@ def load_method(name: str) -> Method:
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
             raise KdError(f"{where}: weight={weight!r}: expected a number >= 0")
         specs.append(TermSpec(term, None if weight is None else float(weight), settings))
-    needs_teacher = any(TERMS[s.term].needs for s in specs) or rows == "pseudo-labelled"
+    needs_teacher = any(TERMS[s.term].needs for s in specs)
     if teacher == "none" and needs_teacher:
-        raise KdError(f"{path}: teacher=none, but its terms or rows need a teacher")
-    return Method(path.stem, str(raw.get("description", "")), teacher, rows, tuple(specs),
-                  bool(raw.get("calibrate", False)))
+        raise KdError(f"{path}: teacher=none, but its terms need a teacher")
+    return Method(path.stem, str(raw.get("description", "")), teacher, rows, tuple(specs))
