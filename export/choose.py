@@ -32,11 +32,11 @@ ONNX = engine("onnxruntime")
 
 
 def run_graph(parity: ParitySet, path: Path, what: str, full: bool = True, kind: type[Engine] = ONNX,
-              precision: str = "fp32", **options) -> Outputs:
-    """A model file's outputs on the parity set, opened by the engine `kind` (with its `options`; its validation
-    pass in the engine's `check_mode`); one that cannot even run on the tokenizer's arrays fails the gate."""
+              precision: str = "fp32") -> Outputs:
+    """A model file's outputs on the parity set, opened by the engine `kind` (its validation pass in the engine's
+    `check_mode`); one that cannot even run on the tokenizer's arrays fails the gate."""
     try:
-        opened = kind.open(path, "cpu", precision, **options)
+        opened = kind.open(path, "cpu", precision)
         return parity.run(opened.run, full, many=lambda batches: opened.run_many(batches, opened.check_mode))
     except (KeyError, *kind.errors()) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc).splitlines()[0]
@@ -229,11 +229,12 @@ def check_int8(ctx: ChoiceContext, fp32: Check) -> Int8Checks:
     return Int8Checks(records, checks, predictions, passing)
 
 
-def equivalent_int8(ctx: ChoiceContext, checked: Int8Checks) -> list[str]:
-    """The passing variants whose validation accuracy cannot be told from the most accurate one's: an exact McNemar
-    test on the rows where exactly one of the two is right, p >= `int8_same_accuracy_p`. Each record gets its
-    test. (Not a proof of equality: the gates already bound every passing variant to 0.5 pt of fp32, and within
-    that only a difference the split can resolve rules a variant out, not a hundredth of a point.)"""
+def equivalent_int8(ctx: ChoiceContext, checked: Int8Checks) -> tuple[str, list[str]]:
+    """The most accurate passing variant, and the passing variants whose validation accuracy cannot be told from
+    its: an exact McNemar test on the rows where exactly one of the two is right, p >= `int8_same_accuracy_p`. Each
+    record gets its test. (Not a proof of equality: the gates already bound every passing variant to 0.5 pt of
+    fp32, and within that only a difference the split can resolve rules a variant out, not a hundredth of a
+    point.)"""
     labels, best = ctx.parity.labels, max(checked.passing, key=lambda c: checked.checks[c].accuracy)
     same = []
     for candidate in checked.passing:
@@ -241,14 +242,14 @@ def equivalent_int8(ctx: ChoiceContext, checked: Int8Checks) -> list[str]:
         checked.records[candidate]["mcnemar_vs_most_accurate"] = {"most_accurate": best, **test}
         if test["p_value"] >= ctx.cfg.int8_same_accuracy_p:
             same.append(candidate)
-    return same
+    return best, same
 
 
 def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
     """Of the passing variants equivalent in accuracy (equivalent_int8), the first in `int8_candidates`' order,
     unless another is over `speed_margin` faster on this host's timing batches."""
     cfg, records = ctx.cfg, checked.records
-    same = equivalent_int8(ctx, checked)
+    best, same = equivalent_int8(ctx, checked)
     reused = ""
     if len(same) > 1 and ctx.speed_matters:
         times, reused = ctx.timed({c: int8_file(ctx, c) for c in same})
@@ -269,8 +270,7 @@ def choose_int8(ctx: ChoiceContext, checked: Int8Checks) -> Int8Choice:
     unequal = [f"{c} (p = {records[c]['mcnemar_vs_most_accurate']['p_value']:.2g})" for c in checked.passing
                if c not in same]
     if unequal:
-        why += f"; less accurate than {records[same[0]]['mcnemar_vs_most_accurate']['most_accurate']}: " + \
-            ", ".join(unequal)
+        why += f"; less accurate than {best}: " + ", ".join(unequal)
     return Int8Choice(chosen, why, checked.checks[chosen], int8_file(ctx, chosen), records)
 
 

@@ -15,13 +15,12 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 
-def session_options(spinning: bool = False, threads: int | None = None) -> ort.SessionOptions:
-    """`threads`: fewer intra-op threads than the CPUs this process may use (the default), to leave some free."""
+def session_options(spinning: bool = False) -> ort.SessionOptions:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     # ORT sizes its pool from the host's cores; inside a container or under taskset that oversubscribes.
-    opts.intra_op_num_threads = threads or cpu_count()
+    opts.intra_op_num_threads = cpu_count()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
@@ -34,8 +33,7 @@ def session_options(spinning: bool = False, threads: int | None = None) -> ort.S
     return opts
 
 
-def session(path: Path, providers: list[str], plain: bool = False, spinning: bool = False,
-            threads: int | None = None) -> ort.InferenceSession:
+def session(path: Path, providers: list[str], plain: bool = False, spinning: bool = False) -> ort.InferenceSession:
     """`plain`: ONNX Runtime's defaults, as a user who loads the file would run it."""
     import onnxruntime as ort
 
@@ -43,7 +41,7 @@ def session(path: Path, providers: list[str], plain: bool = False, spinning: boo
         return ort.InferenceSession(str(path), providers=providers)
     # ONNX Runtime's own SkipLayerNormFusion (Add + LayerNormalization) made the int8 students slower at batch 32
     # and fp32 no faster (docs/export.md), so it is left out.
-    return ort.InferenceSession(str(path), session_options(spinning, threads), providers=providers,
+    return ort.InferenceSession(str(path), session_options(spinning), providers=providers,
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
 
@@ -91,7 +89,7 @@ class OnnxRuntimeEngine(Engine):
 
     @classmethod
     def open(cls, file: Path, device: str, precision: str, plain: bool = False,
-             spinning: bool = False, threads: int | None = None) -> OnnxRuntimeEngine:
+             spinning: bool = False) -> OnnxRuntimeEngine:
         """The session sized to the CPUs this process may use, threads spinning only if asked, and for the export's
         model_int8.onnx its variant fastest on this CPU. `plain`: the file as given with no options, as a user's own
         `onnxruntime.InferenceSession` runs it (export-check and optimum-check compare exactly that file)."""
@@ -101,10 +99,10 @@ class OnnxRuntimeEngine(Engine):
         choice = None
         if precision == "int8" and not plain and Path(file).name == cls.files["int8"]:
             # the export's int8 variants: the one fastest on this CPU (measured once per CPU, export/int8_host.py)
-            choice = choose(file, lambda path: session(path, providers, plain, spinning, threads))
+            choice = choose(file, lambda path: session(path, providers, plain, spinning))
             file = Path(file).parent / VARIANTS / f"{choice.variant}.onnx" if choice else file
         # a variant just measured is run in the session it was measured in: opened once
-        sess = choice.session if choice and choice.session else session(file, providers, plain, spinning, threads)
+        sess = choice.session if choice and choice.session else session(file, providers, plain, spinning)
         if sess.get_providers()[0] != providers[0]:
             raise RuntimeError(f"{file}: onnxruntime fell back to {sess.get_providers()[0]}")
         return cls(sess, file, device, precision, choice)
