@@ -1,9 +1,10 @@
 """Which of an export's int8 variants runs fastest on this CPU, measured the first time the int8 model is loaded here
 and recorded beside it with the CPU it was measured on; reused until the CPU changes.
 
-Which ONNX Runtime int8 kernel is fastest depends on the CPU: the same student ran far faster with per-tensor
-uint8 weights on an AMD EPYC and with per-channel int8 weights on an Intel Xeon with AMX (docs/export.md). A file
-chosen for speed on the export host is not the fastest elsewhere, so the export keeps every variant that passes
+Which ONNX Runtime int8 kernel is fastest depends on the CPU: earlier benches on an AMD EPYC found uint8 weights
+faster for one student, an Intel Xeon with AMX ran per-channel int8 weights 2.7x faster at batch 32, and today's
+Zen 4 runs int8 weights 1.6-1.9x faster (docs/export.md). A file chosen for speed on the export host is not the
+fastest elsewhere, so the export keeps every variant that passes
 its gates (`int8_variants/`), and the engine picks one per host."""
 
 from __future__ import annotations
