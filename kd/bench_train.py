@@ -11,13 +11,13 @@ All four use the run's precision, so the ratios isolate padding and the online t
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 from kd.config import RunConfig
 from kd.device import resolve_precision
-from kd.methods import load_method, shapes
 from kd.pipeline import Pipeline
 from kd.runfolder import write_json
 from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, KdTrainer, parallel_arguments
@@ -36,7 +36,6 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
     rows = min(rows, len(pipe.student_train))
     teacher = AutoModelForSequenceClassification.from_pretrained(pipe.run.model_dir("teacher"), use_safetensors=True)
     tc, plan = cfg.student.train, pipe.batch_plans["student"]
-    kd = load_method("kd")
     precision = resolve_precision(tc.precision, pipe.device)
 
     def args(grouped: bool) -> TrainingArguments:
@@ -61,11 +60,11 @@ def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
                 collator = DistillCollator(tokenizer, padding, cfg.data.max_length)
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
                                               data_collator=collator,
-                                              method=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
+                                              method="kd", **asdict(cfg.distill))
             else:  # the seed's recipe: the teacher runs forward on every training batch
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
                                               data_collator=pad, teacher_model=teacher,
-                                              method=kd.build_terms(shapes(model.config, teacher.config), cfg.distill))
+                                              method="kd", **asdict(cfg.distill))
             seconds = _epoch_seconds(trainer)
             timings[f"{kind}_{way}"] = {"seconds": seconds, "examples_per_s": rows / seconds}
             pipe.log(f"bench-train: {kind}, {way} padding: {seconds:.1f} s ({rows / seconds:.1f} examples/s)")

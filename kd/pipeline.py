@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -284,19 +285,13 @@ class Pipeline:
         return self.finish("baseline", model, tokenizer, seconds, history)
 
     def stage_distill(self) -> dict:
-        from transformers import AutoConfig
-
-        from kd.methods import load_method, shapes
-
         logits, cache_note = self.teacher_logits()
         model, tokenizer = self.new_student()
-        teacher_config = AutoConfig.from_pretrained(self.run.model_dir("teacher"))
-        terms = load_method("kd").build_terms(shapes(model.config, teacher_config), self.cfg.distill)
         train_ds = self.pool_unlabelled(self.tokenized("student_train", tokenizer)).add_column(
             TEACHER_LOGITS, logits.tolist())
         model, seconds, history = self.train(
             "distilled", "student", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
-            method=terms,
+            method="kd", **asdict(self.cfg.distill),
         )
         return self.finish("distilled", model, tokenizer, seconds, history,
                            {"temperature": self.cfg.distill.temperature, "alpha": self.cfg.distill.alpha,

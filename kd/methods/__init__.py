@@ -88,9 +88,8 @@ def resolve_terms(method, student_config, teacher_config=None, temperature: floa
     if teacher_config is None and recipe.online:
         raise KdError(f"method {recipe.name}: its terms need the teacher's hidden states or attention; pass the live "
                       "teacher_model")
-    defaults = DistillConfig()
-    distill = DistillConfig(temperature=defaults.temperature if temperature is None else temperature,
-                            alpha=defaults.alpha if alpha is None else alpha)
+    given = {"temperature": temperature, "alpha": alpha}
+    distill = DistillConfig(**{k: v for k, v in given.items() if v is not None})
     return recipe.build_terms(shapes(student_config, teacher_config or student_config), distill)
 
 
