@@ -10,7 +10,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from kd.runfolder import MODEL_NAMES
+from kd.runfolder import RunFolder
 
 DEVICES = ("cpu", "cuda", "mps")
 ORDERS = ("length", "file")
@@ -55,12 +55,15 @@ class BenchConfig:
     max_passes: int = 20
     # rows on other devices are deselected
     devices: list[str] = option("--devices", "devices to bench, comma-separated", lambda: list(DEVICES))
-    models: list[str] = option("--models", "models to bench, comma-separated", lambda: list(MODEL_NAMES))
+    models: list[str] = option("--models", "models to bench, comma-separated (default: every model of the run)",
+                               list)
     seed: int = 0  # picks the latency texts
 
     def check(self) -> None:
         from kd.errors import KdError
 
+        if not self.models:
+            self.models = RunFolder(Path(self.run_dir)).model_names() or ["teacher"]
         if self.order not in ORDERS:
             raise KdError(f"{flag('order')} {self.order!r}: expected {' or '.join(ORDERS)}")
         unknown = [d for d in self.devices if d not in DEVICES]

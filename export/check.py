@@ -15,7 +15,7 @@ from export.engines import engine, load
 from export.inference import logits_over
 from kd.errors import KdError
 from kd.metrics import accuracy, agreement
-from kd.runfolder import MODEL_NAMES, RunFolder, write_json, write_text
+from kd.runfolder import RunFolder, write_json, write_text
 
 ONNX = engine("onnxruntime")
 OPENVINO = engine("openvino")
@@ -28,7 +28,7 @@ def plain_logits(path: Path, tokenizer, texts: list[str], max_length: int, batch
 
 def export_check(run_dir: Path, data: str | None = None) -> dict:
     run = RunFolder(Path(run_dir))
-    names = [m for m in MODEL_NAMES if ONNX.model_file(run, m, "fp32").is_file()]
+    names = [m for m in run.model_names() if ONNX.model_file(run, m, "fp32").is_file()]
     if not names:
         raise KdError(f"{run.onnx_root}: no exported models; run `make export` first")
     texts, labels, max_length = run.split(data, "test")

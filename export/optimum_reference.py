@@ -27,7 +27,7 @@ from export.check import plain_logits
 from export.engines import engine
 from export.inference import length_sorted_batches
 from kd.errors import KdError
-from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json
+from kd.runfolder import RunFolder, write_bytes, write_json
 
 ONNX = engine("onnxruntime")
 PRECISIONS = ("fp32", "int8")
@@ -71,7 +71,7 @@ def padded_ids(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
 
 def dump_reference(run_dir: Path, data: str | None = None, batch_size: int = BATCH_SIZE) -> Reference:
     run = RunFolder(Path(run_dir))
-    names = [m for m in MODEL_NAMES if ONNX.model_file(run, m, "fp32").is_file()]
+    names = [m for m in run.model_names() if ONNX.model_file(run, m, "fp32").is_file()]
     if not names:
         raise KdError(f"{run.onnx_root}: no exported models; run `make export` first")
     texts, labels, max_length = run.split(data, "test")  # the run's test split, re-made as the bench does

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kd.runfolder import MODEL_NAMES, write_json, write_text
+from kd.runfolder import RunFolder, write_json, write_text
 
 
 def collect(onnx_root: Path) -> dict[str, dict]:
-    return {m: json.loads((onnx_root / m / "export_report.json").read_text()) for m in MODEL_NAMES
+    names = RunFolder(onnx_root.parent).model_names()  # the run's order: teachers first, then its methods
+    return {m: json.loads((onnx_root / m / "export_report.json").read_text()) for m in names
             if (onnx_root / m / "export_report.json").is_file()}
 
 

@@ -104,6 +104,9 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # The students this run trains, one per method (recipes in kd/methods/, by name or YAML path), beside the
+    # teacher; the report tests each against `baseline`.
+    methods: list[str] = field(default_factory=lambda: ["baseline", "kd"])
     # Settings of `kd export` (fields of export/config.py's ExportConfig): a preset may pin them, and
     # `kd export --set key=value` overrides them.
     export: dict[str, Any] = field(default_factory=dict)

@@ -97,6 +97,15 @@ def mcnemar(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray) -> dic
     return {"only_a_right": only_a, "only_b_right": only_b, "p_value": p}
 
 
+def holm(p_values) -> list[float]:
+    """Holm-adjusted p-values of a family of tests (each method against the baseline): a family-wise error rate of
+    at most alpha when each adjusted p is compared with alpha."""
+    from statsmodels.stats.multitest import multipletests
+
+    p_values = list(p_values)
+    return [float(p) for p in multipletests(p_values, method="holm")[1]] if p_values else []
+
+
 def gap_closed(teacher: float, baseline: float, distilled: float) -> float | None:
     """Share of the teacher-baseline accuracy gap that distillation closed (None when there is no gap)."""
     gap = teacher - baseline

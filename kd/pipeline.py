@@ -1,4 +1,4 @@
-"""The stages of a run: teacher, baseline student, distilled student, report.
+"""The stages of a run: the teacher, then one student per method of the run (kd/methods/), then the report.
 
 Every stage reads and writes the run folder only, so each can run again alone on an existing run.
 Under torchrun every process runs the same code: the Trainer shares the work (each process takes its
@@ -7,9 +7,11 @@ share of every global batch, see kd/trainer.py), and only the main process write
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
+from datasets import concatenate_datasets
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from kd import cache, manifest
@@ -25,11 +28,13 @@ from kd.data import Splits, fingerprint, load_splits, stratified_take
 from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
 from kd.features import length_order, tokenized, tokenizer_fingerprint
+from kd.methods import Method, load_method
 from kd.metrics import classification_metrics
 from kd.models import build_student, count_params, load_teacher
+from kd.procedures import confident_rows, fit_temperature, folds, nll
 from kd.report import write_report
 from kd.resume import resume_point, start_afresh
-from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir, sha256_file, write_json, write_npy
+from kd.runfolder import RunFolder, atomic_dir, sha256_file, write_json, write_npy
 from kd.trainer import (
     KD_TERMS,
     TEACHER_LOGITS,
@@ -44,11 +49,7 @@ from kd.trainer import (
     training_arguments,
 )
 
-STAGE_SECTIONS = {
-    "teacher": ("data", "teacher"),
-    "baseline": ("data", "teacher.model", "student"),
-    "distilled": ("data", "teacher", "student", "distill"),
-}
+SELF_TRAINED = "teacher-self-train"  # the model folder of a self-trained teacher (kd.methods.TEACHER_MODEL)
 
 
 class Pipeline:
@@ -112,12 +113,41 @@ class Pipeline:
         """Each role's global batches split over this launch's processes (teacher, student)."""
         return batch_plans(self.cfg, self.state.num_processes)
 
+    @functools.cached_property
+    def methods(self) -> list[Method]:
+        """The run's methods (config `methods`, recipes in kd/methods/): one student each."""
+        if not self.cfg.methods:
+            raise KdError("config methods=[]: expected at least one method, e.g. [baseline, kd]")
+        found = [load_method(str(name)) for name in self.cfg.methods]
+        names = [m.model_name for m in found]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice:
+            raise KdError(f"config methods={self.cfg.methods}: two of them train the model {twice!r}")
+        if len({(m.rounds, m.per_class, m.min_confidence) for m in found if m.teacher == "self-train"}) > 1:
+            raise KdError(f"config methods={self.cfg.methods}: the self-trained teacher is shared, so every "
+                          "self-train method needs the same rounds, per_class and min_confidence")
+        return found
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models this run trains, in the order it trains them: the teacher(s), then a student per method."""
+        teachers = ["teacher"] + ([SELF_TRAINED] if self.self_train_method else [])
+        return teachers + [m.model_name for m in self.methods]
+
+    def method_of(self, name: str) -> Method | None:
+        return next((m for m in self.methods if m.model_name == name), None)
+
+    @property
+    def self_train_method(self) -> Method | None:
+        return next((m for m in self.methods if m.teacher == "self-train"), None)
+
     def check_inputs(self, need_teacher: bool = True, need_student: bool = True) -> None:
         """Load everything a stage will need so that a user mistake stops the run before any write."""
         self.check_run_folder()
         _ = self.batch_plans
         _ = self.fingerprints
         _ = self.labelled
+        _ = self.methods
         if need_teacher:
             _ = self.teacher
         if need_student:
@@ -159,15 +189,30 @@ class Pipeline:
         return logits
 
     def stage_key(self, stage: str) -> str:
-        """What a stage's result depends on: its config sections, the data's content and, for the distilled
-        student, the teacher's weights. A finished stage with another key is stale."""
-        parts = [self.cfg.section_hash(*STAGE_SECTIONS[stage]), json.dumps(self.fingerprints, sort_keys=True)]
-        if stage == "distilled":
-            parts.append(self.teacher_weights_sha())
+        """What a stage's result depends on: its config sections, the data's content and, for a student, its recipe
+        and the weights of the teacher it learns from. A finished stage with another key is stale. Teachers trained
+        on the way are named teacher-<part>: a calibration fold (teacher-fold1) or the self-trained teacher."""
+        if stage == "teacher":
+            parts = [self.cfg.section_hash("data", "teacher")]
+        elif stage.startswith("teacher-"):
+            parts = [self.cfg.section_hash("data", "teacher"), stage]
+            if stage.startswith(SELF_TRAINED):
+                m = self.self_train_method
+                parts += [json.dumps([m.rounds, m.per_class, m.min_confidence]), self.teacher_weights_sha("teacher")]
+        else:
+            method = self.method_of(stage)
+            if method is None:
+                raise KdError(f"{stage}: not a model of this run (its methods train: {', '.join(self.model_names)})")
+            sections = ("data", "teacher.model", "student") if method.teacher == "none" else (
+                "data", "teacher", "student", "distill")
+            parts = [self.cfg.section_hash(*sections), json.dumps(method.recipe(), sort_keys=True)]
+            if method.teacher_model:
+                parts.append(self.teacher_weights_sha(method.teacher_model))
+        parts.append(json.dumps(self.fingerprints, sort_keys=True))
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
-    def teacher_weights_sha(self) -> str:
-        metrics = self.run.model_dir("teacher") / "metrics.json"
+    def teacher_weights_sha(self, name: str = "teacher") -> str:
+        metrics = self.run.model_dir(name) / "metrics.json"
         return json.loads(metrics.read_text()).get("weights_sha256", "") if metrics.is_file() else ""
 
     def is_current(self, stage: str) -> bool:
@@ -183,9 +228,10 @@ class Pipeline:
         self.run.verified_model(stage)  # done, but are the weights still the ones it saved?
         return True
 
-    def train(self, name, role, trainer_cls, model, tokenizer, train_ds, collator, **extra):
-        """Train `name` with the settings of `role` (teacher or student): resumed, evaluated, best kept."""
-        tc, plan = getattr(self.cfg, role).train, self.batch_plans[role]
+    def train(self, name, role, trainer_cls, model, tokenizer, train_ds, collator, tc=None, **extra):
+        """Train `name` with the settings of `role` (teacher or student; `tc`: other settings for it): resumed,
+        evaluated, best kept."""
+        tc, plan = tc or getattr(self.cfg, role).train, self.batch_plans[role]
         work = self.run.work_dir(name)
         checkpoint, why = resume_point(work, self.stage_key(name))
         self.log(f"{name}: {why}" if checkpoint else f"{name}: training from the start ({why})")
@@ -230,7 +276,7 @@ class Pipeline:
         metrics = classification_metrics(logits, labels, self.splits.label_names)
         evals = [h["eval_accuracy"] for h in log_history if "eval_accuracy" in h]
         plan = self.trained_with.get(name)  # None for a teacher used as trained
-        kept = getattr(self.cfg, "teacher" if name == "teacher" else "student").train.select
+        kept = getattr(self.cfg, "teacher" if name.startswith("teacher") else "student").train.select
         chosen = (max(evals) if kept == "best" else evals[-1]) if evals else None  # of the weights kept
         metrics.update(
             params=count_params(model), train_seconds=seconds, eval_seconds=time.perf_counter() - started,
@@ -258,6 +304,12 @@ class Pipeline:
 
     # ---- stages ----------------------------------------------------------------------------------
 
+    def teacher_rows(self, tokenizer):
+        """The rows a teacher fine-tunes on: under a label budget the labels the students see (all the students' rows
+        when the budget covers them: a study's full budget), else the whole train split."""
+        return (self.tokenized("train", tokenizer) if self.cfg.data.labelled_rows is None
+                else self.labelled_only(self.tokenized("student_train", tokenizer)))
+
     def stage_teacher(self, allow_finetune: bool = True) -> dict:
         t = self.teacher
         self.log(f"teacher: {self.cfg.teacher.model or 'built from teacher.arch'}; labels: {t.label_match}")
@@ -265,43 +317,167 @@ class Pipeline:
             raise KdError(f"teacher {self.cfg.teacher.model}: not trained for these labels; run `kd train-teacher`")
         seconds, history, model = None, [], t.model
         if t.needs_finetune:
-            # under a label budget the teacher sees only the labels the students see (all the students' rows
-            # when the budget covers them: a study's full budget), else the whole train split
-            rows = (self.tokenized("train", t.tokenizer) if self.cfg.data.labelled_rows is None
-                    else self.labelled_only(self.tokenized("student_train", t.tokenizer)))
             model, seconds, history = self.train(
-                "teacher", "teacher", KdTrainer, t.model, t.tokenizer, rows, DataCollatorWithPadding(t.tokenizer),
+                "teacher", "teacher", KdTrainer, t.model, t.tokenizer, self.teacher_rows(t.tokenizer),
+                DataCollatorWithPadding(t.tokenizer),
             )
         return self.finish("teacher", model, t.tokenizer, seconds, history,
                            {"label_match": t.label_match, "fine_tuned": t.needs_finetune})
 
-    def stage_baseline(self) -> dict:
+    def pool(self) -> np.ndarray:
+        """The students' train rows whose labels are withheld (none without a label budget)."""
+        if self.labelled is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.setdiff1d(np.arange(len(self.student_train)), self.labelled)
+
+    def pseudo_labelled(self, base, tok_students, logits: np.ndarray, method: Method) -> tuple:
+        """`base` (labelled rows) plus the pool rows of `tok_students` that the teacher (`logits` over the students'
+        rows) labels most confidently, with its labels: the dataset and the chosen pool rows. No pool label is
+        read."""
+        pool = self.pool()
+        rows, labels = confident_rows(logits[pool], method.per_class, method.min_confidence)
+        chosen = pool[rows]
+        def relabel(ds, values):
+            # in memory: flattening a selection of a cached dataset would write into the cache's folder
+            ds = ds.flatten_indices(keep_in_memory=True) if ds._indices is not None else ds
+            return ds.remove_columns("label").add_column("label", [int(v) for v in values])
+
+        extra = relabel(tok_students.select(chosen), labels)
+        return concatenate_datasets([relabel(base, base["label"]), extra]), chosen
+
+    def stage_self_train(self) -> dict:
+        """The self-trained teacher: fine-tuned anew from the teacher's starting weights on its labelled rows plus the
+        pool rows the previous round's teacher (round 1: the fine-tuned teacher) labels most confidently, with
+        those labels, for `rounds` rounds. Only the last round is kept."""
+        method = self.self_train_method
+        if not self.teacher.needs_finetune:
+            raise KdError(f"method {method.name}: self-training fine-tunes the teacher, but teacher "
+                          f"{self.cfg.teacher.model} is used as trained: set teacher.finetune=always")
+        logits, _ = self.teacher_logits("teacher")
+        seconds_total = 0.0
+        for r in range(1, method.rounds + 1):
+            last = r == method.rounds
+            name = SELF_TRAINED if last else f"{SELF_TRAINED}-round{r}"
+            t = load_teacher(self.cfg, self.splits.label_names)
+            rows, chosen = self.pseudo_labelled(self.teacher_rows(t.tokenizer),
+                                                self.tokenized("student_train", t.tokenizer), logits, method)
+            self.log(f"{name}: round {r} of {method.rounds}: {len(chosen)} pool rows with the teacher's labels "
+                     f"beside {len(rows) - len(chosen)} labelled ones")
+            model, seconds, history = self.train(name, "teacher", KdTrainer, t.model, t.tokenizer, rows,
+                                                 DataCollatorWithPadding(t.tokenizer))
+            seconds_total += seconds
+            if not last:
+                precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
+                logits = self.predict(model.eval(), t.tokenizer, self.tokenized("student_train", t.tokenizer),
+                                      precision)
+                shutil.rmtree(self.run.work_dir(name), ignore_errors=True)
+        return self.finish(SELF_TRAINED, model, t.tokenizer, seconds_total, history,
+                           {"label_match": self.teacher.label_match, "fine_tuned": True, "rounds": method.rounds,
+                            "pseudo_labelled_rows": len(chosen)})
+
+    def calibration(self, folds_k: int) -> dict:
+        """The temperature that calibrates the fine-tuned teacher's logits, fitted by NLL on logits of labelled rows
+        that the model scoring them never trained on: cross-fitted, each of `folds_k` folds of the teacher's rows
+        scored by a teacher trained as the teacher is on the other folds (a teacher used as trained scores its rows
+        directly: it trained on none of them). Only the budget's labels are read. Cached, bound to the teacher."""
+        made_from = {"teacher": self.stage_key("teacher"), "weights": self.teacher_weights_sha("teacher"),
+                     "folds": folds_k}
+        key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.run.cache_dir("calibration") / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        started = time.perf_counter()
+        precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
+        tokenizer = self.teacher.tokenizer
+        rows = self.teacher_rows(tokenizer)
+        labels = np.asarray(rows["label"])
+        if not self.teacher.needs_finetune:
+            model = AutoModelForSequenceClassification.from_pretrained(self.run.verified_model("teacher"),
+                                                                       use_safetensors=True)
+            logits = self.predict(model.eval(), tokenizer, rows, precision)
+            how = "the teacher's own logits (it trained on none of these rows)"
+        else:
+            logits = np.zeros((len(rows), len(self.splits.label_names)), dtype=np.float32)
+            # as many passes over its rows as the teacher makes over its own: a step floor (min_steps) is scaled
+            # to the fold teacher's share, or it would see each row folds/(folds - 1) times as often, and be more
+            # (over)confident than the teacher it stands in for
+            tc = self.cfg.teacher.train
+            tc = dataclasses.replace(tc, min_steps=math.ceil(tc.min_steps * (folds_k - 1) / folds_k))
+            for k, held in enumerate(folds(len(rows), folds_k, self.cfg.data.seed), 1):
+                name = f"teacher-fold{k}"
+                t = load_teacher(self.cfg, self.splits.label_names)
+                model, _, _ = self.train(name, "teacher", KdTrainer, t.model, tokenizer,
+                                         rows.select(np.setdiff1d(np.arange(len(rows)), held)),
+                                         DataCollatorWithPadding(tokenizer), tc=tc)
+                logits[held] = self.predict(model.eval(), tokenizer, rows.select(held), precision)
+                shutil.rmtree(self.run.work_dir(name), ignore_errors=True)
+            how = f"out-of-fold logits of {folds_k} teachers cross-fitted on the teacher's rows"
+        temperature = fit_temperature(logits, labels)
+        found = {"temperature": temperature, "rows": len(labels), "folds": folds_k, "fitted_on": how,
+                 "nll_before": nll(logits, labels, 1.0), "nll_after": nll(logits, labels, temperature),
+                 "seconds": time.perf_counter() - started}
+        self.log(f"calibration: T = {temperature:.3f} from {how} (NLL {found['nll_before']:.3f} -> "
+                 f"{found['nll_after']:.3f}) in {found['seconds']:.0f} s")
+        if self.state.is_main_process:
+            write_json(path, found)
+        self.state.wait_for_everyone()
+        return found
+
+    def stage_student(self, method: Method) -> dict:
+        """The student of one method: its rows, its teacher's logits (temperature-scaled when it calibrates), and
+        its terms; a method of cross-entropy alone trains with the plain Trainer, as the baseline always has."""
+        name = method.model_name
         model, tokenizer = self.new_student()
-        model, seconds, history = self.train(
-            "baseline", "student", KdTrainer, model, tokenizer,
-            self.labelled_only(self.tokenized("student_train", tokenizer)),
-            DataCollatorWithPadding(tokenizer),
-        )
-        return self.finish("baseline", model, tokenizer, seconds, history)
+        students = self.tokenized("student_train", tokenizer)
+        extra = {"method": method.name, "description": method.description, "teacher": method.teacher_model}
+        logits = None
+        if method.teacher_model:
+            logits, extra["teacher_logits"] = self.teacher_logits(method.teacher_model)
+            extra["procedure_seconds"] = self.run.model_metrics(method.teacher_model).get("train_seconds") \
+                if method.teacher_model != "teacher" else 0.0
+            if method.calibrate:
+                cal = self.calibration(method.folds)
+                logits = logits / np.float32(cal["temperature"])
+                extra["calibration"] = cal
+                extra["procedure_seconds"] = cal["seconds"]
+        if method.rows == "labelled":
+            train_ds = self.labelled_only(students)
+            index = np.arange(len(students)) if self.labelled is None else self.labelled
+        elif method.rows == "pseudo-labelled":
+            base = self.labelled_only(students)
+            train_ds, chosen = self.pseudo_labelled(base, students, logits, method)
+            index = np.concatenate([np.arange(len(students)) if self.labelled is None else self.labelled, chosen])
+            extra["pseudo_labelled_rows"] = len(chosen)
+        else:
+            train_ds, index = self.pool_unlabelled(students), np.arange(len(students))
+        plain = [(t.term, t.weight) for t in method.terms] in ([("ce", 1.0)], [("ce", None)])
+        if plain:
+            trainer_cls, collator, kwargs = KdTrainer, DataCollatorWithPadding(tokenizer), {}
+        else:
+            if logits is not None:
+                train_ds = train_ds.add_column(TEACHER_LOGITS, logits[index].tolist())
+            teacher = None
+            if method.online:
+                teacher = AutoModelForSequenceClassification.from_pretrained(
+                    self.run.verified_model(method.teacher_model), use_safetensors=True)
+            trainer_cls, collator = DistillationTrainer, DistillCollator(tokenizer)
+            kwargs = dict(method=method, teacher_model=teacher, **asdict(self.cfg.distill))
+            extra.update(temperature=self.cfg.distill.temperature, alpha=self.cfg.distill.alpha)
+        model, seconds, history = self.train(name, "student", trainer_cls, model, tokenizer, train_ds, collator,
+                                             **kwargs)
+        return self.finish(name, model, tokenizer, seconds, history, extra)
+
+    def stage_baseline(self) -> dict:
+        return self.stage_student(self.method_of("baseline") or load_method("baseline"))
 
     def stage_distill(self) -> dict:
-        logits, cache_note = self.teacher_logits()
-        model, tokenizer = self.new_student()
-        train_ds = self.pool_unlabelled(self.tokenized("student_train", tokenizer)).add_column(
-            TEACHER_LOGITS, logits.tolist())
-        model, seconds, history = self.train(
-            "distilled", "student", DistillationTrainer, model, tokenizer, train_ds, DistillCollator(tokenizer),
-            method="kd", **asdict(self.cfg.distill),
-        )
-        return self.finish("distilled", model, tokenizer, seconds, history,
-                           {"temperature": self.cfg.distill.temperature, "alpha": self.cfg.distill.alpha,
-                            "teacher_logits": cache_note})
+        return self.stage_student(self.method_of("distilled") or load_method("kd"))
 
-    def teacher_logits(self) -> tuple[np.ndarray, str]:
-        """Teacher logits over the students' train rows, cached and bound to teacher weights + data + tokenizer."""
-        folder = self.run.verified_model("teacher")
+    def teacher_logits(self, name: str = "teacher") -> tuple[np.ndarray, str]:
+        """A teacher's logits over the students' train rows, cached and bound to its weights + data + tokenizer."""
+        folder = self.run.verified_model(name)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        made_from = {"teacher_weights": self.teacher_weights_sha(), "data": self.fingerprints["student_train"],
+        made_from = {"teacher_weights": self.teacher_weights_sha(name), "data": self.fingerprints["student_train"],
                      "tokenizer": tokenizer_fingerprint(tokenizer, self.cfg.data.max_length),
                      "shape": [len(self.student_train), len(self.splits.label_names)]}
         key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
@@ -309,37 +485,45 @@ class Pipeline:
         record = path.with_suffix(".json")
         why = cache.mismatch(record, made_from, [path])
         if why is None:
-            self.log(f"distilled: teacher logits reused from {path}")
+            self.log(f"{name}: logits reused from {path}")
             return np.load(path, allow_pickle=False), "reused"
         if path.exists():
-            self.log(f"distilled: teacher logits cache {path} not used: {why}; computing them again")
+            self.log(f"{name}: logits cache {path} not used: {why}; computing them again")
         model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
         started = time.perf_counter()
         precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
         logits = self.predict(model, tokenizer, self.tokenized("student_train", tokenizer), precision)
         seconds = time.perf_counter() - started
-        self.log(f"distilled: teacher logits for {len(logits)} rows in {seconds:.0f} s ({precision})")
+        self.log(f"{name}: logits for {len(logits)} rows in {seconds:.0f} s ({precision})")
         if self.state.is_main_process:
             write_npy(path, logits)
             cache.write_record(record, made_from, [path])  # last: logits without a record are never used
-            manifest.record_stage(self.run, "teacher_logits", seconds, {})
+            manifest.record_stage(self.run, f"{name}_logits", seconds, {})
         self.state.wait_for_everyone()
         return logits, f"computed in {seconds:.0f} s"
 
     def train_all(self, force: bool = False) -> None:
         self.check_inputs()
+        names = self.model_names
         # up front (each model's weights hashed once): a finished model whose weights changed stops the run
         # before any write
-        current = {name: not force and self.is_current(name) for name in MODEL_NAMES}
+        current = {name: not force and self.is_current(name) for name in names}
         manifest.start(self, "train-all")
-        stages = {"teacher": self.stage_teacher, "baseline": self.stage_baseline, "distilled": self.stage_distill}
-        for name in MODEL_NAMES:
-            if name == "distilled" and not current["teacher"] and not force:
-                current[name] = self.is_current(name)  # its key holds the teacher's weights, just retrained
+        if self.state.is_main_process:
+            self.run.update_manifest(models=names)
+        retrained = False
+        for name in names:
+            if retrained and not force:
+                current[name] = self.is_current(name)  # its key may hold a teacher's weights, just retrained
             if current[name]:
                 self.log(f"{name}: already done with this config, skipped ({self.run.model_dir(name)})")
                 continue
-            stages[name]()
+            if name == "teacher":
+                self.stage_teacher()
+            elif name == SELF_TRAINED:
+                self.stage_self_train()
+            else:
+                self.stage_student(self.method_of(name))
+            retrained = True
         if self.state.is_main_process:
             write_report(self.run)
-

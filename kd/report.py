@@ -12,19 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kd.errors import KdError  # noqa: E402
-from kd.metrics import ECE_BINS, gap_closed, mcnemar  # noqa: E402
-from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text  # noqa: E402
+from kd.metrics import ECE_BINS, gap_closed, holm, mcnemar  # noqa: E402
+from kd.runfolder import RunFolder, write_bytes, write_json, write_text  # noqa: E402
 
 ROW_FIELDS = ("accuracy", "f1_macro", "f1_weighted", "nll", "ece", "brier", "params", "size_mb", "train_seconds",
-              "validation_accuracy", "f1_per_class", "test_rows", "batch")
+              "validation_accuracy", "f1_per_class", "test_rows", "batch", "method", "teacher", "procedure_seconds")
 
 
 def load_models(run: RunFolder) -> dict[str, dict]:
     models = {}
-    for name in MODEL_NAMES:
-        path = run.model_dir(name) / "metrics.json"
-        if path.is_file():
-            models[name] = json.loads(path.read_text())
+    for name in run.model_names():
+        models[name] = json.loads((run.model_dir(name) / "metrics.json").read_text())
     if not models:
         raise KdError(f"{run.root}: no trained models in models/; run `kd train-all` first")
     return models
@@ -41,6 +39,7 @@ def build_results(run: RunFolder) -> dict:
     }
     if "teacher" in models:
         results["teacher_label_match"] = models["teacher"].get("label_match")
+    results["methods"] = method_tests(run, models)
     if {"baseline", "distilled"} <= models.keys():
         labels = np.load(run.root / "test_labels.npy")
         preds = {n: np.load(run.model_dir(n) / "test_logits.npy").argmax(-1) for n in ("baseline", "distilled")}
@@ -57,6 +56,23 @@ def build_results(run: RunFolder) -> dict:
             "significant_at_0.05": test["p_value"] < 0.05,
         }
     return results
+
+
+def method_tests(run: RunFolder, models: dict[str, dict]) -> dict[str, dict]:
+    """Each student of a method against the baseline on the test rows: the accuracy gain and an exact McNemar test,
+    Holm-adjusted for the number of methods compared (a run of many methods would otherwise find a "significant"
+    one by chance)."""
+    others = [n for n in models if n != "baseline" and not n.startswith("teacher")]
+    if "baseline" not in models or not others:
+        return {}
+    labels = np.load(run.root / "test_labels.npy")
+    base = np.load(run.model_dir("baseline") / "test_logits.npy").argmax(-1)
+    tests = {n: mcnemar(labels, base, np.load(run.model_dir(n) / "test_logits.npy").argmax(-1)) for n in others}
+    adjusted = holm(t["p_value"] for t in tests.values())
+    return {n: {"method": models[n].get("method"), "teacher": models[n].get("teacher"),
+                "gain_pt": 100 * (models[n]["accuracy"] - models["baseline"]["accuracy"]), "mcnemar": t,
+                "p_holm": p, "significant_at_0.05": p < 0.05, "compared": len(others)}
+            for (n, t), p in zip(tests.items(), adjusted)}
 
 
 def _fmt(value, spec: str) -> str:
@@ -111,6 +127,17 @@ def render_markdown(results: dict) -> str:
         if d["distilled_over_teacher"] is not None:
             lines.append(f"- Distilled student reaches {100 * d['distilled_over_teacher']:.1f} % of the teacher's "
                          "accuracy.")
+    tests = results.get("methods") or {}
+    if tests:
+        lines += ["", f"## Each method against the baseline ({len(tests)} compared; McNemar p Holm-adjusted)", "",
+                  "| model | method | teacher | gain (pt) | alone right: baseline / it | p | p (Holm) | |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
+        for name, t in tests.items():
+            m = t["mcnemar"]
+            verdict = ("**better**" if t["gain_pt"] > 0 else "**worse**") if t["significant_at_0.05"] else "noise"
+            lines.append(f"| {name} | {t['method'] or '–'} | {t['teacher'] or '–'} | {t['gain_pt']:+.2f} | "
+                         f"{m['only_a_right']} / {m['only_b_right']} | {m['p_value']:.3g} | {t['p_holm']:.3g} | "
+                         f"{verdict} |")
     if results.get("teacher_label_match"):
         lines += ["", f"Teacher labels: {results['teacher_label_match']}."]
     return "\n".join(lines) + "\n"

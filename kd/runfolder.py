@@ -2,10 +2,12 @@
 
 runs/<name>/
   manifest.json                      config, versions, git commit, device, data fingerprints, timings
-  models/{teacher,baseline,distilled}/  save_pretrained (safetensors) + tokenizer + metrics.json
-                                     + test_logits.npy + log_history.json
+  models/<model>/                    save_pretrained (safetensors) + tokenizer + metrics.json
+                                     + test_logits.npy + log_history.json; <model>: teacher, a self-trained
+                                     teacher-self-train, and one student per method (baseline, distilled, ...)
   cache/tokenized/<key>/             tokenized splits (datasets save_to_disk)
-  cache/teacher_logits/<key>.npy     teacher logits over the students' train rows
+  cache/teacher_logits/<key>.npy     a teacher's logits over the students' train rows
+  cache/calibration/<key>.json       a teacher's fitted temperature (calibrated methods)
   work/<stage>/                      Trainer checkpoints while a stage runs (removed when it finishes)
   results.json, results.md, confusion_matrices.png, loss_curves.png
   onnx/<model>/                      `kd export`: model.onnx, model_int8.onnx, export_report.json, tokenizer
@@ -32,7 +34,8 @@ import numpy as np
 
 from kd.errors import KdError
 
-MODEL_NAMES = ("teacher", "baseline", "distilled")
+# the models of a run without a recorded list (train-all records it in the manifest's "models")
+DEFAULT_MODELS = ("teacher", "baseline", "distilled")
 # 2: metrics.json records the sha256 of model.safetensors, and stage keys include the data fingerprints
 FORMAT_VERSION = 2
 
@@ -136,10 +139,18 @@ class RunFolder:
                           "(truncated or changed since); remove the folder or pass --force to train it again")
         return folder
 
+    def model_names(self) -> list[str]:
+        """The run's finished models in its own order: the list train-all recorded (teachers first, then a student
+        per method), then any other finished model folder."""
+        recorded = self.read_manifest().get("models") or list(DEFAULT_MODELS)
+        folder = self.root / "models"
+        found = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
+                       and (p / "metrics.json").is_file()) if folder.is_dir() else []
+        return [m for m in recorded if m in found] + [m for m in found if m not in recorded]
+
     def trained_models(self, wanted: list[str] | None = None) -> list[str]:
         """The run's finished models (wanted ones only, when given), each checked against its recorded sha256."""
-        self.read_manifest()  # a clear error for a damaged folder or one of another format
-        found = [m for m in MODEL_NAMES if (self.model_dir(m) / "metrics.json").is_file()]
+        found = self.model_names()  # (a clear error for a damaged folder or one of another format)
         if not found:
             raise KdError(f"{self.root}: no trained models in {self.root / 'models'}; run make train-all first "
                           "(or pass the run folder with RUN=... / --run-dir)")

@@ -234,7 +234,11 @@ CATALOGUE = [
          train_all("--set", "teacher.train.learning_rate=fast")),
     Case("unknown preset", "preset 'tiny' not found: expected one of",
          lambda tmp, run: ["train-all", "--preset", "tiny", "--run-dir", run]),
-    Case("unknown study", "study 'tiny' not found: expected one of ['study-cpu', 'study-full', 'study-smoke']",
+    Case("unknown method", "method 'nope' not found: expected one of ['baseline', 'kd', 'kd-attention', "
+         "'kd-calibrated', 'kd-hidden', 'pseudo-label', 'self-train-kd'] or a .yaml file",
+         lambda tmp, run: ["train-all", "--preset", "smoke", "--set", "methods=[baseline,nope]", "--run-dir", run]),
+    Case("unknown study",
+         "study 'tiny' not found: expected one of ['study-cpu', 'study-full', 'study-methods', 'study-smoke']",
          lambda tmp, run: ["study", "tiny", "--run-dir", run]),
     Case("a study with a seed listed twice", "seeds=[1, 1]: expected a list of different integers",
          study_file("base: smoke\nseeds: [1, 1]\n")),

@@ -304,7 +304,7 @@ def test_a_ratio_round_trips_through_json_and_older_files_are_refused(tmp_path):
         assert ("distilled-openvino-cpu-int8", "distilled-onnxruntime-cpu-int8", THROUGHPUT) in keys, name
 
 
-def test_bench_settings_have_one_declaration_for_every_command_line():
+def test_bench_settings_have_one_declaration_for_every_command_line(tmp_path):
     """kd's bench options, pytest's and a summary's recorded settings all come from BenchConfig's fields."""
     import argparse
 
@@ -321,7 +321,18 @@ def test_bench_settings_have_one_declaration_for_every_command_line():
     add_arguments(suite.add_argument)
     assert BenchConfig.from_args(suite.parse_args(["--run-dir", "r", *given])) == expected
     assert BenchConfig.from_args(suite.parse_args([])) == BenchConfig()  # the defaults are the fields'
-    assert BenchConfig().models == ["teacher", "baseline", "distilled"]
+    # no --models: every model the run trained, in its order (the manifest's list, then any other folder)
+    assert BenchConfig().models == []
+    from kd.runfolder import FORMAT_VERSION
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                        "models": ["teacher", "baseline", "kd-hidden"]}))
+    for name in ("kd-hidden", "baseline", "teacher", "pseudo-label", ".teacher.x.tmp"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "metrics.json").write_text("{}")
+    cfg = BenchConfig(run_dir=tmp_path)
+    cfg.check()
+    assert cfg.models == ["teacher", "baseline", "kd-hidden", "pseudo-label"]
     # a summary records the settings; bench-check benches again from them
     recorded = json.loads(json.dumps(expected.to_dict()))
     assert BenchConfig.from_dict({**recorded, "from_a_later_version": 1}) == expected

@@ -59,7 +59,7 @@ def test_two_processes_record_their_batches_and_write_once(smoke_run, two_proces
     run = two_process["distilled"]
     log = (run / "train-all.log").read_text()
     assert log.count("distilled: test accuracy") == 1, "only the main process reports and writes"
-    assert log.count("teacher logits for 2000 rows") == 1
+    assert log.count("teacher: logits for 2000 rows") == 1
     assert "global batch 32 = 2 x 16" in log
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["device"]["processes"] == 2

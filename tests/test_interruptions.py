@@ -67,7 +67,7 @@ def test_kill_9_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(ki
     checkpoint = min(name for name in killed_state if name.startswith("checkpoint-"))
     assert "teacher: already done with this config, skipped" in out
     assert "baseline: already done with this config, skipped" in out
-    assert "distilled: teacher logits reused" in out
+    assert "teacher: logits reused" in out
     assert f"distilled: resuming from {checkpoint}" in out
     metrics = json.loads((run / "models/distilled/metrics.json").read_text())
     assert metrics["resumed_from"] == checkpoint
@@ -167,7 +167,7 @@ def test_wrong_shape_foreign_or_stale_teacher_logits_are_recomputed_never_used(s
     logits, _ = in_process(smoke_copy).teacher_logits()
     out = capsys.readouterr().out
     assert "not used: its files changed after it was written; computing them again" in out
-    assert f"teacher logits for {len(good)} rows" in out
+    assert f"teacher: logits for {len(good)} rows" in out
     assert np.array_equal(logits, good) and np.array_equal(np.load(cached), good)
     # stale: its record says it was made from another teacher
     record = cached.with_suffix(".json")

@@ -41,7 +41,7 @@ def test_hidden_and_attention_terms_train_the_student_and_its_projections_never_
     sh = shapes(student.config, teacher.config)
     distill = DistillConfig()
     terms = [(0.5, build("ce", {}, sh, "t")), (0.5, build("kl", {"temperature": 2.0}, sh, "t")),
-             (1.0, build("hidden", {"on": "tokens"}, sh, "t")), (1.0, build("attention", {}, sh, "t"))]
+             (1.0, build("hidden", {"at": "tokens"}, sh, "t")), (1.0, build("attention", {}, sh, "t"))]
     assert distill.alpha == 0.5 and terms[2][1].projections is not None  # widths 16 and 32: projected
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3,
                              use_cpu=True, report_to="none", save_strategy="no", logging_steps=2,

@@ -66,7 +66,7 @@ def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy, kd_here):
     before = (smoke_copy / "models/baseline/model.safetensors").stat().st_mtime_ns
     proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy, "--set", "distill.temperature=4")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "teacher logits reused" in proc.stdout
+    assert "teacher: logits reused" in proc.stdout
     assert "tokenize" not in proc.stderr, "tokenized splits come from the cache"
     assert (smoke_copy / "models/baseline/model.safetensors").stat().st_mtime_ns == before
     assert json.loads((smoke_copy / "models/distilled/metrics.json").read_text())["temperature"] == 4

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ENV, REPO, tree_state
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from cli.main import SECTIONS
 from kd.errors import KdError
@@ -127,8 +128,31 @@ def test_the_aggregates_are_what_the_cells_test_logits_say(smoke_study):
         if np.std(diff) > 0:
             assert group["differences"]["accuracy"]["p_value"] == pytest.approx(
                 stats.ttest_rel(acc["distilled"], acc["baseline"]).pvalue)
+        # the method axis: each method against the baseline (Holm over the methods) and against kd
+        pseudo = []
+        for name in names:
+            cell = root / "cells" / name
+            labels = np.load(cell / "test_labels.npy")
+            pseudo.append(float(np.mean(np.load(cell / "models/pseudo-label/test_logits.npy").argmax(-1) == labels)))
+        comp = group["comparisons"]
+        assert set(comp) == {"distilled", "pseudo-label"} and set(comp["pseudo-label"]) == {"baseline", "distilled"}
+        assert comp["pseudo-label"]["distilled"]["differences"]["accuracy"]["difference"]["mean"] == \
+            pytest.approx(np.mean(np.subtract(pseudo, acc["distilled"])))
+        if np.std(diff) > 0 and np.std(np.subtract(pseudo, acc["baseline"])) > 0:
+            raw = [stats.ttest_rel(acc["distilled"], acc["baseline"]).pvalue,
+                   stats.ttest_rel(pseudo, acc["baseline"]).pvalue]
+            holm = multipletests(raw, method="holm")[1]
+            assert [comp[m]["baseline"]["p_holm"] for m in ("distilled", "pseudo-label")] == pytest.approx(list(holm))
+            # the simultaneous interval of 2 comparisons is the 97.5 % one, wider than the plain 95 %
+            wide, plain = comp["pseudo-label"]["baseline"]["adjusted"], \
+                comp["pseudo-label"]["baseline"]["differences"]["accuracy"]["difference"]
+            assert wide["confidence"] == pytest.approx(0.975)
+            assert wide["low"] < plain["low"] < plain["high"] < wide["high"]
+        assert set(group["cost"]) == {"baseline", "distilled", "pseudo-label"}
+        assert group["cost"]["baseline"]["alone"]["mean"] == pytest.approx(1.0)
     text = (root / "study.md").read_text()
     assert "## In words" in text and text.count("labelled rows (") == len(record["groups"])
+    assert "## Methods" in text and "### The best method per budget" in text
 
 
 def test_a_study_without_finished_cells_has_no_report(kd_here, tmp_path):

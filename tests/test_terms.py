@@ -56,7 +56,7 @@ def hidden_states(rng, layers, tokens=3, width=4):
 def test_hidden_on_cls_is_pkds_normalised_squared_distance_over_the_mapped_layers():
     rng = np.random.default_rng(0)
     s, t = hidden_states(rng, 2), hidden_states(rng, 4)
-    term = build("hidden", {"on": "cls"}, SAME, "m")
+    term = build("hidden", {"at": "cls"}, SAME, "m")
     assert term.map == [2, 4] and term.projections is None
     expected = []
     for i, j in ((1, 2), (2, 4)):
@@ -72,7 +72,7 @@ def test_hidden_on_tokens_averages_over_real_tokens_only(distance):
     rng = np.random.default_rng(1)
     s, t = hidden_states(rng, 2), hidden_states(rng, 4)
     mask = [[1, 1, 0], [1, 0, 0]]
-    term = build("hidden", {"on": "tokens", "distance": distance, "layers": [1, 3]}, SAME, "m")
+    term = build("hidden", {"at": "tokens", "distance": distance, "layers": [1, 3]}, SAME, "m")
     expected = []
     for i, j in ((1, 1), (2, 3)):
         a, b = s[i].numpy(), t[j].numpy()
@@ -94,7 +94,7 @@ def test_hidden_on_tokens_averages_over_real_tokens_only(distance):
 def test_hidden_projects_the_student_to_the_teachers_width_with_a_trained_map_per_layer():
     rng = np.random.default_rng(2)
     shapes = Shapes(student_width=4, student_layers=2, teacher_width=6, teacher_layers=4)
-    term = build("hidden", {"on": "tokens"}, shapes, "m")
+    term = build("hidden", {"at": "tokens"}, shapes, "m")
     assert [tuple(p.weight.shape) for p in term.projections] == [(6, 4), (6, 4)]
     loss = term(batch(labels=[0, 1], mask=[[1, 1, 1]] * 2, student=Side(hidden=hidden_states(rng, 2)),
                       teacher=Side(hidden=hidden_states(rng, 4, width=6))))
@@ -148,8 +148,8 @@ def test_layer_maps_and_bad_settings_are_one_line_errors():
             build(bad, {"layers": [1]} if bad == "hidden" else {}, SAME, "kd/methods/x.yaml terms[0]")
     with pytest.raises(KdError, match="kd/methods/x.yaml terms\\[1\\]: kl: .*unexpected keyword argument 'temp'"):
         build("kl", {"temp": 2}, SAME, "kd/methods/x.yaml terms[1]")
-    with pytest.raises(KdError, match="on='all': expected one of cls, tokens"):
-        build("hidden", {"on": "all"}, SAME, "m")
+    with pytest.raises(KdError, match="at='all': expected one of cls, tokens"):
+        build("hidden", {"at": "all"}, SAME, "m")
 
 
 def kd_loss(student, teacher, labels, temperature, alpha):
@@ -205,13 +205,22 @@ def test_methods_load_with_their_terms_and_bad_recipes_are_one_line_errors(tmp_p
     assert (kd.teacher, kd.rows, [t.term for t in kd.terms], kd.online) == ("finetune", "all", ["ce", "kl"], False)
     assert load_method("baseline").needs == frozenset()
     cases = {
-        "teacher: none\nterms: [{term: kl}]\n": "teacher=none, but its terms need a teacher",
+        "teacher: none\nterms: [{term: kl}]\n": "teacher=none, but its terms, rows or calibration need a teacher",
         "terms: [{term: hidden}]\n": None,  # loads; its weight is asked for when it is built
         "terms: [{term: ce, weight: -1}]\n": r"terms\[0\]: weight=-1: expected a number >= 0",
         "terms: [{term: mse}]\n": r"terms\[0\]: unknown loss term 'mse'",
         "rows: some\nterms: [{term: ce}]\n": "rows='some': expected one of labelled, all",
         "terms: []\n": "terms: expected a list",
         "term: [ce]\n": "unknown key 'term'",
+        # teacher procedures and row sets
+        "teacher: none\nrows: pseudo-labelled\nterms: [{term: ce}]\n": "teacher=none, but its terms, rows",
+        "teacher: self-train\ncalibrate: true\nterms: [{term: kl}]\n": "calibrate=true needs teacher=finetune",
+        "teacher: finetune\nrows: labelled\nterms: [{term: ce}]\n": "no term or row set reads the teacher",
+        "rounds: 0\nterms: [{term: kl}]\n": "expected folds >= 2, rounds >= 1",
+        "min_confidence: 1.5\nterms: [{term: kl}]\n": "min_confidence=1.5",
+        "calibrate: yes please\nterms: [{term: kl}]\n": "calibrate='yes please': expected true or false",
+        "model: teacher-2\nterms: [{term: kl}]\n": "model='teacher-2'",
+        "terms: [{term: hidden, weight: 1, on: cls}]\n": "setting True is not a name",
     }
     from kd.config import DistillConfig
 

@@ -4,6 +4,8 @@ one module in kd/terms/."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +14,15 @@ from kd.errors import KdError
 from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build
 
 METHOD_DIR = Path(__file__).parent
-TEACHERS = ("none", "finetune")  # what the teacher is before it teaches
-# which of the students' train rows the student learns from: the labelled ones only, or every row, the pool's with
-# their labels withheld (the teacher's terms teach there)
-ROWS = ("labelled", "all")
+# What the teacher is before it teaches: none; fine-tuned on the labelled rows (the run's `teacher`); or
+# self-trained: fine-tuned again on the labelled rows plus its own confident labels on the pool, for `rounds` rounds
+# (the run's `teacher-self-train`). The pool's labels are never read.
+TEACHERS = ("none", "finetune", "self-train")
+TEACHER_MODEL = {"finetune": "teacher", "self-train": "teacher-self-train"}
+# Which of the students' train rows the student learns from: the labelled ones only; every row, the pool's with
+# their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the teacher
+# labels most confidently, with the teacher's labels (pseudo-labels).
+ROWS = ("labelled", "all", "pseudo-labelled")
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,36 @@ class TermSpec:
 
 @dataclass(frozen=True)
 class Method:
+    """A recipe. The pseudo-label settings (`per_class`, `min_confidence`) serve both self-training and the
+    pseudo-labelled rows; `calibrate`: the teacher's logits are temperature-scaled before they become soft targets,
+    the temperature fitted on out-of-fold logits of `folds` teachers cross-fitted on the labelled rows."""
+
     name: str
     description: str
     teacher: str
     rows: str
     terms: tuple[TermSpec, ...]
+    model: str = ""  # the model folder it trains (models/<model>); its name where empty
+    calibrate: bool = False
+    folds: int = 2
+    rounds: int = 1
+    per_class: int = 500
+    min_confidence: float = 0.0
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.name
+
+    @property
+    def teacher_model(self) -> str | None:
+        """The run's model folder of the teacher it learns from (None: no teacher)."""
+        return TEACHER_MODEL.get(self.teacher)
+
+    def recipe(self) -> dict:
+        """What the trained student depends on, for its stage key (the description aside)."""
+        out = dataclasses.asdict(self)
+        out.pop("description")
+        return out
 
     @property
     def needs(self) -> frozenset[str]:
@@ -97,12 +129,15 @@ def available_methods() -> list[str]:
     return yaml_names(METHOD_DIR)
 
 
+SETTINGS = {"calibrate": bool, "folds": int, "rounds": int, "per_class": int, "min_confidence": float}
+
+
 def load_method(name: str) -> Method:
     """A method from its name (kd/methods/<name>.yaml) or a YAML path, checked before anything runs."""
     path, raw = read_named_yaml(name, METHOD_DIR, "method")
     if not isinstance(raw, dict):
         raise KdError(f"{path}: expected a mapping with description, teacher, rows and terms")
-    known = {"description", "teacher", "rows", "terms"}
+    known = {"description", "model", "teacher", "rows", "terms", *SETTINGS}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise KdError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -111,6 +146,24 @@ def load_method(name: str) -> Method:
         raise KdError(f"{path}: teacher={teacher!r}: expected one of {', '.join(TEACHERS)}")
     if rows not in ROWS:
         raise KdError(f"{path}: rows={rows!r}: expected one of {', '.join(ROWS)}")
+    settings = {}
+    for key, kind in SETTINGS.items():
+        if key in raw:
+            value = raw[key]
+            ok = (isinstance(value, bool) if kind is bool else
+                  not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int))
+            if not ok:
+                raise KdError(f"{path}: {key}={value!r}: expected {'true or false' if kind is bool else 'a number'}")
+            settings[key] = kind(value)
+    if settings.get("folds", 2) < 2 or settings.get("rounds", 1) < 1 or settings.get("per_class", 1) < 1:
+        raise KdError(f"{path}: expected folds >= 2, rounds >= 1 and per_class >= 1")
+    if not 0 <= settings.get("min_confidence", 0.0) < 1:
+        raise KdError(f"{path}: min_confidence={settings['min_confidence']!r}: expected 0 <= value < 1")
+    model = raw.get("model", "")
+    if not isinstance(model, str) or (model and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", model)) \
+            or model.startswith("teacher"):
+        raise KdError(f"{path}: model={model!r}: expected a folder name of lower-case letters, digits, - and _, "
+                      "not starting with 'teacher'")
     terms = raw.get("terms")
     if not isinstance(terms, list) or not terms:
         raise KdError(f"{path}: terms: expected a list of {{term: NAME, weight: W, ...settings}}")
@@ -119,14 +172,23 @@ def load_method(name: str) -> Method:
         where = f"{path}: terms[{i}]"
         if not isinstance(item, dict) or "term" not in item:
             raise KdError(f"{where}: expected {{term: NAME, weight: W, ...settings}}, got {item!r}")
-        settings = dict(item)
-        term, weight = settings.pop("term"), settings.pop("weight", None)
+        term_settings = dict(item)
+        odd = next((k for k in term_settings if not isinstance(k, str)), None)
+        if odd is not None:
+            raise KdError(f"{where}: setting {odd!r} is not a name (YAML reads on, off, yes and no as true or false: "
+                          "quote the key)")
+        term, weight = term_settings.pop("term"), term_settings.pop("weight", None)
         if term not in TERMS:
             raise KdError(f"{where}: unknown loss term {term!r} (known: {', '.join(sorted(TERMS))})")
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
             raise KdError(f"{where}: weight={weight!r}: expected a number >= 0")
-        specs.append(TermSpec(term, None if weight is None else float(weight), settings))
-    needs_teacher = any(TERMS[s.term].needs for s in specs)
-    if teacher == "none" and needs_teacher:
-        raise KdError(f"{path}: teacher=none, but its terms need a teacher")
-    return Method(path.stem, str(raw.get("description", "")), teacher, rows, tuple(specs))
+        specs.append(TermSpec(term, None if weight is None else float(weight), term_settings))
+    needs_teacher = any(TERMS[s.term].needs for s in specs) or rows == "pseudo-labelled"
+    if teacher == "none" and (needs_teacher or settings.get("calibrate")):
+        raise KdError(f"{path}: teacher=none, but its terms, rows or calibration need a teacher")
+    if settings.get("calibrate") and teacher != "finetune":
+        raise KdError(f"{path}: calibrate=true needs teacher=finetune (cross-fitting trains the teacher's procedure "
+                      "once per fold; a self-trained teacher would repeat its rounds per fold)")
+    if teacher != "none" and not needs_teacher:
+        raise KdError(f"{path}: teacher={teacher}, but no term or row set reads the teacher: use teacher=none")
+    return Method(path.stem, str(raw.get("description", "")), teacher, rows, tuple(specs), model=model, **settings)

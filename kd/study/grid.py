@@ -25,6 +25,8 @@ class StudyConfig:
     # student.init of each student depth, e.g. from-teacher:0,2,4; empty: the base preset's own
     depths: list[str] = field(default_factory=list)
     set: dict[str, Any] = field(default_factory=dict)  # run-config fields set in every cell (dotted keys)
+    # the methods every cell trains (kd/methods/); each is compared with baseline and kd, paired by seed
+    methods: list[str] = field(default_factory=lambda: ["baseline", "kd"])
     name: str = ""
     file: str = ""  # where it was read from (set on loading)
 
@@ -62,6 +64,8 @@ def load_study(name: str) -> StudyConfig:
             raise KdError(f"{path}: budgets: {b!r}: expected a positive number of labelled rows or {ALL!r}")
     if not study.budgets:
         raise KdError(f"{path}: budgets: expected at least one label budget")
+    if not study.methods or not all(isinstance(m, str) for m in study.methods):
+        raise KdError(f"{path}: methods={study.methods!r}: expected a list of method names (kd/methods/)")
     if not isinstance(study.set, dict):
         raise KdError(f"{path}: set: expected a mapping of dotted run-config keys to values")
     return study
@@ -69,7 +73,7 @@ def load_study(name: str) -> StudyConfig:
 
 def cells(study: StudyConfig) -> list[Cell]:
     """The grid in the order it runs: per depth, budgets from the smallest, every seed of a budget together."""
-    common = tuple(f"{k}={json.dumps(v)}" for k, v in study.set.items())
+    common = (*(f"{k}={json.dumps(v)}" for k, v in study.set.items()), f"methods={json.dumps(study.methods)}")
     # the full budget labels every student row, and its teacher trains on those rows only, as at every other
     # budget (train-all's teacher trains on the whole train split, of which the students may take a share)
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from kd.config import RunConfig, build_dataclass
 from kd.errors import KdError
-from kd.runfolder import MODEL_NAMES, RunFolder, write_bytes, write_json, write_text
-from kd.study.aggregate import Group, aggregate
+from kd.runfolder import DEFAULT_MODELS, RunFolder, write_bytes, write_json, write_text
+from kd.study.aggregate import BASELINE, KD, Group, aggregate
 from kd.study.grid import ALL
 from kd.study.record import read_record
 
@@ -94,7 +94,7 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
         m, d = g.means, g.differences.get("accuracy")
         mc = ", ".join(f"{x['p_value']:.2g}" for x in g.mcnemar if "p_value" in x)
         row = [_label(g), g.depth or cfg.student.init, str(len(g.seeds))]
-        row += [_ci(m[k]["accuracy"], 100) if k in m else "–" for k in MODEL_NAMES]
+        row += [_ci(m[k]["accuracy"], 100) if k in m else "–" for k in DEFAULT_MODELS]
         row += [_ci(d["difference"], 100, "+.2f"), f"{d['p_value']:.2g}", mc, _verdict(d)] if d else ["–"] * 4
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Calibration (lower is better)", "",
@@ -111,11 +111,14 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
                      f"{_ci(m['baseline']['ece'], 1, '.4f')} | {_ci(m['distilled']['ece'], 1, '.4f')} | "
                      f"{_ci(d['ece']['difference'], 1, '+.4f')} | {_ci(d['brier']['difference'], 1, '+.4f')} |")
     lines += ["", "## In words", ""] + in_words(groups, cfg)
-    lines += ["", "## Cells", "", "| cell | labelled | seed | teacher | baseline | distilled | McNemar p | time (s) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += render_methods(groups, cfg)
+    models = list(dict.fromkeys(m for c in cells_done for m in c["scores"]))
+    lines += ["", "## Cells", "", "Test accuracy (%) of each model; McNemar p: distilled against baseline.", "",
+              "| cell | labelled | seed | " + " | ".join(models) + " | McNemar p | time (s) |",
+              "|---|---:|---:|" + "---:|" * len(models) + "---:|---:|"]
     for c in cells_done:
         s = c["scores"]
-        acc = [f"{100 * s[k]['accuracy']:.2f}" if k in s else "–" for k in MODEL_NAMES]
+        acc = [f"{100 * s[k]['accuracy']:.2f}" if k in s else "–" for k in models]
         p = (c.get("mcnemar") or {}).get("p_value")
         borrowed = f" (teacher from {c['teacher_from']})" if c.get("teacher_from") else ""
         lines.append(f"| [{c['name']}]({c['run_dir']}/results.md){borrowed} | {c['labelled_rows']:,} | {c['seed']} | "
@@ -123,6 +126,56 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
                      + (f"{c['seconds']:.0f}" if c.get("seconds") is not None else "–") + " |")
     lines += ["", "Figures: `study.png` (accuracy against label budget) and `study_calibration.png` (NLL and ECE)."]
     return "\n".join(lines) + "\n"
+
+
+def render_methods(groups: list[Group], cfg: RunConfig) -> list[str]:
+    """The method axis: every method's student per (budget, depth) against the baseline and against kd, paired by
+    seed and Holm-corrected; its calibration and what it costs; and the best method of each budget."""
+    if not any(len(g.students) > 2 for g in groups):
+        return []
+    out = ["", "## Methods", "",
+           "Each method's student against the baseline and against kd (`distilled`), paired by seed. p: paired "
+           "t-test on accuracy, Holm-adjusted over the methods compared with the same reference; the adjusted "
+           "interval is the simultaneous (Bonferroni) one at 1 − 0.05/m, which excludes 0 only where the Holm test "
+           "rejects too. Time: the student's training time over the baseline's; with teacher: adding the teacher it "
+           "learns from (shared by the methods that use it) and its own procedure (self-training, calibration folds).",
+           ""]
+    for g in groups:
+        seeds = len(g.seeds)
+        out += [f"### {_label(g)} labelled rows, {g.depth or cfg.student.init}, {seeds} seed(s)", "",
+                "| method | accuracy (%) | − baseline (pt) | adjusted interval | p (Holm) | − kd (pt) | p (Holm) | "
+                "NLL | ECE | Brier | time × baseline | with teacher |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for m in g.students:
+            mean, comp, cost = g.means[m], g.comparisons.get(m, {}), g.cost.get(m, {})
+            vb, vk = comp.get(BASELINE), comp.get(KD)
+            row = [m, _ci(mean["accuracy"], 100)]
+            row += ([_ci(vb["differences"]["accuracy"]["difference"], 100, "+.2f"), _ci(vb["adjusted"], 100, "+.2f"),
+                     _p(vb["p_holm"])] if vb else ["–"] * 3)
+            row += ([_ci(vk["differences"]["accuracy"]["difference"], 100, "+.2f"), _p(vk["p_holm"])] if vk
+                    else ["–"] * 2)
+            row += [_ci(mean[k], 1, ".4f") for k in ("nll", "ece", "brier")]
+            row += [f"{cost[k]['mean']:.2f}" if k in cost else "–" for k in ("alone", "with_teacher")]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    out += ["### The best method per budget", "",
+            "| labels | depth | best method | accuracy (%) | − baseline (pt), adjusted interval | p (Holm) | verdict |",
+            "|---:|---|---|---:|---:|---:|---|"]
+    for g in groups:
+        best = g.best()
+        vb = g.comparisons.get(best, {}).get(BASELINE)
+        verdict = "no method beats the baseline" if best == BASELINE else "–" if not vb else (
+            "one seed: no interval" if vb["adjusted"]["n"] < 2 else
+            "**a gain** (the adjusted interval excludes 0)" if vb["adjusted"]["low"] > 0 else
+            "**a loss**" if vb["adjusted"]["high"] < 0 else "noise (the adjusted interval includes 0)")
+        out.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {best} | {_ci(g.means[best]['accuracy'], 100)} | "
+                   + (f"{_ci(vb['adjusted'], 100, '+.2f')} | {_p(vb['p_holm'])}" if vb else "– | –")
+                   + f" | {verdict} |")
+    return out
+
+
+def _p(p: float) -> str:
+    return "–" if p != p else f"{p:.2g}"
 
 
 def in_words(groups: list[Group], cfg: RunConfig) -> list[str]:
@@ -161,8 +214,11 @@ def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> by
     depths = list(dict.fromkeys(g.depth for g in groups))
     fig, axes = plt.subplots(len(panels), len(depths), figsize=(5.5 * len(depths), 3.8 * len(panels)),
                              squeeze=False, layout="constrained")
-    styles = {"teacher": dict(color="grey", linestyle="--"), "baseline": dict(color="tab:blue"),
-              "distilled": dict(color="tab:orange")}
+    models = list(dict.fromkeys(m for g in groups for m in g.means))
+    palette = iter(plt.get_cmap("tab10").colors[2:])
+    styles = {m: dict(color="grey", linestyle="--" if m == "teacher" else ":") if m.startswith("teacher") else
+              dict(color="tab:blue") if m == BASELINE else dict(color="tab:orange") if m == KD else
+              dict(color=next(palette)) for m in models}
     for col, depth in enumerate(depths):
         part = sorted((g for g in groups if g.depth == depth), key=lambda g: g.labelled_rows)
         x = np.array([g.labelled_rows for g in part], dtype=float)

@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from kd.runfolder import MODEL_NAMES, RunFolder, atomic_dir
+from kd.runfolder import RunFolder, atomic_dir
 from kd.study.aggregate import METRICS
 from kd.study.grid import ALL, StudyConfig, cell_config, cells
 from kd.study.record import read_record, write_record
@@ -32,7 +32,7 @@ def run_study(study: StudyConfig, root: Path, data: str | None, sections: dict[s
                      run_dir=str(pipe.run.root.relative_to(root)), overrides=list(cell.overrides))
         pipe.check_inputs()
         key = pipe.stage_key("teacher")
-        if all(pipe.is_current(m) for m in MODEL_NAMES) and pipe.run.results_json.is_file():
+        if all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file():
             print(f"kd: study {study.name}: cell {i} of {len(grid)} ({cell.name}) already finished, skipped",
                   flush=True)
         else:
@@ -55,23 +55,27 @@ def run_study(study: StudyConfig, root: Path, data: str | None, sections: dict[s
 
 
 def share_teacher(donor: RunFolder, run: RunFolder) -> None:
-    """Give `run` the teacher `donor` trained and its cached logits, as hard links (both folders only ever
-    replace files whole, never write into them), falling back to copies where links cannot be made."""
+    """Give `run` the teachers `donor` trained (the fine-tuned one and a self-trained one), their cached logits and
+    fitted temperatures, as hard links (both folders only ever replace files whole, never write into them), falling
+    back to copies where links cannot be made. The pipeline checks them like its own before using them."""
     def place(src: Path, dst: Path) -> None:
         try:
             os.link(src, dst)
         except OSError:
             shutil.copy2(src, dst)
 
-    with atomic_dir(run.model_dir("teacher")) as tmp:
-        for src in donor.model_dir("teacher").iterdir():
-            place(src, tmp / src.name)
-    cache = run.cache_dir("teacher_logits")
-    cache.mkdir(parents=True, exist_ok=True)
-    # the .npy before its .json record: logits without a record are never used
-    for src in sorted(donor.cache_dir("teacher_logits").glob("*"), key=lambda p: p.suffix != ".npy"):
-        if not (cache / src.name).exists():
-            place(src, cache / src.name)
+    for folder in sorted(donor.root.glob("models/teacher*")):
+        if (folder / "metrics.json").is_file() and not run.model_dir(folder.name).exists():
+            with atomic_dir(run.model_dir(folder.name)) as tmp:
+                for src in folder.iterdir():
+                    place(src, tmp / src.name)
+    for kind in ("teacher_logits", "calibration"):
+        cache = run.cache_dir(kind)
+        cache.mkdir(parents=True, exist_ok=True)
+        # an .npy before its .json record: logits without a record are never used
+        for src in sorted(donor.cache_dir(kind).glob("*"), key=lambda p: p.suffix != ".npy"):
+            if not (cache / src.name).exists():
+                place(src, cache / src.name)
 
 
 def cell_scores(run: RunFolder) -> dict:
@@ -79,7 +83,16 @@ def cell_scores(run: RunFolder) -> dict:
     results = json.loads(run.results_json.read_text())
     rows = results.get("data", {}).get("rows", {})
     distillation = results.get("distillation") or {}
+    models = results["models"]
+    teacher_seconds = {n: m.get("train_seconds") or 0.0 for n, m in models.items() if n.startswith("teacher")}
+    times = {n: {"student": m.get("train_seconds"),
+                 # the teacher it learns from (self-trained: the fine-tuned one first) and its own procedure
+                 "teacher": (teacher_seconds.get("teacher", 0.0) if m.get("teacher") else 0.0)
+                 + (m.get("procedure_seconds") or 0.0)}
+             for n, m in models.items() if not n.startswith("teacher")}
     return {
+        "times": times,
+        "tests": results.get("methods") or {},
         "labelled_rows": rows.get("labelled") or rows.get("student_train"),
         "student_rows": rows.get("student_train"),
         "test_rows": rows.get("test"),

@@ -10,7 +10,7 @@ from torch import nn
 from kd.errors import KdError
 from kd.terms.base import HIDDEN, Batch, Shapes, Term, register
 
-ON = ("cls", "tokens")
+AT = ("cls", "tokens")
 DISTANCES = ("mse", "cosine")
 
 
@@ -31,21 +31,21 @@ def layer_map(layers, shapes: Shapes) -> list[int]:
 class HiddenStates(Term):
     """Mean over the mapped layers of a distance between the student's hidden states (projected to the teacher's
     width where they differ: one linear map per layer, trained with the student) and the teacher's:
-    - on "cls" with "mse": PKD's squared distance between the L2-normalised [CLS] vectors, summed over the width;
-    - on "tokens" with "mse": TinyBERT's mean squared error over the width, averaged over the real tokens;
+    - at="cls" with "mse": PKD's squared distance between the L2-normalised [CLS] vectors, summed over the width;
+    - at="tokens" with "mse": TinyBERT's mean squared error over the width, averaged over the real tokens;
     - "cosine": 1 - cosine similarity, on [CLS] or averaged over the real tokens.
     Every row counts, labelled or not: the teacher's hidden states need no label."""
 
     name = "hidden"
     needs = frozenset({HIDDEN})
 
-    def __init__(self, shapes: Shapes, layers="uniform", on: str = "cls", distance: str = "mse"):
+    def __init__(self, shapes: Shapes, layers="uniform", at: str = "cls", distance: str = "mse"):
         super().__init__()
-        if on not in ON:
-            raise KdError(f"on={on!r}: expected one of {', '.join(ON)}")
+        if at not in AT:
+            raise KdError(f"at={at!r}: expected one of {', '.join(AT)}")
         if distance not in DISTANCES:
             raise KdError(f"distance={distance!r}: expected one of {', '.join(DISTANCES)}")
-        self.map, self.on, self.distance = layer_map(layers, shapes), on, distance
+        self.map, self.at, self.distance = layer_map(layers, shapes), at, distance
         differ = shapes.student_width != shapes.teacher_width
         self.projections = nn.ModuleList(nn.Linear(shapes.student_width, shapes.teacher_width) for _ in self.map) \
             if differ else None
@@ -58,7 +58,7 @@ class HiddenStates(Term):
             t = batch.teacher.hidden[t_layer].float()
             if self.projections is not None:
                 s = self.projections[i](s)
-            if self.on == "cls":
+            if self.at == "cls":
                 s, t = s[:, 0], t[:, 0]
                 if self.distance == "mse":
                     losses.append((F.normalize(s, dim=-1) - F.normalize(t, dim=-1)).pow(2).sum(-1).mean())
