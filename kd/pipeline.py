@@ -450,8 +450,7 @@ class Pipeline:
             extra["pseudo_labelled_rows"] = len(chosen)
         else:
             train_ds, index = self.pool_unlabelled(students), np.arange(len(students))
-        plain = [(t.term, t.weight) for t in method.terms] in ([("ce", 1.0)], [("ce", None)])
-        if plain:
+        if [(t.term, t.weight) for t in method.terms] == [("ce", 1.0)]:
             trainer_cls, collator, kwargs = KdTrainer, DataCollatorWithPadding(tokenizer), {}
         else:
             if logits is not None:

@@ -155,6 +155,27 @@ def test_the_aggregates_are_what_the_cells_test_logits_say(smoke_study):
     assert "## Methods" in text and "### The best method per budget" in text
 
 
+@pytest.mark.slow
+def test_other_rows_scores_every_cell_on_the_test_rows_the_study_did_not_use(smoke_study, tmp_path):
+    """scripts/study_other_rows.py: the complement of the study's test share, aggregated as the study is."""
+    import shutil
+    import sys
+
+    root = tmp_path / "study"
+    shutil.copytree(smoke_study[0], root, symlinks=True)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from study_other_rows import main
+
+    assert main([str(root)]) == 0
+    other = json.loads((root / "other_rows.json").read_text())
+    study = json.loads((root / "study.json").read_text())
+    assert other["share"] == 500 and other["rows"] == 7600 - 500  # the smoke preset's whole test split is 7,600
+    for cell, scored in zip(study["cells"], other["cells"]):
+        assert scored["name"] == cell["name"] and set(scored["scores"]) == set(cell["scores"])
+    assert len(other["groups"]) == len(study["groups"])
+    assert "## Methods" in (root / "other_rows.md").read_text()
+
+
 def test_a_study_without_finished_cells_has_no_report(kd_here, tmp_path):
     proc = kd_here("study", "study-smoke", "--run-dir", tmp_path / "empty", "--report")
     assert proc.returncode == 2 and "no study.json with cells" in proc.stderr

@@ -128,10 +128,11 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_methods(groups: list[Group], cfg: RunConfig) -> list[str]:
+def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) -> list[str]:
     """The method axis: every method's student per (budget, depth) against the baseline and against kd, paired by
-    seed and Holm-corrected; its calibration and what it costs; and the best method of each budget."""
-    if not any(len(g.students) > 2 for g in groups):
+    seed and Holm-corrected; its calibration and what it costs; and the best method of each budget (`always`: even
+    for baseline and kd alone, whose comparison the report's other tables give)."""
+    if not always and not any(len(g.students) > 2 for g in groups):
         return []
     out = ["", "## Methods", "",
            "Each method's student against the baseline and against kd (`distilled`), paired by seed. p: paired "
