@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -20,15 +21,19 @@ BUDGET = 200
 ARGS = ("--preset", "smoke", "--set", f"data.labelled_rows={BUDGET}")
 
 
+KD = [sys.executable, "-m", "cli"]  # the kd command of this interpreter, as conftest.kd starts it
+
+
 def train_all(run, methods, *extra):
-    return ["kd", "train-all", *ARGS, "--run-dir", str(run), "--set", f"methods=[{','.join(methods)}]", *extra]
+    return ["train-all", *ARGS, "--run-dir", str(run), "--set", f"methods=[{','.join(methods)}]", *extra]
 
 
 @pytest.fixture(scope="session")
 def methods_run(shared):
     """The smoke preset with a label budget and every recipe, once for the session."""
     def make(run):
-        proc = subprocess.run(train_all(run, METHODS), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(KD + train_all(run, METHODS), cwd=REPO, env=ENV, capture_output=True, text=True,
+                              timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         (run / "train-all.log").write_text(proc.stdout + proc.stderr)
 
@@ -131,7 +136,7 @@ def test_an_online_stage_killed_mid_training_resumes_to_the_same_weights(methods
     """kd-hidden (the teacher online, a trained projection on the student) killed with SIGKILL once it has written a
     checkpoint; the rerun resumes there and ends with the weights of the uninterrupted run, bit for bit."""
     run = tmp_path / "killed"
-    cmd = train_all(run, ["kd-hidden"])
+    cmd = KD + train_all(run, ["kd-hidden"])
     first = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 600
@@ -160,7 +165,7 @@ def test_an_online_stage_killed_mid_training_resumes_to_the_same_weights(methods
 ])
 def test_a_bad_method_list_stops_before_anything_is_written(kd_here, tmp_path, methods, message):
     run = tmp_path / "run"
-    proc = kd_here(*train_all(run, methods)[1:])
+    proc = kd_here(*train_all(run, methods))
     assert proc.returncode == 2 and message in proc.stderr.strip().splitlines()[-1]
     assert not run.exists()
 
