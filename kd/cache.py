@@ -8,12 +8,18 @@ make now and the files still hash the same; a stale entry (other data, tokenizer
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from kd.runfolder import sha256_file, write_json
 
 RECORD = "kd_cache.json"
+
+
+def key(made_from: dict) -> str:
+    """The entry's name: a short hash of what it is made from."""
+    return hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def files_sha256(files: list[Path]) -> dict[str, str]:

@@ -113,6 +113,16 @@ class Pipeline:
         """Each role's global batches split over this launch's processes (teacher, student)."""
         return batch_plans(self.cfg, self.state.num_processes)
 
+    @property
+    def teacher_precision(self) -> str:
+        """The precision teachers predict in (their logits, a calibration fold's held-out rows)."""
+        return resolve_precision(self.cfg.teacher.train.precision, self.device)
+
+    @property
+    def labelled_index(self) -> np.ndarray:
+        """The indices of the students' train rows that carry labels (all of them without a label budget)."""
+        return np.arange(len(self.student_train)) if self.labelled is None else self.labelled
+
     @functools.cached_property
     def methods(self) -> list[Method]:
         """The run's methods (config `methods`, recipes in kd/methods/): one student each."""
@@ -150,6 +160,9 @@ class Pipeline:
         _ = self.methods
         if need_teacher:
             _ = self.teacher
+            if self.self_train_method and not self.teacher.needs_finetune:
+                raise KdError(f"method {self.self_train_method.name}: self-training fine-tunes the teacher, but "
+                              f"teacher {self.cfg.teacher.model} is used as trained: set teacher.finetune=always")
         if need_student:
             self.new_student()
         if self.state.is_main_process:
@@ -326,9 +339,7 @@ class Pipeline:
 
     def pool(self) -> np.ndarray:
         """The students' train rows whose labels are withheld (none without a label budget)."""
-        if self.labelled is None:
-            return np.zeros(0, dtype=np.int64)
-        return np.setdiff1d(np.arange(len(self.student_train)), self.labelled)
+        return np.setdiff1d(np.arange(len(self.student_train)), self.labelled_index)
 
     def pseudo_labelled(self, base, tok_students, logits: np.ndarray, method: Method) -> tuple:
         """`base` (labelled rows) plus the pool rows of `tok_students` that the teacher (`logits` over the students'
@@ -350,9 +361,6 @@ class Pipeline:
         pool rows the previous round's teacher (round 1: the fine-tuned teacher) labels most confidently, with
         those labels, for `rounds` rounds. Only the last round is kept."""
         method = self.self_train_method
-        if not self.teacher.needs_finetune:
-            raise KdError(f"method {method.name}: self-training fine-tunes the teacher, but teacher "
-                          f"{self.cfg.teacher.model} is used as trained: set teacher.finetune=always")
         logits, _ = self.teacher_logits("teacher")
         seconds_total = 0.0
         for r in range(1, method.rounds + 1):
@@ -367,9 +375,8 @@ class Pipeline:
                                                  DataCollatorWithPadding(t.tokenizer))
             seconds_total += seconds
             if not last:
-                precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
                 logits = self.predict(model.eval(), t.tokenizer, self.tokenized("student_train", t.tokenizer),
-                                      precision)
+                                      self.teacher_precision)
                 shutil.rmtree(self.run.work_dir(name), ignore_errors=True)
         return self.finish(SELF_TRAINED, model, t.tokenizer, seconds_total, history,
                            {"label_match": self.teacher.label_match, "fine_tuned": True, "rounds": method.rounds,
@@ -382,12 +389,15 @@ class Pipeline:
         directly: it trained on none of them). Only the budget's labels are read. Cached, bound to the teacher."""
         made_from = {"teacher": self.stage_key("teacher"), "weights": self.teacher_weights_sha("teacher"),
                      "folds": folds_k}
-        key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
-        path = self.run.cache_dir("calibration") / f"{key}.json"
-        if path.is_file():
+        path = self.run.cache_dir("calibration") / f"{cache.key(made_from)}.fit.json"
+        record = path.with_name(f"{cache.key(made_from)}.json")
+        why = cache.mismatch(record, made_from, [path])
+        if why is None:
             return json.loads(path.read_text())
+        if path.exists():
+            self.log(f"calibration cache {path} not used: {why}; fitting it again")
         started = time.perf_counter()
-        precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
+        precision = self.teacher_precision
         tokenizer = self.teacher.tokenizer
         rows = self.teacher_rows(tokenizer)
         labels = np.asarray(rows["label"])
@@ -420,6 +430,7 @@ class Pipeline:
                  f"{found['nll_after']:.3f}) in {found['seconds']:.0f} s")
         if self.state.is_main_process:
             write_json(path, found)
+            cache.write_record(record, made_from, [path])  # last: a temperature without a record is never used
         self.state.wait_for_everyone()
         return found
 
@@ -441,12 +452,10 @@ class Pipeline:
                 extra["calibration"] = cal
                 extra["procedure_seconds"] = cal["seconds"]
         if method.rows == "labelled":
-            train_ds = self.labelled_only(students)
-            index = np.arange(len(students)) if self.labelled is None else self.labelled
+            train_ds, index = self.labelled_only(students), self.labelled_index
         elif method.rows == "pseudo-labelled":
-            base = self.labelled_only(students)
-            train_ds, chosen = self.pseudo_labelled(base, students, logits, method)
-            index = np.concatenate([np.arange(len(students)) if self.labelled is None else self.labelled, chosen])
+            train_ds, chosen = self.pseudo_labelled(self.labelled_only(students), students, logits, method)
+            index = np.concatenate([self.labelled_index, chosen])
             extra["pseudo_labelled_rows"] = len(chosen)
         else:
             train_ds, index = self.pool_unlabelled(students), np.arange(len(students))
@@ -479,8 +488,7 @@ class Pipeline:
         made_from = {"teacher_weights": self.teacher_weights_sha(name), "data": self.fingerprints["student_train"],
                      "tokenizer": tokenizer_fingerprint(tokenizer, self.cfg.data.max_length),
                      "shape": [len(self.student_train), len(self.splits.label_names)]}
-        key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
-        path = self.run.cache_dir("teacher_logits") / f"{key}.npy"
+        path = self.run.cache_dir("teacher_logits") / f"{cache.key(made_from)}.npy"
         record = path.with_suffix(".json")
         why = cache.mismatch(record, made_from, [path])
         if why is None:
@@ -490,7 +498,7 @@ class Pipeline:
             self.log(f"{name}: logits cache {path} not used: {why}; computing them again")
         model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
         started = time.perf_counter()
-        precision = resolve_precision(self.cfg.teacher.train.precision, self.device)
+        precision = self.teacher_precision
         logits = self.predict(model, tokenizer, self.tokenized("student_train", tokenizer), precision)
         seconds = time.perf_counter() - started
         self.log(f"{name}: logits for {len(logits)} rows in {seconds:.0f} s ({precision})")

@@ -7,7 +7,7 @@ runs/<name>/
                                      teacher-self-train, and one student per method (baseline, distilled, ...)
   cache/tokenized/<key>/             tokenized splits (datasets save_to_disk)
   cache/teacher_logits/<key>.npy     a teacher's logits over the students' train rows
-  cache/calibration/<key>.json       a teacher's fitted temperature (calibrated methods)
+  cache/calibration/<key>.fit.json   a teacher's fitted temperature (calibrated methods), beside its record
   work/<stage>/                      Trainer checkpoints while a stage runs (removed when it finishes)
   results.json, results.md, confusion_matrices.png, loss_curves.png
   onnx/<model>/                      `kd export`: model.onnx, model_int8.onnx, export_report.json, tokenizer

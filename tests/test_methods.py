@@ -95,8 +95,9 @@ def test_the_teacher_procedures_read_only_the_budgets_labels_and_share_the_teach
     cal = json.loads((methods_run / "models/kd-calibrated/metrics.json").read_text())["calibration"]
     assert cal["rows"] == BUDGET and cal["folds"] == 2 and cal["nll_after"] <= cal["nll_before"]
     assert "teacher-fold1: training from the start" in log and "teacher-fold2: training from the start" in log
-    cached = list((methods_run / "cache/calibration").glob("*.json"))
+    cached = list((methods_run / "cache/calibration").glob("*.fit.json"))
     assert len(cached) == 1 and json.loads(cached[0].read_text())["temperature"] == cal["temperature"]
+    assert cached[0].with_name(cached[0].name.replace(".fit", "")).is_file()  # its record, bound to the teacher
     times = json.loads((methods_run / "models/self-train-kd/metrics.json").read_text())
     assert times["teacher"] == "teacher-self-train" and times["procedure_seconds"] == st["train_seconds"]
 

@@ -72,8 +72,8 @@ def share_teacher(donor: RunFolder, run: RunFolder) -> None:
     for kind in ("teacher_logits", "calibration"):
         cache = run.cache_dir(kind)
         cache.mkdir(parents=True, exist_ok=True)
-        # an .npy before its .json record: logits without a record are never used
-        for src in sorted(donor.cache_dir(kind).glob("*"), key=lambda p: p.suffix != ".npy"):
+        # each entry before its <key>.json record: an entry without a record is never used
+        for src in sorted(donor.cache_dir(kind).glob("*"), key=lambda p: p.suffixes == [".json"]):
             if not (cache / src.name).exists():
                 place(src, cache / src.name)
 
