@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from kd.config import TrainConfig
 from kd.errors import KdError
@@ -184,6 +185,34 @@ class KdTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                   seed=self.args.data_seed if self.args.data_seed is not None
+                                                   else self.args.seed)
+        return sampler
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from a generator seeded by (seed, epoch) instead of the global RNG.
+
+    The stock sampler draws each epoch's order from the global RNG as the epoch starts. A run resumed from a
+    checkpoint in a later epoch had reseeded that RNG, so it drew another order than the run it continues, and
+    finished with other weights (a study-smoke teacher resumed at step 9 of 20, in its third epoch). Seeded by
+    the epoch, which the Trainer sets on resume as on every epoch, the order is the same either way."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def frozen(model):

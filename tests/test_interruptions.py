@@ -258,3 +258,24 @@ def test_no_pool_label_reaches_any_model_under_a_label_budget(tmp_path):
         weights.append({m: json.loads((run / f"models/{m}/metrics.json").read_text())["weights_sha256"]
                         for m in ("teacher", "baseline", "distilled")})
     assert weights[0] == weights[1]
+
+
+def test_the_length_grouped_order_depends_on_the_seed_and_the_epoch_only():
+    """The order a stage trains in, drawn as an epoch starts: a run resumed in a later epoch draws the same one
+    as the run it continues, whatever the global RNG holds after the reload (it had drawn another before)."""
+    import torch
+
+    from kd.trainer import EpochSeededLengthGroupedSampler
+
+    lengths = [(7 * i) % 23 + 1 for i in range(40)]
+    sampler = EpochSeededLengthGroupedSampler(4, lengths=lengths, seed=3)
+    torch.manual_seed(0)
+    first = list(sampler)
+    torch.manual_seed(1)
+    assert list(sampler) == first and sorted(first) == list(range(40))
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and sorted(second) == list(range(40))
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+    assert list(EpochSeededLengthGroupedSampler(4, lengths=lengths, seed=4)) != first
