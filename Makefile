@@ -3,6 +3,10 @@
 # STUDY (make study: a name in kd/studies/ or a YAML file).
 PRESET ?=
 STUDY ?= study-cpu
+EXECUTOR ?= local
+ADDRESS ?=
+SHARD ?=
+RAY ?=
 DATA ?=
 RUN ?=
 NPROC ?= 1
@@ -14,6 +18,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Inside the images (KD_IMAGE set) the environment was installed at build time: there is nothing to set up.
 STAMP := $(if $(KD_IMAGE),,$(VENV)/.installed)
+# Ray (make study EXECUTOR=ray, and the tests of it): installed by `make setup RAY=1` and by the test verbs.
+RAY_STAMP := $(if $(KD_IMAGE),,$(VENV)/.ray-installed)
 # DATA is quoted: a path with spaces or '#' reaches kd as one argument, which kd takes as written.
 KD_ARGS := $(if $(PRESET),--preset $(PRESET)) $(if $(DATA),--data '$(DATA)') $(if $(RUN),--run-dir $(RUN))
 # NPROC > 1: kd checks the config, then runs itself under torchrun (one node, DDP; batch sizes stay global).
@@ -49,7 +55,7 @@ help:
 	@echo "  make image-cpu | image-cuda; make docker-<verb> IMAGE=cpu|cuda for <verb> in: $(CONTAINER_VERBS)"
 	@echo "variables: PRESET=smoke|cpu|full DATA=<folder or hub id> RUN=<run folder> BENCH_ARGS=..."
 
-setup: $(STAMP)
+setup: $(STAMP) $(if $(RAY),$(RAY_STAMP))
 
 ifndef KD_IMAGE
 $(BIN)/python:
@@ -58,6 +64,10 @@ $(BIN)/python:
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -e .
+	touch $@
+
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(BIN)/pip install -r requirements-ray.txt
 	touch $@
 endif
 
@@ -69,8 +79,11 @@ report: $(STAMP)
 
 # A study (kd/studies/<STUDY>.yaml or a YAML file): one run per label budget x seed x student depth under
 # runs/<study>/cells/, then study.md, study.json, study.png. Finished cells are skipped; a stopped study resumes.
-study: $(STAMP)
-	$(BIN)/kd study $(STUDY) $(if $(DATA),--data '$(DATA)') $(if $(RUN),--run-dir $(RUN))
+# EXECUTOR=ray [ADDRESS=host:port]: each cell a Ray task (Ray installed first); SHARD=i/N: only that share.
+study: $(STAMP) $(if $(filter ray,$(EXECUTOR)),$(RAY_STAMP))
+	$(BIN)/kd study $(STUDY) $(if $(DATA),--data '$(DATA)') $(if $(RUN),--run-dir $(RUN)) \
+		$(if $(filter-out local,$(EXECUTOR)),--executor $(EXECUTOR)) $(if $(ADDRESS),--address $(ADDRESS)) \
+		$(if $(SHARD),--shard $(SHARD))
 
 # ONNX fp32 + int8 for every trained model of the run, each checked against PyTorch (runs/<preset>/onnx/).
 export: $(STAMP)
@@ -125,10 +138,10 @@ bench-train: $(STAMP)
 # share of the CPUs, the longest files first (tests/conftest.py; xdist's own reorder by test count is turned
 # off); the session's smoke run, export and bench are made once and shared.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
-test: $(STAMP)
+test: $(STAMP) $(RAY_STAMP)
 	$(PYTEST) -m "not slow" tests
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(RAY_STAMP)
 	$(PYTEST) --durations=20 tests  # CI's log names the slowest tests
 
 lint: $(STAMP)

@@ -64,8 +64,14 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--data", help="data folder or hub dataset id, taken as written, for every cell (default: "
                            "as for a run)")
             p.add_argument("--run-dir", type=Path, help="study folder (default: runs/<study>)")
-            p.add_argument("--report", action="store_true", help="only rebuild study.md, .json and the plots "
-                           "from the cells already finished")
+            p.add_argument("--report", action="store_true", help="only merge the finished cells' records into "
+                           "study.json and rebuild study.md and the plots (after --shard runs, for example)")
+            p.add_argument("--executor", choices=("local", "ray"), default="local",
+                           help="local: cell after cell in this process (default); ray: each cell a Ray task")
+            p.add_argument("--address", help="with --executor ray: the Ray head (HOST:PORT, 'auto' or "
+                           "ray://HOST:PORT; default: a Ray started on this machine)")
+            p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the grid (cells sharing a "
+                           "teacher stay together), e.g. a Slurm array task; then --report merges")
             continue
         p.add_argument("--preset", help=f"one of {available_presets()} or a YAML file "
                        "(default: full with CUDA/MPS, else cpu)")
@@ -192,14 +198,17 @@ def run(args) -> int:
     if args.verb in BENCH_VERBS:
         return run_bench_verb(args)
     if args.verb == "study":
-        from kd.study import load_study, run_study, write_study_report
+        from kd.study import load_study, parse_shard, report_study, run_study
 
+        shard = parse_shard(args.shard)
+        if args.address and args.executor != "ray":
+            raise KdError(f"--address {args.address}: only with --executor ray")
         study = load_study(args.study)
         root = args.run_dir or default_run_dir(study.name)
         if args.report:
-            write_study_report(root)
+            report_study(study, root)
         else:
-            run_study(study, root, args.data, SECTIONS)
+            run_study(study, root, args.data, SECTIONS, args.executor, args.address, shard)
         return 0
     cfg = load_config(choose_preset(args.preset), args.overrides, SECTIONS)
     if args.data:

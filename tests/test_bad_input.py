@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +247,13 @@ CATALOGUE = [
          "rows or 'all'", study_file("base: smoke\nbudgets: [0, all]\n")),
     Case("a study setting that is not a run setting", "mine.yaml: config: unknown key student.train.epoch",
          study_file("base: smoke\nset: {student.train.epoch: 2}\n")),
+    Case("a study shard outside its count", "--shard 3/2: expected i/N with 1 <= i <= N",
+         lambda tmp, run: ["study", "study-smoke", "--run-dir", run, "--shard", "3/2"]),
+    Case("a Ray address where no head answers", "--address 127.0.0.1:1: no Ray head answers there (Connection "
+         "refused)", lambda tmp, run: ["study", "study-smoke", "--run-dir", run, "--executor", "ray",
+                                       "--address", "127.0.0.1:1"]),
+    Case("a Ray address that is not one", "--address 127.0.0.1: expected HOST:PORT of a Ray head",
+         lambda tmp, run: ["study", "study-smoke", "--run-dir", run, "--executor", "ray", "--address", "127.0.0.1"]),
     Case("a batch that does not split across the processes", "student.train.batch_size=30: batch sizes are "
          "global and split evenly across processes; expected a positive multiple of the 4 processes",
          train_all("--nproc", "4", "--set", "student.train.batch_size=30")),
@@ -255,6 +263,8 @@ SPECIAL = {
     "bundled MiniLM weights changed": "bundled:all-MiniLM-L6-v2: ",
     "unwritable run folder": "cannot write there",
     "disk full during a run": "No space left on device; free space or choose another --run-dir",
+    "--executor ray without Ray installed": "--executor ray: Ray is not installed here: pip install -r "
+                                            "requirements-ray.txt",
 }
 
 
@@ -280,6 +290,13 @@ def test_bad_input_gives_one_line_exit_2_and_leaves_the_run_as_it_was(case, smok
     line = run_kd(argv, capsys)
     assert case.message in line, line
     assert tree_state(smoke_copy) == before
+
+
+def test_executor_ray_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as where it is not installed
+    line = run_kd(["study", "study-smoke", "--run-dir", tmp_path / "study", "--executor", "ray"], capsys)
+    assert SPECIAL["--executor ray without Ray installed"] in line
+    assert not (tmp_path / "study").exists()
 
 
 def test_changed_bundled_weights_stop_the_run(smoke_copy, monkeypatch, capsys):

@@ -1,10 +1,14 @@
 """kd study: the grid, skipping and resuming finished cells, shared teachers, and the aggregates against what
 the cells' own test logits say."""
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -181,3 +185,164 @@ def test_a_study_without_finished_cells_has_no_report(kd_here, tmp_path):
     assert proc.returncode == 2 and "no study.json with cells" in proc.stderr
     with pytest.raises(KdError):
         load_study(str(tmp_path / "missing.yaml"))
+
+
+# ---- the study across processes: Ray tasks on a real local Ray cluster, and shards ----------------------------
+
+def same_cells(root, reference):
+    """Every cell's test logits bit-identical to the reference study's, and study.json's scores equal."""
+    ours = {c["name"]: c for c in json.loads((root / "study.json").read_text())["cells"]}
+    theirs = {c["name"]: c for c in json.loads((reference / "study.json").read_text())["cells"]}
+    assert set(ours) == set(theirs) and all(c["state"] == "finished" for c in ours.values())
+    for name, cell in theirs.items():
+        assert ours[name]["scores"] == cell["scores"], name
+        assert ours[name]["tests"] == cell["tests"], name
+        logits = sorted((reference / "cells" / name).glob("models/*/test_logits.npy"))
+        assert len(logits) == 4  # the teacher and the three methods' students
+        for path in logits:
+            mine = np.load(root / path.relative_to(reference))
+            assert np.array_equal(mine, np.load(path)), (name, path.parent.name)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real Ray cluster on this machine: a head and a second node (`ray start`), one CPU each, so that two cells
+    run at once in two worker processes, with Ray's token authentication (its default for `ray start`) on a
+    token of its own. Returns (address, the environment that reaches it); stopped with its processes after."""
+    import secrets
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_DEDUP_LOGS": "0"}
+    # Ray's sockets live under its temp folder, whose path must stay short (a Unix socket path is <= 107 bytes)
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray = str(REPO / ".venv/bin/ray") if (REPO / ".venv/bin/ray").exists() else "ray"
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--object-store-memory",
+              str(100 * 2**20), "--disable-usage-stats", "--block"]
+    start = [[ray, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp],
+             [ray, "start", "--address", address]]
+    nodes = []
+    try:
+        for i, cmd in enumerate(start):
+            nodes.append(subprocess.Popen([*cmd, *common], env=env, start_new_session=True,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # the head answers, then the second node has joined it: two alive nodes
+            wait = ("import ray, sys, time\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
+                    "while sum(n['Alive'] for n in ray.nodes()) < int(sys.argv[2]): time.sleep(0.5)")
+            if i == 0:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline and nodes[0].poll() is None, "the Ray head did not start"
+                        time.sleep(1)
+            subprocess.run([sys.executable, "-c", wait, address, str(i + 1)], env=env, check=True, timeout=180,
+                           capture_output=True)
+        yield address, env
+    finally:
+        for node in reversed(nodes):  # `ray start --block` stops its node's processes on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+        for node in nodes:
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def study_on_ray(root, cluster):
+    address, env = cluster
+    return subprocess.Popen([sys.executable, "-m", "cli", "study", "study-smoke", "--run-dir", str(root),
+                             "--executor", "ray", "--address", address], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_study_smoke_on_a_ray_cluster_gives_the_sequential_runs_bits(smoke_study, ray_cluster, tmp_path):
+    root = tmp_path / "study-smoke"
+    proc = study_on_ray(root, ray_cluster)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    assert "4 cells as tasks on 2 node(s)" in out
+    same_cells(root, smoke_study[0])
+    # the second seed at the full budget waited for the first's teacher instead of training its own
+    weights = [(root / "cells" / f"labelsall-seed{s}/models/teacher/model.safetensors").stat() for s in (1, 2)]
+    assert weights[0].st_ino == weights[1].st_ino
+    # both nodes ran cells: two worker processes
+    assert len(set(re.findall(r"\) \[pid (\d+)\]", out))) >= 2
+    # run again: every cell finished, none is redone, and nothing of theirs is written again
+    before = {c.name: tree_state(c) for c in (root / "cells").iterdir() if c.is_dir()}
+    again = study_on_ray(root, ray_cluster)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0 and "4 of 4 cells already finished" in out and "[pid" not in out, out[-3000:]
+    assert {c.name: tree_state(c) for c in (root / "cells").iterdir() if c.is_dir()} == before
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_mid_cell_is_retried_and_the_cell_resumes_to_the_same_bits(smoke_study, ray_cluster,
+                                                                                        tmp_path):
+    root = tmp_path / "study-smoke"
+    proc = study_on_ray(root, ray_cluster)
+    lines, killed = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        m = re.search(r"cell 1 of 4 \(labels100-seed1\) \[pid (\d+)\]", line)
+        if m:
+            killed = int(m[1])
+            time.sleep(4)  # into the cell's training
+            os.kill(killed, signal.SIGKILL)
+            break
+    assert killed, "".join(lines)[-3000:]
+    out = "".join(lines) + proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out[-4000:]
+    # the workers' lines in order of first sight: two nodes on one machine share Ray's log folder, and each
+    # node's log monitor forwards every line, so each comes twice
+    pids = list(dict.fromkeys(int(p) for p in re.findall(r"cell 1 of 4 \(labels100-seed1\) \[pid (\d+)\]", out)))
+    assert pids[0] == killed and len(pids) == 2 and pids[1] != killed  # Ray ran the task again, elsewhere
+    same_cells(root, smoke_study[0])
+
+
+@pytest.mark.slow
+def test_two_shards_then_report_give_the_sequential_study(smoke_study, tmp_path):
+    root = tmp_path / "study-smoke"
+    shards = [subprocess.Popen([sys.executable, "-m", "cli", "study", "study-smoke", "--run-dir", str(root),
+                                "--shard", f"{i}/2"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True) for i in (1, 2)]
+    outs = [p.communicate(timeout=900)[0] for p in shards]
+    assert [p.returncode for p in shards] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    # the full budget's two cells share a teacher, so they are one shard's: no teacher is trained twice
+    assert "(shard 1 of 2: 3 of 4 cells)" in outs[0] and "(shard 2 of 2: 1 of 4 cells)" in outs[1]
+    report = subprocess.run([sys.executable, "-m", "cli", "study", "study-smoke", "--run-dir", str(root), "--report"],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    same_cells(root, smoke_study[0])
+    ours, theirs = (json.loads((r / "study.json").read_text()) for r in (root, smoke_study[0]))
+    for group, same in zip(ours["groups"], theirs["groups"], strict=True):  # the aggregates too (but time)
+        assert {k: v for k, v in group.items() if k != "cost"} == {k: v for k, v in same.items() if k != "cost"}
+
+
+def test_shards_split_the_grid_and_keep_the_cells_that_share_a_teacher_together():
+    from pathlib import Path
+
+    from kd.study import Cell
+    from kd.study.run import CellJob, shard
+
+    # study-cpu's shape: budgets 100 and 500 (a teacher per seed) and the full budget (one teacher for all seeds)
+    jobs = [CellJob("s", Cell(b, s, "", ()), None, Path("/"), "labelsall-seed1" if b is None and s > 1 else None,
+                    None, i, 9, False) for i, (b, s) in enumerate(((b, s) for b in (100, 500, None)
+                                                                    for s in (1, 2, 3)), 1)]
+    for n in (1, 2, 3, 7, 12):
+        parts = [shard(jobs, (i, n)) for i in range(1, n + 1)]
+        names = [j.cell.name for part in parts for j in part]
+        assert sorted(names) == sorted(j.cell.name for j in jobs)  # each cell in exactly one shard
+        full = [i for i, part in enumerate(parts) for j in part if j.cell.budget is None]
+        assert len(set(full)) == 1  # the full budget's three cells, and their one teacher, in one shard
+    assert [len(shard(jobs, (i, 7))) for i in range(1, 8)] == [1, 1, 1, 1, 1, 1, 3]

@@ -27,6 +27,9 @@ class StudyConfig:
     set: dict[str, Any] = field(default_factory=dict)  # run-config fields set in every cell (dotted keys)
     # the methods every cell trains (kd/methods/); each is compared with baseline and kd, paired by seed
     methods: list[str] = field(default_factory=lambda: ["baseline", "kd"])
+    # CPU threads per cell: torch's thread count in every executor, so that a cell gives the same bits whichever
+    # runs it, and the CPUs a Ray task asks for. None: every CPU of the machine in one process, 1 per Ray task.
+    cpus: int | None = None
     name: str = ""
     file: str = ""  # where it was read from (set on loading)
 
@@ -66,6 +69,8 @@ def load_study(name: str) -> StudyConfig:
         raise KdError(f"{path}: budgets: expected at least one label budget")
     if not study.methods or not all(isinstance(m, str) for m in study.methods):
         raise KdError(f"{path}: methods={study.methods!r}: expected a list of method names (kd/methods/)")
+    if study.cpus is not None and (not isinstance(study.cpus, int) or isinstance(study.cpus, bool) or study.cpus < 1):
+        raise KdError(f"{path}: cpus={study.cpus!r}: expected a positive number of CPU threads per cell, or null")
     if not isinstance(study.set, dict):
         raise KdError(f"{path}: set: expected a mapping of dotted run-config keys to values")
     return study
@@ -105,3 +110,14 @@ def cell_config(study: StudyConfig, cell: Cell, data: str | None, sections: dict
     if data:
         cfg.data.source = data  # as written, like kd's --data
     return cfg
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """--shard i/N (1 <= i <= N): which share of the grid this process runs, as a Slurm array task would."""
+    if spec is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        raise KdError(f"--shard {spec}: expected i/N with 1 <= i <= N, e.g. --shard 1/4 "
+                      "(a Slurm array: --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT)")
+    return int(m[1]), int(m[2])

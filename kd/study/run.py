@@ -1,5 +1,9 @@
 """Running a study's grid: each cell an ordinary run folder made by kd.pipeline, finished cells skipped, a
-teacher shared between cells that would train the same one, and study.json written after every cell."""
+teacher shared between cells that would train the same one, and study.json written after every cell.
+
+The grid is planned here, whichever executor runs it: every cell's settings checked before anything is written,
+which cells are finished, and which cell trains each shared teacher (its donor). A cell runs in `run_cell`, the
+same function in this process (the local executor), in a Ray task (kd.study.ray_executor) or in a --shard."""
 
 from __future__ import annotations
 
@@ -7,51 +11,133 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from kd.config import RunConfig
+from kd.errors import KdError
 from kd.runfolder import RunFolder, atomic_dir
 from kd.study.aggregate import METRICS
-from kd.study.grid import ALL, StudyConfig, cell_config, cells
-from kd.study.record import read_record, write_record
+from kd.study.grid import StudyConfig, cell_config, cells
+from kd.study.record import finished_entries, settings, write_cell_record, write_record
 from kd.study.report import write_study_report
 
+EXECUTORS = ("local", "ray")
 
-def run_study(study: StudyConfig, root: Path, data: str | None, sections: dict[str, type]) -> dict:
+
+@dataclass
+class CellJob:
+    """Everything a process needs to run one cell (it is sent to Ray workers whole)."""
+    study: str
+    cell: object  # kd.study.grid.Cell
+    config: RunConfig
+    root: Path  # the study folder, absolute
+    donor: str | None  # the cell whose teacher this one takes (it trains it first); None: its own
+    threads: int | None  # torch's CPU threads (StudyConfig.cpus)
+    index: int  # 1-based place in the grid, for the log
+    total: int
+    finished: bool  # finished when planned: only its record is (re)written
+
+
+def plan(study: StudyConfig, root: Path, data: str | None, sections: dict[str, type]) -> list[CellJob]:
+    """Every cell checked (a mistake stops the study before any cell writes), with its donor and state."""
     from kd.pipeline import Pipeline  # torch and transformers: only when cells run
 
     grid = cells(study)
-    configs = {cell: cell_config(study, cell, data, sections) for cell in grid}  # every mistake before a write
-    started = time.perf_counter()
-    record = read_record(root)
-    state = {c["name"]: c for c in record.get("cells", [])}
-    teachers: dict[str, Path] = {}  # teacher stage key -> the cell folder that trained it
+    root = root.resolve()
+    configs = {cell: cell_config(study, cell, data, sections) for cell in grid}
+    donors: dict[str, str] = {}  # teacher stage key -> the first cell in grid order with it
+    jobs = []
     for i, cell in enumerate(grid, 1):
         pipe = Pipeline(configs[cell], root / "cells" / cell.name)
-        entry = state.setdefault(cell.name, {})
-        entry.update(name=cell.name, budget=cell.budget or ALL, seed=cell.seed, depth=cell.depth or None,
-                     run_dir=str(pipe.run.root.relative_to(root)), overrides=list(cell.overrides))
         pipe.check_inputs()
-        key = pipe.stage_key("teacher")
-        if all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file():
-            print(f"kd: study {study.name}: cell {i} of {len(grid)} ({cell.name}) already finished, skipped",
-                  flush=True)
-        else:
-            print(f"kd: study {study.name}: cell {i} of {len(grid)} ({cell.name})", flush=True)
-            if key in teachers and not pipe.is_current("teacher"):
-                share_teacher(RunFolder(teachers[key]), pipe.run)
-                entry["teacher_from"] = teachers[key].name
-                print(f"kd: teacher and its logits taken from cell {teachers[key].name} (same data, labelled rows "
-                      "and teacher settings)", flush=True)
-            cell_started = time.perf_counter()
-            pipe.train_all()
-            entry["seconds"] = round(time.perf_counter() - cell_started, 1)
-        teachers.setdefault(key, pipe.run.root)
-        entry.update(state="finished", **cell_scores(pipe.run))
-        write_record(root, study, [state[c.name] for c in grid if c.name in state], grid)
-    seconds = time.perf_counter() - started
-    print(f"kd: study {study.name}: {len(grid)} cells in {seconds / 60:.1f} min (cells already finished skipped)",
+        donor = donors.setdefault(pipe.stage_key("teacher"), cell.name)
+        finished = all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file()
+        jobs.append(CellJob(study.name, cell, configs[cell], root, None if donor == cell.name else donor,
+                            study.cpus, i, len(grid), finished))
+    return jobs
+
+
+def shard(jobs: list[CellJob], spec: tuple[int, int] | None) -> list[CellJob]:
+    """Shard i of N: every N-th teacher group, where the cells that share a teacher (with their donor) count as
+    one, so that no shard trains a teacher another shard trains too, and no shard waits on another."""
+    if spec is None:
+        return jobs
+    i, n = spec
+    groups: list[str] = []
+    for job in jobs:
+        if (job.donor or job.cell.name) not in groups:
+            groups.append(job.donor or job.cell.name)
+    mine = set(groups[i - 1::n])
+    return [job for job in jobs if (job.donor or job.cell.name) in mine]
+
+
+def run_study(study: StudyConfig, root: Path, data: str | None, sections: dict[str, type], executor: str = "local",
+              address: str | None = None, shard_spec: tuple[int, int] | None = None) -> dict:
+    if executor not in EXECUTORS:
+        raise KdError(f"--executor {executor}: expected one of {', '.join(EXECUTORS)}")
+    started = time.perf_counter()
+    if executor == "ray":
+        from kd.study import ray_executor
+
+        ray_executor.connect(address)  # a missing Ray or a wrong address stops here, before any write
+    grid = cells(study)
+    jobs = shard(plan(study, root, data, sections), shard_spec)
+    part = f" (shard {shard_spec[0]} of {shard_spec[1]}: {len(jobs)} of {len(grid)} cells)" if shard_spec else ""
+    print(f"kd: study {study.name}: {sum(j.finished for j in jobs)} of {len(jobs)} cells already finished{part}",
           flush=True)
+    if executor == "ray":
+        done = ray_executor.run(jobs, root, lambda: write_record(root, study, grid))
+    else:
+        for job in jobs:
+            run_cell(job)
+            write_record(root, study, grid)
+        done = sum(not j.finished for j in jobs)
+    seconds = time.perf_counter() - started
+    print(f"kd: study {study.name}: {done} cells run in {seconds / 60:.1f} min",
+          flush=True)
+    return report_study(study, root)
+
+
+def report_study(study: StudyConfig, root: Path) -> dict:
+    """study.json merged from every finished cell's record (whoever ran it), then the report."""
+    if finished_entries(root, cells(study)):
+        write_record(root, study, cells(study))
     return write_study_report(root)
+
+
+def run_cell(job: CellJob) -> dict:
+    """One cell: skipped when finished, else its teacher taken from its donor where the donor has it, then an
+    ordinary train-all (which resumes a cell that was stopped). Writes and returns the cell's record."""
+    from kd.pipeline import Pipeline
+
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    cell, root = job.cell, job.root
+    pipe = Pipeline(job.config, root / "cells" / cell.name)
+    previous = finished_entries(root, [cell]).get(cell.name, {})
+    entry = {**previous, **settings(cell)}
+    where = f"cell {job.index} of {job.total} ({cell.name})"
+    if all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file():
+        print(f"kd: study {job.study}: {where} already finished, skipped", flush=True)
+    else:
+        print(f"kd: study {job.study}: {where} [pid {os.getpid()}]", flush=True)
+        if job.donor and not pipe.is_current("teacher"):
+            donor = RunFolder(root / "cells" / job.donor)
+            if not (donor.model_dir("teacher") / "metrics.json").is_file():
+                raise KdError(f"cell {cell.name}: the teacher it shares with cell {job.donor} is not trained yet")
+            share_teacher(donor, pipe.run)
+            entry["teacher_from"] = job.donor
+            print(f"kd: teacher and its logits taken from cell {job.donor} (same data, labelled rows and teacher "
+                  "settings)", flush=True)
+        cell_started = time.perf_counter()
+        pipe.train_all()
+        entry["seconds"] = round(time.perf_counter() - cell_started, 1)
+    entry.update(state="finished", **cell_scores(pipe.run))
+    write_cell_record(root, cell, entry)
+    return entry
 
 
 def share_teacher(donor: RunFolder, run: RunFolder) -> None:
