@@ -2,8 +2,9 @@
 
 Each unfinished cell is one task running kd.study.run.run_cell, asking for one GPU where the cluster has GPUs
 and for the study's `cpus` (default 1) CPUs. A cell that takes another cell's teacher gets that cell's task as an
-argument, so Ray starts it only once the teacher is trained. A worker that dies mid-cell has its task retried by
-Ray (MAX_RETRIES), and the retry resumes the cell from its last checkpoint like any stopped run.
+argument, so Ray starts it only once that cell (and its teacher) has finished. A worker that dies mid-cell has
+its task retried by Ray (MAX_RETRIES), and the retry resumes the cell from its last checkpoint like any stopped
+run.
 
 What the nodes share: the study folder, on a filesystem every node mounts at the same path (the cells read their
 donors' teachers and write their run folders there; the driver checks each node sees it before any cell starts),
