@@ -139,8 +139,10 @@ def test_cuda_image_record_is_of_the_inputs_and_not_of_itself(tmp_path):
         return out.stdout.strip()
 
     root = tmp_path / "repo"
-    for path in ("Dockerfile.cuda", "requirements.txt", ".ci/container", ".ci/cuda-image",
-                 "scripts/container-run.sh", "scripts/debian-base-image.sh"):
+    # the inputs as the script names them (one list, there)
+    inputs = re.search(r"^inputs=\(([^)]*)\)", (REPO / ".ci/cuda-image").read_text(), re.MULTILINE)[1].split()
+    assert {"Dockerfile.cuda", "requirements.txt", "requirements-ray.txt"} <= set(inputs)
+    for path in inputs:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes((REPO / path).read_bytes())
     before = inputs_hash(root)

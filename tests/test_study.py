@@ -333,7 +333,8 @@ def test_shards_split_the_grid_and_keep_the_cells_that_share_a_teacher_together(
     from pathlib import Path
 
     from kd.study import Cell
-    from kd.study.run import CellJob, shard
+    from kd.study.cell import CellJob
+    from kd.study.run import shard
 
     # study-cpu's shape: budgets 100 and 500 (a teacher per seed) and the full budget (one teacher for all seeds)
     jobs = [CellJob("s", Cell(b, s, "", ()), None, Path("/"), "labelsall-seed1" if b is None and s > 1 else None,

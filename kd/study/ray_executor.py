@@ -1,6 +1,6 @@
 """The study's cells as Ray tasks (`kd study NAME --executor ray [--address ADDR]`).
 
-Each unfinished cell is one task running kd.study.run.run_cell, asking for one GPU where the cluster has GPUs
+Each unfinished cell is one task running kd.study.cell.run_cell, asking for one GPU where the cluster has GPUs
 and for the study's `cpus` (default 1) CPUs. A cell that takes another cell's teacher gets that cell's task as an
 argument, so Ray starts it only once that cell (and its teacher) has finished. A worker that dies mid-cell has
 its task retried by Ray (MAX_RETRIES), and the retry resumes the cell from its last checkpoint like any stopped
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kd.errors import KdError
-from kd.study.run import CellJob, run_cell
+from kd.study.cell import CellJob, run_cell
 
 MAX_RETRIES = 3  # tries after a worker or node dies mid-cell; an error raised by the cell itself is not retried
 INSTALL = "pip install -r requirements-ray.txt (or: make setup RAY=1; the CUDA image has it)"
