@@ -117,7 +117,7 @@ def read_json(path: Path, cls: type, version: int, fix: str):
         raise KdError(f"{path}: not readable JSON; {fix}") from None
     found = raw.get("version") if isinstance(raw, dict) else None
     if found != version:
-        raise KdError(f"{path}: version={found!r}: expected {version} (this kd-bench's {path.name}); {fix}")
+        raise KdError(f"{path}: version={found!r}: expected {version}, the format this kd-bench writes; {fix}")
     return read(cls, raw, f"{path}:", fix=fix)
 
 
