@@ -77,6 +77,11 @@ def _render(path: tuple) -> str:
     return out
 
 
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool (Python's bool is an int, YAML's true is not a number)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read(hint, value: Any, where: str, path: tuple = (), fix: str = ""):
     """`value` (from YAML or JSON) as `hint` says, or one KdError: `where` (a file followed by ':', or a word such
     as 'config') and then the field, its value and what was expected; `fix`, where given, says what to do."""
@@ -235,8 +240,10 @@ def _scalar(t: type, value: Any, path: tuple):
             return float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
         except ValueError:
             pass
-    if t in (int, float):  # an int is a number too; a bool is neither
-        fits = isinstance(value, (int, float) if t is float else int) and not isinstance(value, bool)
+    if t is int:
+        fits = is_integer(value)
+    elif t is float:  # an int is a number too
+        fits = is_integer(value) or isinstance(value, float)
     else:
         fits = isinstance(value, t)
     if fits:
