@@ -59,7 +59,8 @@ class _Bad(Exception):
             return self.sentence
         if not self.path:
             return f"expected {self.expected}, got {self.value!r}"
-        if self.value is _OMITTED or self.value in ([], {}, ()):  # nothing to show: the key was left out or empty
+        empty = isinstance(self.value, (list, tuple, dict)) and not self.value
+        if self.value is _OMITTED or empty:  # nothing to show: the key was left out, or its list is empty
             return f"{_render(self.path)}: expected {self.expected}"
         if isinstance(self.path[-1], int):  # an item of a list: the list and the item
             return f"{_render(self.path[:-1])}: {self.value!r}: expected {self.expected}"
@@ -89,6 +90,8 @@ def read(hint, value: Any, where: str, path: tuple = (), fix: str = ""):
         return _read(hint, value, path)
     except _Bad as bad:
         body = bad.body()
+        # after a file ("kd/methods/x.yaml: rows='some': ...") one space; after a word, a field follows it
+        # ("config teacher.train.epochs='x': ...") and a sentence takes a colon ("config: unknown key ...")
         sep = " " if where.endswith(":") or (bad.path and not bad.sentence) else ": "
         raise KdError(f"{where}{sep}{body}" + (f"; {fix}" if fix else "")) from None
 
@@ -98,9 +101,9 @@ def to_data(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
         for f in dataclasses.fields(obj):
-            value = to_data(getattr(obj, f.name))
             if f.metadata.get(NOT_READ):
                 continue
+            value = to_data(getattr(obj, f.name))
             if f.metadata.get(REST):
                 out.update(value)
             else:
