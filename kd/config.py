@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import yaml
 
 from kd.errors import KdError
+from kd.typed import read
 
 PRESET_DIR = Path(__file__).parent / "presets"
 AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
@@ -166,7 +165,7 @@ def load_config(preset: str, overrides: list[str] = (), sections: dict[str, type
     raw.setdefault("preset", path.stem)
     cfg = build_dataclass(RunConfig, raw, overrides)
     for name, cls in (sections or {}).items():
-        _build(cls, getattr(cfg, name), name)
+        read(cls, getattr(cfg, name), "config", (name,))
     return cfg
 
 
@@ -178,58 +177,7 @@ def build_dataclass(cls, raw: dict[str, Any], overrides: list[str] = ()):
         if not sep or not key:
             raise KdError(f"--set {item!r}: expected key=value, e.g. --set distill.temperature=4")
         _set(raw, key.strip().split("."), yaml.safe_load(value))
-    return _build(cls, raw, "")
-
-
-def _build(cls, raw: dict[str, Any], where: str):
-    if not isinstance(raw, dict):
-        raise KdError(f"config {where or 'root'}: expected a mapping, got {raw!r}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise KdError(f"config: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for name, value in raw.items():
-        sub = _dataclass_type(cls, name)
-        key = f"{where}.{name}".strip(".")
-        kwargs[name] = _build(sub, value or {}, key) if sub else _checked(typing.get_type_hints(cls)[name], value, key)
-    return cls(**kwargs)
-
-
-SCALARS = (bool, int, float, str)
-NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a text", type(None): "null"}
-
-
-def _checked(hint, value, key: str):
-    """A scalar field's value as its type, or one clear error (a string where a number belongs would otherwise
-    surface as a traceback deep inside the Trainer)."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed or not set(allowed) - {type(None)} <= set(SCALARS):
-        return value  # None where allowed; containers and Any are left to their users
-    if float in allowed and isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
-        except ValueError:
-            pass
-    if any(_fits(t, value) for t in allowed):
-        return value
-    raise KdError(f"config {key}={value!r}: expected {' or '.join(NAMES[t] for t in allowed)}")
-
-
-def _fits(t: type, value) -> bool:
-    if t in (int, float):  # an int is a number too; a bool is not
-        return isinstance(value, (int, float) if t is float else int) and not isinstance(value, bool)
-    return isinstance(value, t)
-
-
-def _dataclass_type(cls, name: str):
-    default = {f.name: f for f in dataclasses.fields(cls)}[name]
-    if default.default_factory is not dataclasses.MISSING:
-        made = default.default_factory()
-        if dataclasses.is_dataclass(made):
-            return type(made)
-    return None
+    return read(cls, raw, "config")
 
 
 def _set(raw: dict[str, Any], keys: list[str], value: Any) -> None:

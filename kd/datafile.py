@@ -19,6 +19,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from kd.config import DataConfig
 from kd.errors import KdError, first_line
+from kd.typed import is_integer
 
 FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -132,7 +133,7 @@ def _label_id(value, row: int, where, cfg: DataConfig) -> int:
         value = int(stripped)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(names):
+    if not is_integer(value) or not 0 <= value < len(names):
         raise KdError(
             f"{where}: row {row + 1} has label {value!r}: expected an integer 0-{len(names) - 1} "
             f"({len(names)} labels: {', '.join(names)})"

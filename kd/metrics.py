@@ -5,13 +5,13 @@ confidence intervals."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import stats
 from scipy.special import log_softmax
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score
+
+from kd.intervals import Interval, PairedDifference
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -112,21 +112,6 @@ def gap_closed(teacher: float, baseline: float, distilled: float) -> float | Non
     return None if gap <= 0 else (distilled - baseline) / gap
 
 
-@dataclass
-class Interval:
-    """A mean over seeds with its two-sided confidence interval (Student's t, n - 1 degrees of freedom)."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-    confidence: float
-
-    @property
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-
 def mean_interval(values, confidence: float = 0.95) -> Interval:
     """The mean of per-seed values and its t-interval; with one value the interval is unknown (NaN)."""
     values = np.asarray(values, dtype=float)
@@ -138,15 +123,6 @@ def mean_interval(values, confidence: float = 0.95) -> Interval:
         return Interval(mean, mean, mean, len(values), confidence)
     low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=spread)
     return Interval(mean, float(low), float(high), len(values), confidence)
-
-
-@dataclass
-class PairedDifference:
-    """b - a, paired by seed (the same seed: the same labelled rows and initialisation)."""
-
-    difference: Interval
-    t_statistic: float
-    p_value: float  # two-sided paired t-test
 
 
 def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:

@@ -10,7 +10,7 @@ the simultaneous interval). It writes <study>/other_rows.json and other_rows.md.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +26,19 @@ def main(args: list[str]) -> int:
     from kd.data import load_splits, stratified_split
     from kd.metrics import classification_metrics
     from kd.runfolder import RunFolder, write_json, write_text
-    from kd.study.aggregate import METRICS, aggregate
+    from kd.study.aggregate import aggregate
     from kd.study.record import read_record
     from kd.study.report import render_methods
+    from kd.study.schema import METRICS, Scores
+    from kd.typed import to_data
 
     root = Path(args[0])
     record = read_record(root)
-    cells = [c for c in record.get("cells", []) if c.get("state") == "finished"]
+    cells = record.finished if record else []
     if not cells:
         print(f"{root}: no finished cells", file=sys.stderr)
         return 2
-    cfg = build_dataclass(RunConfig, RunFolder(root / cells[0]["run_dir"]).read_manifest()["config"])
+    cfg = build_dataclass(RunConfig, RunFolder(root / cells[0].run_dir).read_manifest()["config"])
     share = cfg.data.test_rows
     cfg.data.test_rows = None
     splits = load_splits(cfg.data)
@@ -44,25 +46,25 @@ def main(args: list[str]) -> int:
     other = stratified_split(full, share, len(full) - share, cfg.data.seed)["test"]  # the complement of the share
     texts, labels = other["text"][:], np.asarray(other["label"][:])
     print(f"{len(texts)} test rows outside the study's {share}", flush=True)
+    rescored = []
     for cell in cells:
-        run = RunFolder(root / cell["run_dir"])
+        run = RunFolder(root / cell.run_dir)
         scores = {}
         for name in run.model_names():
             loaded = load(run.model_dir(name))
             logits = logits_over(loaded.engine.run, loaded.tokenizer, texts, loaded.max_length, 64)
             m = classification_metrics(logits, labels, splits.label_names)
-            scores[name] = {k: m[k] for k in METRICS}
-        cell["scores"] = scores
-        print(f"{cell['name']}: " + ", ".join(f"{n} {100 * s['accuracy']:.2f}" for n, s in scores.items()), flush=True)
-    groups = aggregate({"cells": cells})
-    write_json(root / "other_rows.json", {"rows": len(texts), "share": share, "cells": cells,
-                                          "groups": [asdict(g) for g in groups]})
-    text = "\n".join([f"# {record['study']}: the same models on the {len(texts):,} other test rows", *render_methods(
+            scores[name] = Scores(**{k: m[k] for k in METRICS})
+        rescored.append(replace(cell, scores=scores))
+        print(f"{cell.name}: " + ", ".join(f"{n} {100 * s.accuracy:.2f}" for n, s in scores.items()), flush=True)
+    groups = aggregate(rescored)
+    write_json(root / "other_rows.json", {"rows": len(texts), "share": share, "cells": to_data(rescored),
+                                          "groups": to_data(groups)})
+    text = "\n".join([f"# {record.study}: the same models on the {len(texts):,} other test rows", *render_methods(
         groups, cfg, always=True)]) + "\n"
     write_text(root / "other_rows.md", text)
     print(text)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

@@ -8,32 +8,41 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from kd.config import read_named_yaml, yaml_names
 from kd.errors import KdError
-from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build
+from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build, known_term
+from kd.typed import NOT_READ, REST, Check, at_least, read
 
 METHOD_DIR = Path(__file__).parent
-# What the teacher is before it teaches: none; fine-tuned on the labelled rows (the run's `teacher`); or
-# self-trained: fine-tuned again on the labelled rows plus its own confident labels on the pool, for `rounds` rounds
-# (the run's `teacher-self-train`). The pool's labels are never read.
-TEACHERS = ("none", "finetune", "self-train")
+# What the teacher is before it teaches (Method.teacher): none; fine-tuned on the labelled rows (the run's `teacher`);
+# or self-trained: fine-tuned again on the labelled rows plus its own confident labels on the pool, for `rounds`
+# rounds (the run's `teacher-self-train`). The pool's labels are never read.
 TEACHER_MODEL = {"finetune": "teacher", "self-train": "teacher-self-train"}
-# Which of the students' train rows the student learns from: the labelled ones only; every row, the pool's with
-# their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the teacher
-# labels most confidently, with the teacher's labels (pseudo-labels).
-ROWS = ("labelled", "all", "pseudo-labelled")
+# Which of the students' train rows the student learns from (Method.rows): the labelled ones only; every row, the
+# pool's with their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the
+# teacher labels most confidently, with the teacher's labels (pseudo-labels).
+COUNTS = "folds >= 2, rounds >= 1 and per_class >= 1"
+FOLDER = Check(lambda m: not m or (re.fullmatch(r"[a-z0-9][a-z0-9_-]*", m) is not None and not m.startswith("teacher")),
+               "a folder name of lower-case letters, digits, - and _, not starting with 'teacher'")
 
 
 @dataclass(frozen=True)
 class TermSpec:
-    """A term of a recipe. A weight or temperature the recipe leaves out comes from the run's `distill` section
-    (kd.config.DistillConfig), so that a preset or `--set distill.temperature=4` tunes every recipe alike: `ce`
-    weighs alpha, a term on the teacher's logits 1 - alpha at distill.temperature; other terms need a weight."""
+    """A term of a recipe, written {term: NAME, weight: W, ...settings}. A weight or temperature the recipe leaves out
+    comes from the run's `distill` section (kd.config.DistillConfig), so that a preset or `--set
+    distill.temperature=4` tunes every recipe alike: `ce` weighs alpha, a term on the teacher's logits 1 - alpha at
+    distill.temperature; other terms need a weight. The settings go to the term's constructor, which checks them
+    against the models' shapes when it is built."""
 
     term: str
-    weight: float | None
-    params: dict = field(default_factory=dict)
+    weight: Annotated[float | None, Check(lambda w: w is None or w >= 0, "a number >= 0")] = None
+    params: dict[str, Any] = field(default_factory=dict, metadata={REST: True})
+
+    def __post_init__(self):
+        if self.weight is not None:  # 1 and 1.0 are one recipe, with one stage key
+            object.__setattr__(self, "weight", float(self.weight))
 
     def settled(self, distill, where: str) -> tuple[float, dict]:
         """The weight and settings with the run's defaults filled in."""
@@ -54,17 +63,21 @@ class Method:
     pseudo-labelled rows; `calibrate`: the teacher's logits are temperature-scaled before they become soft targets,
     the temperature fitted on out-of-fold logits of `folds` teachers cross-fitted on the labelled rows."""
 
-    name: str
-    description: str
-    teacher: str
-    rows: str
-    terms: tuple[TermSpec, ...]
-    model: str = ""  # the model folder it trains (models/<model>); its name where empty
+    terms: Annotated[tuple[TermSpec, ...], Check(bool, "a list of {term: NAME, weight: W, ...settings}")]
+    name: str = field(default="", metadata={NOT_READ: True})  # its file's name
+    description: str = ""
+    teacher: Literal["none", "finetune", "self-train"] = "finetune"
+    rows: Literal["labelled", "all", "pseudo-labelled"] = "all"
+    # the model folder it trains (models/<model>); its name where empty
+    model: Annotated[str, FOLDER] = ""
     calibrate: bool = False
-    folds: int = 2
-    rounds: int = 1
-    per_class: int = 500
-    min_confidence: float = 0.0
+    folds: Annotated[int, at_least(2, COUNTS)] = 2
+    rounds: Annotated[int, at_least(1, COUNTS)] = 1
+    per_class: Annotated[int, at_least(1, COUNTS)] = 500
+    min_confidence: Annotated[float, Check(lambda c: 0 <= c < 1, "0 <= value < 1")] = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "min_confidence", float(self.min_confidence))  # one recipe, one stage key
 
     @property
     def model_name(self) -> str:
@@ -129,66 +142,19 @@ def available_methods() -> list[str]:
     return yaml_names(METHOD_DIR)
 
 
-SETTINGS = {"calibrate": bool, "folds": int, "rounds": int, "per_class": int, "min_confidence": float}
-
-
 def load_method(name: str) -> Method:
-    """A method from its name (kd/methods/<name>.yaml) or a YAML path, checked before anything runs."""
+    """A method from its name (kd/methods/<name>.yaml) or a YAML path, checked before anything runs: its fields by
+    their types (kd.typed), then what the fields mean together."""
     path, raw = read_named_yaml(name, METHOD_DIR, "method")
-    if not isinstance(raw, dict):
-        raise KdError(f"{path}: expected a mapping with description, teacher, rows and terms")
-    known = {"description", "model", "teacher", "rows", "terms", *SETTINGS}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise KdError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    teacher, rows = raw.get("teacher", "finetune"), raw.get("rows", "all")
-    if teacher not in TEACHERS:
-        raise KdError(f"{path}: teacher={teacher!r}: expected one of {', '.join(TEACHERS)}")
-    if rows not in ROWS:
-        raise KdError(f"{path}: rows={rows!r}: expected one of {', '.join(ROWS)}")
-    settings = {}
-    for key, kind in SETTINGS.items():
-        if key in raw:
-            value = raw[key]
-            ok = (isinstance(value, bool) if kind is bool else
-                  not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int))
-            if not ok:
-                raise KdError(f"{path}: {key}={value!r}: expected {'true or false' if kind is bool else 'a number'}")
-            settings[key] = kind(value)
-    if settings.get("folds", 2) < 2 or settings.get("rounds", 1) < 1 or settings.get("per_class", 1) < 1:
-        raise KdError(f"{path}: expected folds >= 2, rounds >= 1 and per_class >= 1")
-    if not 0 <= settings.get("min_confidence", 0.0) < 1:
-        raise KdError(f"{path}: min_confidence={settings['min_confidence']!r}: expected 0 <= value < 1")
-    model = raw.get("model", "")
-    if not isinstance(model, str) or (model and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", model)) \
-            or model.startswith("teacher"):
-        raise KdError(f"{path}: model={model!r}: expected a folder name of lower-case letters, digits, - and _, "
-                      "not starting with 'teacher'")
-    terms = raw.get("terms")
-    if not isinstance(terms, list) or not terms:
-        raise KdError(f"{path}: terms: expected a list of {{term: NAME, weight: W, ...settings}}")
-    specs = []
-    for i, item in enumerate(terms):
-        where = f"{path}: terms[{i}]"
-        if not isinstance(item, dict) or "term" not in item:
-            raise KdError(f"{where}: expected {{term: NAME, weight: W, ...settings}}, got {item!r}")
-        term_settings = dict(item)
-        odd = next((k for k in term_settings if not isinstance(k, str)), None)
-        if odd is not None:
-            raise KdError(f"{where}: setting {odd!r} is not a name (YAML reads on, off, yes and no as true or false: "
-                          "quote the key)")
-        term, weight = term_settings.pop("term"), term_settings.pop("weight", None)
-        if term not in TERMS:
-            raise KdError(f"{where}: unknown loss term {term!r} (known: {', '.join(sorted(TERMS))})")
-        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
-            raise KdError(f"{where}: weight={weight!r}: expected a number >= 0")
-        specs.append(TermSpec(term, None if weight is None else float(weight), term_settings))
-    needs_teacher = any(TERMS[s.term].needs for s in specs) or rows == "pseudo-labelled"
-    if teacher == "none" and (needs_teacher or settings.get("calibrate")):
+    method = dataclasses.replace(read(Method, raw, f"{path}:"), name=path.stem)
+    for i, spec in enumerate(method.terms):
+        known_term(spec.term, f"{path}: terms[{i}]")
+    needs_teacher = bool(method.needs) or method.rows == "pseudo-labelled"
+    if method.teacher == "none" and (needs_teacher or method.calibrate):
         raise KdError(f"{path}: teacher=none, but its terms, rows or calibration need a teacher")
-    if settings.get("calibrate") and teacher != "finetune":
+    if method.calibrate and method.teacher != "finetune":
         raise KdError(f"{path}: calibrate=true needs teacher=finetune (cross-fitting trains the teacher's procedure "
                       "once per fold; a self-trained teacher would repeat its rounds per fold)")
-    if teacher != "none" and not needs_teacher:
-        raise KdError(f"{path}: teacher={teacher}, but no term or row set reads the teacher: use teacher=none")
-    return Method(path.stem, str(raw.get("description", "")), teacher, rows, tuple(specs), model=model, **settings)
+    if method.teacher != "none" and not needs_teacher:
+        raise KdError(f"{path}: teacher={method.teacher}, but no term or row set reads the teacher: use teacher=none")
+    return method

@@ -4,71 +4,37 @@ the number of methods compared."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from kd.study.schema import METRICS, CellRecord, Comparison, Cost, Group, SeedTest
 
 # scipy and statsmodels (kd.metrics) are imported by the functions that aggregate: `kd study --help` needs neither
-METRICS = ("accuracy", "f1_macro", "nll", "ece", "brier")
 BASELINE, KD = "baseline", "distilled"  # the model folders of the baseline and kd recipes
 CONFIDENCE = 0.95
 
 
-@dataclass
-class Comparison:
-    """One method's student against a reference model (baseline or kd), paired by seed."""
-
-    reference: str
-    differences: dict[str, Any]  # metric -> PairedDifference (as a dict) of method - reference
-    p_holm: float  # the accuracy t-test's p, Holm-adjusted over the methods compared with this reference
-    # the accuracy difference's interval at 1 - 0.05 / m (m methods compared): Bonferroni's simultaneous interval,
-    # which excludes 0 only where Holm's first step would reject too, so it never overstates a gain
-    adjusted: dict[str, Any]
+def _score(cell: CellRecord, model: str, metric: str) -> float:
+    return getattr(cell.scores[model], metric)
 
 
-@dataclass
-class Group:
-    """One (label budget, student depth) over its seeds."""
-
-    budget: int | str
-    depth: str | None
-    labelled_rows: int
-    seeds: list[int]
-    means: dict[str, dict[str, Any]]  # model -> metric -> Interval (as a dict)
-    differences: dict[str, Any]  # metric -> PairedDifference of distilled - baseline (as a dict)
-    mcnemar: list[dict]  # per seed, distilled against baseline
-    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> reference -> Comparison
-    # model -> training time over the baseline's: the student alone, and with the teachers it needed
-    cost: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def students(self) -> list[str]:
-        return [m for m in self.means if not m.startswith("teacher")]
-
-    def best(self) -> str | None:
-        """The student with the highest mean accuracy."""
-        return max(self.students, key=lambda m: self.means[m]["accuracy"]["mean"], default=None)
-
-
-def compare(part: list[dict], models: list[str], reference: str) -> dict[str, Comparison]:
+def compare(part: list[CellRecord], models: list[str], reference: str) -> dict[str, Comparison]:
     from kd.metrics import holm, paired_difference
 
     others = [m for m in models if not m.startswith("teacher") and m not in (BASELINE, reference)]
     if reference not in models or not others:
         return {}
-    diffs = {m: {k: paired_difference([c["scores"][reference][k] for c in part], [c["scores"][m][k] for c in part])
+    diffs = {m: {k: paired_difference([_score(c, reference, k) for c in part], [_score(c, m, k) for c in part])
                  for k in METRICS} for m in others}
     ps = [d["accuracy"].p_value for d in diffs.values()]
     adjusted_p = holm(ps) if all(p == p for p in ps) else [float("nan")] * len(ps)  # NaN: one seed, no test
     level = 1 - (1 - CONFIDENCE) / len(others)
     out = {}
     for (m, d), p in zip(diffs.items(), adjusted_p):
-        wide = paired_difference([c["scores"][reference]["accuracy"] for c in part],
-                                 [c["scores"][m]["accuracy"] for c in part], level).difference
-        out[m] = Comparison(reference, {k: asdict(v) for k, v in d.items()}, p, asdict(wide))
+        wide = paired_difference([_score(c, reference, "accuracy") for c in part],
+                                 [_score(c, m, "accuracy") for c in part], level).difference
+        out[m] = Comparison(reference, d, p, wide)
     return out
 
 
-def costs(part: list[dict], models: list[str]) -> dict[str, dict[str, Any]]:
+def costs(part: list[CellRecord], models: list[str]) -> dict[str, Cost]:
     """Each student's training time over the baseline's, per seed: alone, and with what its teacher cost (the
     fine-tuned teacher, shared by every method that learns from it, plus its own procedure: self-training rounds
     or calibration folds)."""
@@ -80,36 +46,34 @@ def costs(part: list[dict], models: list[str]) -> dict[str, dict[str, Any]]:
     for m in (x for x in models if not x.startswith("teacher")):
         alone, full = [], []
         for c in part:
-            t = c.get("times", {})
-            base = t.get(BASELINE, {}).get("student")
-            own = t.get(m, {})
-            if not base or own.get("student") is None:
+            base, own = c.times.get(BASELINE), c.times.get(m)
+            if not base or not base.student or own is None or own.student is None:
                 continue
-            alone.append(own["student"] / base)
-            full.append((own["student"] + own.get("teacher", 0.0)) / base)
+            alone.append(own.student / base.student)
+            full.append((own.student + own.teacher) / base.student)
         if alone:
-            out[m] = {"alone": asdict(mean_interval(alone)), "with_teacher": asdict(mean_interval(full))}
+            out[m] = Cost(mean_interval(alone), mean_interval(full))
     return out
 
 
-def aggregate(record: dict) -> list[Group]:
+def aggregate(cells: list[CellRecord]) -> list[Group]:
+    """The finished cells grouped by (budget, depth), in the order they first appear."""
     from kd.metrics import mean_interval
 
-    finished = [c for c in record["cells"] if c.get("state") == "finished"]
-    keys = list(dict.fromkeys((c["budget"], c["depth"]) for c in finished))
+    finished = [c for c in cells if c.finished]
+    keys = list(dict.fromkeys((c.budget, c.depth) for c in finished))
     groups = []
     for budget, depth in keys:
-        part = sorted((c for c in finished if (c["budget"], c["depth"]) == (budget, depth)), key=lambda c: c["seed"])
-        order = list(dict.fromkeys(m for c in part for m in c["scores"]))
-        models = [m for m in order if all(m in c["scores"] for c in part)]
-        means = {m: {k: asdict(mean_interval([c["scores"][m][k] for c in part])) for k in METRICS} for m in models}
-        comparisons: dict[str, dict[str, Any]] = {}
+        part = sorted((c for c in finished if (c.budget, c.depth) == (budget, depth)), key=lambda c: c.seed)
+        order = list(dict.fromkeys(m for c in part for m in c.scores))
+        models = [m for m in order if all(m in c.scores for c in part)]
+        means = {m: {k: mean_interval([_score(c, m, k) for c in part]) for k in METRICS} for m in models}
+        comparisons: dict[str, dict[str, Comparison]] = {}
         for reference in (BASELINE, KD):
             for m, comp in compare(part, models, reference).items():
-                comparisons.setdefault(m, {})[reference] = asdict(comp)
+                comparisons.setdefault(m, {})[reference] = comp
         kd_vs_base = comparisons.get(KD, {}).get(BASELINE)
-        groups.append(Group(budget, depth, part[0]["labelled_rows"], [c["seed"] for c in part], means,
-                            kd_vs_base["differences"] if kd_vs_base else {},
-                            [{"seed": c["seed"], **(c.get("mcnemar") or {})} for c in part], comparisons,
-                            costs(part, models)))
+        groups.append(Group(budget, depth, part[0].labelled_rows, [c.seed for c in part], means,
+                            kd_vs_base.differences if kd_vs_base else {},
+                            [SeedTest(c.seed, c.mcnemar) for c in part], comparisons, costs(part, models)))
     return groups

@@ -4,7 +4,6 @@ executor runs cells through `run_cell`: this process, a Ray task, a --shard."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -14,9 +13,8 @@ from pathlib import Path
 from kd.config import RunConfig
 from kd.errors import KdError
 from kd.runfolder import RunFolder, atomic_dir
-from kd.study.aggregate import METRICS
 from kd.study.grid import Cell
-from kd.study.record import finished_entries, settings, write_cell_record
+from kd.study.record import CellRecord, finish, finished_entries, settings, write_cell_record
 
 
 @dataclass
@@ -33,7 +31,7 @@ class CellJob:
     finished: bool  # finished when planned: only its record is (re)written
 
 
-def run_cell(job: CellJob) -> dict:
+def run_cell(job: CellJob) -> CellRecord:
     """One cell: skipped when finished, else its teacher taken from its donor where the donor has it, then an
     ordinary train-all (which resumes a cell that was stopped). Writes and returns the cell's record."""
     from kd.pipeline import Pipeline
@@ -44,8 +42,7 @@ def run_cell(job: CellJob) -> dict:
         torch.set_num_threads(job.threads)
     cell, root = job.cell, job.root
     pipe = Pipeline(job.config, root / "cells" / cell.name)
-    previous = finished_entries(root, [cell]).get(cell.name, {})
-    entry = {**previous, **settings(cell)}
+    entry = settings(cell, finished_entries(root, [cell]).get(cell.name))
     where = f"cell {job.index} of {job.total} ({cell.name})"
     if all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file():
         print(f"kd: study {job.study}: {where} already finished, skipped", flush=True)
@@ -56,13 +53,13 @@ def run_cell(job: CellJob) -> dict:
             if not (donor.model_dir("teacher") / "metrics.json").is_file():
                 raise KdError(f"cell {cell.name}: the teacher it shares with cell {job.donor} is not trained yet")
             share_teacher(donor, pipe.run)
-            entry["teacher_from"] = job.donor
+            entry.teacher_from = job.donor
             print(f"kd: teacher and its logits taken from cell {job.donor} (same data, labelled rows and teacher "
                   "settings)", flush=True)
         cell_started = time.perf_counter()
         pipe.train_all()
-        entry["seconds"] = round(time.perf_counter() - cell_started, 1)
-    entry.update(state="finished", **cell_scores(pipe.run))
+        entry.seconds = round(time.perf_counter() - cell_started, 1)
+    entry = finish(entry, pipe.run)
     write_cell_record(root, cell, entry)
     return entry
 
@@ -90,26 +87,3 @@ def share_teacher(donor: RunFolder, run: RunFolder) -> None:
             if not (cache / src.name).exists():
                 place(src, cache / src.name)
 
-
-def cell_scores(run: RunFolder) -> dict:
-    """A finished cell's test scores per model, the sizes of its label budget and the McNemar test."""
-    results = json.loads(run.results_json.read_text())
-    rows = results.get("data", {}).get("rows", {})
-    distillation = results.get("distillation") or {}
-    models = results["models"]
-    teacher_seconds = {n: m.get("train_seconds") or 0.0 for n, m in models.items() if n.startswith("teacher")}
-    times = {n: {"student": m.get("train_seconds"),
-                 # the teacher it learns from (self-trained: the fine-tuned one first) and its own procedure
-                 "teacher": (teacher_seconds.get("teacher", 0.0) if m.get("teacher") else 0.0)
-                 + (m.get("procedure_seconds") or 0.0)}
-             for n, m in models.items() if not n.startswith("teacher")}
-    return {
-        "times": times,
-        "tests": results.get("methods") or {},
-        "labelled_rows": rows.get("labelled") or rows.get("student_train"),
-        "student_rows": rows.get("student_train"),
-        "test_rows": rows.get("test"),
-        "scores": {name: {k: m.get(k) for k in METRICS} for name, m in results["models"].items()},
-        "mcnemar": distillation.get("mcnemar_baseline_vs_distilled"),
-        "cpu": results.get("device", {}).get("cpu"),
-    }

@@ -7,29 +7,39 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from kd.config import RunConfig, build_dataclass, load_config, read_named_yaml, yaml_names
+from kd.config import RunConfig, load_config, read_named_yaml, yaml_names
 from kd.errors import KdError
+from kd.typed import Check, read, says
 
 STUDY_DIR = Path(__file__).parent.parent / "studies"
 ALL = "all"  # the budget where every student row carries its label: train-all's own comparison
 
 
+BUDGET = Check(lambda b: b == ALL or b >= 1, f"a positive number of labelled rows or {ALL!r}")
+
+
 @dataclass
 class StudyConfig:
     base: str = "cpu"  # the run preset (name or YAML) every cell starts from
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    seeds: Annotated[list[int], Check(lambda s: s and len(set(s)) == len(s), "a list of different integers")] = \
+        field(default_factory=lambda: [1, 2, 3])
     # labelled rows among the students' train rows; "all": every row (no pool)
-    budgets: list[Any] = field(default_factory=lambda: [ALL])
+    budgets: Annotated[list[Annotated[int | Literal["all"], BUDGET]], Check(bool, "at least one label budget")] = \
+        field(default_factory=lambda: [ALL])
     # student.init of each student depth, e.g. from-teacher:0,2,4; empty: the base preset's own
     depths: list[str] = field(default_factory=list)
-    set: dict[str, Any] = field(default_factory=dict)  # run-config fields set in every cell (dotted keys)
+    # run-config fields set in every cell (dotted keys)
+    set: Annotated[dict[str, Any], says("a mapping of dotted run-config keys to values")] = \
+        field(default_factory=dict)
     # the methods every cell trains (kd/methods/); each is compared with baseline and kd, paired by seed
-    methods: list[str] = field(default_factory=lambda: ["baseline", "kd"])
+    methods: Annotated[list[str], Check(bool, "a list of method names (kd/methods/)")] = \
+        field(default_factory=lambda: ["baseline", "kd"])
     # CPU threads per cell: torch's thread count in every executor, so that a cell gives the same bits whichever
     # runs it, and the CPUs a Ray task asks for. None: every CPU of the machine in one process, 1 per Ray task.
-    cpus: int | None = None
+    cpus: Annotated[int | None, Check(lambda c: c is None or c >= 1,
+                                      "a positive number of CPU threads per cell, or null")] = None
     name: str = ""
     file: str = ""  # where it was read from (set on loading)
 
@@ -54,25 +64,8 @@ def available_studies() -> list[str]:
 def load_study(name: str) -> StudyConfig:
     """A study from its name (kd/studies/<name>.yaml) or a YAML path, checked before anything runs."""
     path, raw = read_named_yaml(name, STUDY_DIR, "study")
-    try:
-        study = build_dataclass(StudyConfig, raw)
-    except KdError as exc:
-        raise KdError(f"{path}: {exc}") from None
+    study = read(StudyConfig, raw, f"{path}:")
     study.name, study.file = study.name or path.stem, str(path)
-    bad = next((s for s in study.seeds if not isinstance(s, int) or isinstance(s, bool)), None)
-    if not study.seeds or bad is not None or len(set(study.seeds)) < len(study.seeds):
-        raise KdError(f"{path}: seeds={study.seeds!r}: expected a list of different integers")
-    for b in study.budgets:
-        if b != ALL and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
-            raise KdError(f"{path}: budgets: {b!r}: expected a positive number of labelled rows or {ALL!r}")
-    if not study.budgets:
-        raise KdError(f"{path}: budgets: expected at least one label budget")
-    if not study.methods or not all(isinstance(m, str) for m in study.methods):
-        raise KdError(f"{path}: methods={study.methods!r}: expected a list of method names (kd/methods/)")
-    if study.cpus is not None and (not isinstance(study.cpus, int) or isinstance(study.cpus, bool) or study.cpus < 1):
-        raise KdError(f"{path}: cpus={study.cpus!r}: expected a positive number of CPU threads per cell, or null")
-    if not isinstance(study.set, dict):
-        raise KdError(f"{path}: set: expected a mapping of dotted run-config keys to values")
     return study
 
 

@@ -2,49 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from kd.config import RunConfig, build_dataclass
 from kd.errors import KdError
-from kd.runfolder import DEFAULT_MODELS, RunFolder, write_bytes, write_json, write_text
+from kd.intervals import Interval, PairedDifference
+from kd.runfolder import DEFAULT_MODELS, RunFolder, write_bytes, write_text
 from kd.study.aggregate import BASELINE, KD, Group, aggregate
 from kd.study.grid import ALL
-from kd.study.record import read_record
+from kd.study.record import StudyRecord, read_record, write_record_file
 
 # scikit-learn (kd.metrics) and matplotlib are imported by the functions that plot: `kd study --help` needs neither
 
-def write_study_report(root: Path) -> dict:
+def write_study_report(root: Path) -> StudyRecord:
     from kd.metrics import ECE_BINS
 
     record = read_record(root)
-    if not record.get("cells"):
+    if record is None or not record.cells:
         raise KdError(f"{root}: no study.json with cells; run `kd study <name>` first")
-    groups = aggregate(record)
-    record["groups"] = [asdict(g) for g in groups]
-    write_json(root / "study.json", record)
-    first = next(c for c in record["cells"] if c.get("state") == "finished")
-    cfg = build_dataclass(RunConfig, RunFolder(root / first["run_dir"]).read_manifest()["config"])
-    text = render_study(record, groups, cfg)
+    record.groups = aggregate(record.cells)
+    write_record_file(root, record)
+    first = record.finished[0]
+    cfg = build_dataclass(RunConfig, RunFolder(root / first.run_dir).read_manifest()["config"])
+    text = render_study(record, cfg)
     write_text(root / "study.md", text)
-    write_bytes(root / "study.png", plot_metric(groups, [("accuracy", "test accuracy (%)", 100)]))
+    write_bytes(root / "study.png", plot_metric(record.groups, [("accuracy", "test accuracy (%)", 100)]))
     write_bytes(root / "study_calibration.png",
-                plot_metric(groups, [("nll", "test NLL (nats per row)", 1), ("ece", f"test ECE ({ECE_BINS} bins)", 1)]))
+                plot_metric(record.groups, [("nll", "test NLL (nats per row)", 1),
+                                            ("ece", f"test ECE ({ECE_BINS} bins)", 1)]))
     print(text)
     return record
 
 
-def _ci(d: dict, scale: float = 1, spec: str = ".2f") -> str:
-    if d["n"] < 2:
-        return f"{scale * d['mean']:{spec}}"
-    return f"{scale * d['mean']:{spec}} [{scale * d['low']:{spec}}, {scale * d['high']:{spec}}]"
+def _ci(d: Interval, scale: float = 1, spec: str = ".2f") -> str:
+    if d.n < 2:
+        return f"{scale * d.mean:{spec}}"
+    return f"{scale * d.mean:{spec}} [{scale * d.low:{spec}}, {scale * d.high:{spec}}]"
 
 
-def _verdict(diff: dict) -> str:
+def _verdict(diff: PairedDifference) -> str:
     """The accuracy difference's verdict (higher is better)."""
-    from kd.metrics import Interval
-
-    d = Interval(**diff["difference"])
+    d = diff.difference
     if d.n < 2:
         return "one seed: no interval"
     if not d.excludes_zero:
@@ -56,22 +54,22 @@ def _label(g: Group) -> str:
     return f"all ({g.labelled_rows:,})" if g.budget == ALL else f"{g.labelled_rows:,}"
 
 
-def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
+def render_study(record: StudyRecord, cfg: RunConfig) -> str:
     from kd.metrics import ECE_BINS
 
-    cells_done = [c for c in record["cells"] if c.get("state") == "finished"]
-    planned = len(record["cells"]) - len(cells_done)
+    groups, cells_done = record.groups, record.finished
+    planned = len(record.cells) - len(cells_done)
     first = cells_done[0]
     st, tt = cfg.student.train, cfg.teacher.train
     lines = [
-        f"# kd-bench study `{record['study']}`: when does distillation pay?", "",
+        f"# kd-bench study `{record.study}`: when does distillation pay?", "",
         f"{len(cells_done)} cells (label budget × seed × student depth), each an ordinary run folder under "
         f"`cells/`{f'; {planned} more planned, not run yet' if planned else ''}. Base preset "
-        f"`{record['config']['base']}`, CPU: {record.get('cpu')}. Scores are on {first['test_rows']:,} test rows, "
+        f"`{record.config.base}`, CPU: {record.cpu}. Scores are on {first.test_rows:,} test rows, "
         f"the same for every cell. Intervals are 95 % t-intervals over seeds; differences are paired by seed (the "
         f"same seed gives the same labelled rows, data order and initialisation).", "",
         "**Protocol.**",
-        f"- The students' {first['student_rows']:,} train rows: under a label budget, that many carry labels (a "
+        f"- The students' {first.student_rows:,} train rows: under a label budget, that many carry labels (a "
         "stratified choice made by the seed). The baseline trains on them only. The distilled student trains on "
         "them (cross-entropy + soft targets) and on the rest, the unlabelled transfer pool, from the teacher's soft "
         f"targets alone (T = {cfg.distill.temperature}, alpha = {cfg.distill.alpha}).",
@@ -92,10 +90,10 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
     ]
     for g in groups:
         m, d = g.means, g.differences.get("accuracy")
-        mc = ", ".join(f"{x['p_value']:.2g}" for x in g.mcnemar if "p_value" in x)
+        mc = ", ".join(f"{x.mcnemar.p_value:.2g}" for x in g.mcnemar if x.mcnemar)
         row = [_label(g), g.depth or cfg.student.init, str(len(g.seeds))]
         row += [_ci(m[k]["accuracy"], 100) if k in m else "–" for k in DEFAULT_MODELS]
-        row += [_ci(d["difference"], 100, "+.2f"), f"{d['p_value']:.2g}", mc, _verdict(d)] if d else ["–"] * 4
+        row += [_ci(d.difference, 100, "+.2f"), f"{d.p_value:.2g}", mc, _verdict(d)] if d else ["–"] * 4
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Calibration (lower is better)", "",
               f"Negative log-likelihood (nats per row), expected calibration error ({ECE_BINS} equal-width bins) and "
@@ -107,23 +105,22 @@ def render_study(record: dict, groups: list[Group], cfg: RunConfig) -> str:
             continue
         m, d = g.means, g.differences
         lines.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {_ci(m['baseline']['nll'], 1, '.4f')} | "
-                     f"{_ci(m['distilled']['nll'], 1, '.4f')} | {_ci(d['nll']['difference'], 1, '+.4f')} | "
+                     f"{_ci(m['distilled']['nll'], 1, '.4f')} | {_ci(d['nll'].difference, 1, '+.4f')} | "
                      f"{_ci(m['baseline']['ece'], 1, '.4f')} | {_ci(m['distilled']['ece'], 1, '.4f')} | "
-                     f"{_ci(d['ece']['difference'], 1, '+.4f')} | {_ci(d['brier']['difference'], 1, '+.4f')} |")
+                     f"{_ci(d['ece'].difference, 1, '+.4f')} | {_ci(d['brier'].difference, 1, '+.4f')} |")
     lines += ["", "## In words", ""] + in_words(groups, cfg)
     lines += render_methods(groups, cfg)
-    models = list(dict.fromkeys(m for c in cells_done for m in c["scores"]))
+    models = list(dict.fromkeys(m for c in cells_done for m in c.scores))
     lines += ["", "## Cells", "", "Test accuracy (%) of each model; McNemar p: distilled against baseline.", "",
               "| cell | labelled | seed | " + " | ".join(models) + " | McNemar p | time (s) |",
               "|---|---:|---:|" + "---:|" * len(models) + "---:|---:|"]
     for c in cells_done:
-        s = c["scores"]
-        acc = [f"{100 * s[k]['accuracy']:.2f}" if k in s else "–" for k in models]
-        p = (c.get("mcnemar") or {}).get("p_value")
-        borrowed = f" (teacher from {c['teacher_from']})" if c.get("teacher_from") else ""
-        lines.append(f"| [{c['name']}]({c['run_dir']}/results.md){borrowed} | {c['labelled_rows']:,} | {c['seed']} | "
+        acc = [f"{100 * c.scores[k].accuracy:.2f}" if k in c.scores else "–" for k in models]
+        p = c.mcnemar.p_value if c.mcnemar else None
+        borrowed = f" (teacher from {c.teacher_from})" if c.teacher_from else ""
+        lines.append(f"| [{c.name}]({c.run_dir}/results.md){borrowed} | {c.labelled_rows:,} | {c.seed} | "
                      + " | ".join(acc) + f" | {'–' if p is None else f'{p:.2g}'} | "
-                     + (f"{c['seconds']:.0f}" if c.get("seconds") is not None else "–") + " |")
+                     + (f"{c.seconds:.0f}" if c.seconds is not None else "–") + " |")
     lines += ["", "Figures: `study.png` (accuracy against label budget) and `study_calibration.png` (NLL and ECE)."]
     return "\n".join(lines) + "\n"
 
@@ -148,15 +145,15 @@ def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) ->
                 "NLL | ECE | Brier | time × baseline | with teacher |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for m in g.students:
-            mean, comp, cost = g.means[m], g.comparisons.get(m, {}), g.cost.get(m, {})
+            mean, comp, cost = g.means[m], g.comparisons.get(m, {}), g.cost.get(m)
             vb, vk = comp.get(BASELINE), comp.get(KD)
             row = [m, _ci(mean["accuracy"], 100)]
-            row += ([_ci(vb["differences"]["accuracy"]["difference"], 100, "+.2f"), _ci(vb["adjusted"], 100, "+.2f"),
-                     _p(vb["p_holm"])] if vb else ["–"] * 3)
-            row += ([_ci(vk["differences"]["accuracy"]["difference"], 100, "+.2f"), _p(vk["p_holm"])] if vk
+            row += ([_ci(vb.differences["accuracy"].difference, 100, "+.2f"), _ci(vb.adjusted, 100, "+.2f"),
+                     _p(vb.p_holm)] if vb else ["–"] * 3)
+            row += ([_ci(vk.differences["accuracy"].difference, 100, "+.2f"), _p(vk.p_holm)] if vk
                     else ["–"] * 2)
             row += [_ci(mean[k], 1, ".4f") for k in ("nll", "ece", "brier")]
-            row += [f"{cost[k]['mean']:.2f}" if k in cost else "–" for k in ("alone", "with_teacher")]
+            row += [f"{c.mean:.2f}" for c in (cost.alone, cost.with_teacher)] if cost else ["–"] * 2
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     out += ["### The best method per budget", "",
@@ -166,11 +163,11 @@ def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) ->
         best = g.best()
         vb = g.comparisons.get(best, {}).get(BASELINE)
         verdict = "no method beats the baseline" if best == BASELINE else "–" if not vb else (
-            "one seed: no interval" if vb["adjusted"]["n"] < 2 else
-            "**a gain** (the adjusted interval excludes 0)" if vb["adjusted"]["low"] > 0 else
-            "**a loss**" if vb["adjusted"]["high"] < 0 else "noise (the adjusted interval includes 0)")
+            "one seed: no interval" if vb.adjusted.n < 2 else
+            "**a gain** (the adjusted interval excludes 0)" if vb.adjusted.low > 0 else
+            "**a loss**" if vb.adjusted.high < 0 else "noise (the adjusted interval includes 0)")
         out.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {best} | {_ci(g.means[best]['accuracy'], 100)} | "
-                   + (f"{_ci(vb['adjusted'], 100, '+.2f')} | {_p(vb['p_holm'])}" if vb else "– | –")
+                   + (f"{_ci(vb.adjusted, 100, '+.2f')} | {_p(vb.p_holm)}" if vb else "– | –")
                    + f" | {verdict} |")
     return out
 
@@ -185,22 +182,22 @@ def in_words(groups: list[Group], cfg: RunConfig) -> list[str]:
         if not g.differences:
             continue
         where = f"With {_label(g)} labelled rows ({g.depth or cfg.student.init}, {len(g.seeds)} seeds)"
-        acc, nll, ece = (g.differences[k]["difference"] for k in ("accuracy", "nll", "ece"))
-        if acc["n"] < 2:
-            out.append(f"- {where}: one seed, no interval; distilled − baseline {100 * acc['mean']:+.2f} pt.")
+        acc, nll, ece = (g.differences[k].difference for k in ("accuracy", "nll", "ece"))
+        if acc.n < 2:
+            out.append(f"- {where}: one seed, no interval; distilled − baseline {100 * acc.mean:+.2f} pt.")
             continue
-        acc_words = (f"distillation gains {100 * acc['mean']:+.2f} pt, 95 % CI [{100 * acc['low']:+.2f}, "
-                     f"{100 * acc['high']:+.2f}]: "
-                     + ("a gain (the CI excludes 0)" if acc["low"] > 0 else
-                        "a loss (the CI excludes 0)" if acc["high"] < 0 else "noise (the CI includes 0)"))
+        acc_words = (f"distillation gains {100 * acc.mean:+.2f} pt, 95 % CI [{100 * acc.low:+.2f}, "
+                     f"{100 * acc.high:+.2f}]: "
+                     + ("a gain (the CI excludes 0)" if acc.low > 0 else
+                        "a loss (the CI excludes 0)" if acc.high < 0 else "noise (the CI includes 0)"))
         cal = []
         for name, d in (("NLL", nll), ("ECE", ece)):
-            if d["high"] < 0:
-                cal.append(f"{name} lower ({d['mean']:+.4f}, CI excludes 0)")
-            elif d["low"] > 0:
-                cal.append(f"{name} higher ({d['mean']:+.4f}, CI excludes 0)")
+            if d.high < 0:
+                cal.append(f"{name} lower ({d.mean:+.4f}, CI excludes 0)")
+            elif d.low > 0:
+                cal.append(f"{name} higher ({d.mean:+.4f}, CI excludes 0)")
             else:
-                cal.append(f"{name} {d['mean']:+.4f} (noise)")
+                cal.append(f"{name} {d.mean:+.4f} (noise)")
         out.append(f"- {where}: {acc_words}; calibration: {', '.join(cal)}.")
     return out
 
@@ -229,9 +226,9 @@ def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> by
                 if not all(model in g.means for g in part):
                     continue
                 ci = [g.means[model][metric] for g in part]
-                mean = np.array([c["mean"] for c in ci]) * scale
+                mean = np.array([c.mean for c in ci]) * scale
                 ax.plot(x, mean, marker="o", label=model, **style)
-                low, high = (np.array([c[k] for c in ci]) * scale for k in ("low", "high"))
+                low, high = (np.array([getattr(c, k) for c in ci]) * scale for k in ("low", "high"))
                 if np.isfinite(low).all():
                     ax.fill_between(x, low, high, alpha=0.2, color=style["color"])
             ax.set_xscale("log")

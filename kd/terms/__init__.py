@@ -9,14 +9,20 @@ from kd.errors import KdError
 from kd.terms import attention, hidden, logits  # noqa: F401  (each family registers its terms)
 from kd.terms.base import ATTENTION, HIDDEN, LOGITS, TERMS, Batch, Shapes, Side, Term, register
 
-__all__ = ["ATTENTION", "HIDDEN", "LOGITS", "TERMS", "Batch", "Shapes", "Side", "Term", "build", "register"]
+__all__ = ["ATTENTION", "HIDDEN", "LOGITS", "TERMS", "Batch", "Shapes", "Side", "Term", "build", "known_term",
+           "register"]
+
+
+def known_term(name: str, where: str) -> None:
+    """One clear error for a term that is not registered (a recipe's, as it is loaded and as it is built)."""
+    if name not in TERMS:
+        raise KdError(f"{where}: unknown loss term {name!r} (known: {', '.join(sorted(TERMS))})")
 
 
 def build(name: str, params: dict, shapes: Shapes, where: str) -> Term:
     """The term `name` with its settings (`params`, from a method's YAML at `where`): one clear error for an unknown
     term or setting."""
-    if name not in TERMS:
-        raise KdError(f"{where}: unknown loss term {name!r} (known: {', '.join(sorted(TERMS))})")
+    known_term(name, where)
     try:
         return TERMS[name](shapes=shapes, **params)
     except TypeError as exc:

@@ -9,6 +9,7 @@ from torch import nn
 
 from kd.errors import KdError
 from kd.terms.base import HIDDEN, Batch, Shapes, Term, register
+from kd.typed import is_integer
 
 AT = ("cls", "tokens")
 DISTANCES = ("mse", "cosine")
@@ -21,7 +22,7 @@ def layer_map(layers, shapes: Shapes) -> list[int]:
     if layers == "uniform":
         return [round(i * t / s) for i in range(1, s + 1)]
     if (not isinstance(layers, list) or len(layers) != s
-            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= t for x in layers)):
+            or not all(is_integer(x) and 0 <= x <= t for x in layers)):
         raise KdError(f"layers={layers!r}: expected 'uniform' or one teacher layer (0..{t}) for each of the "
                       f"{s} student layers")
     return list(layers)

@@ -1,0 +1,127 @@
+"""results.json: a run's comparison of its models, one schema written from these dataclasses and read back into
+them (kd.typed). kd/report.py builds it from the models' metrics.json files and the manifest; `kd report`
+rebuilds it; a study reads every cell's. Light on purpose (no numpy, no matplotlib): `kd study --help` imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kd.typed import KEY, REST, read, read_json
+
+VERSION = 1  # raise it when a field changes meaning or shape; an older file then asks to be rebuilt
+
+
+@dataclass
+class McNemar:
+    """The exact McNemar test of model b against model a on the same test rows (kd.metrics.mcnemar)."""
+
+    only_a_right: int
+    only_b_right: int
+    p_value: float
+
+
+@dataclass
+class Rows:
+    """The row counts of the run's splits: train, the students' share of it, the labelled rows among those (all of
+    them without a label budget), validation and test."""
+
+    train: int
+    student_train: int
+    labelled: int
+    validation: int
+    test: int
+
+
+@dataclass
+class DataSummary:
+    """The manifest's data section (kd/manifest.py writes it); the keys this schema does not name are kept in
+    `more` (the splits' fingerprints, the label names)."""
+
+    source: str | None
+    rows: Rows
+    more: dict[str, Any] = field(default_factory=dict, metadata={REST: True})
+
+
+@dataclass
+class Device:
+    """The manifest's device section: the device and the CPU the run trained on; the rest (threads, platform,
+    precision, processes, GPU) in `more`."""
+
+    device: str
+    cpu: str
+    more: dict[str, Any] = field(default_factory=dict, metadata={REST: True})
+
+
+@dataclass
+class ModelRow:
+    """One model's test scores and costs, taken from its metrics.json (written by the pipeline); None where that
+    model's file has no such score."""
+
+    accuracy: float
+    f1_macro: float
+    f1_weighted: float
+    nll: float | None = None
+    ece: float | None = None
+    brier: float | None = None
+    params: int | None = None
+    size_mb: float | None = None
+    train_seconds: float | None = None
+    validation_accuracy: float | None = None
+    f1_per_class: dict[str, float] = field(default_factory=dict)
+    test_rows: int | None = None
+    batch: dict[str, int] | None = None  # kd.trainer.BatchPlan: world_size, global_batch, per_process_batch, ...
+    method: str | None = None  # the recipe that trained it (kd/methods/); None: the teacher
+    teacher: str | None = None  # the model folder of the teacher it learnt from
+    procedure_seconds: float | None = None  # its teacher's own procedure (self-training rounds, calibration folds)
+
+
+@dataclass
+class MethodTest:
+    """A method's student against the baseline on the test rows, Holm-adjusted over the `compared` methods."""
+
+    method: str | None
+    teacher: str | None
+    gain_pt: float  # accuracy points over the baseline
+    mcnemar: McNemar  # a: the baseline, b: this student
+    p_holm: float
+    significant: bool = field(metadata={KEY: "significant_at_0.05"})
+    compared: int
+
+
+@dataclass
+class Distillation:
+    """kd's student (`distilled`) against the baseline, and against the teacher where the run has one."""
+
+    temperature: float | None
+    alpha: float | None
+    gain_pt: float
+    gap_closed: float | None  # share of the teacher-baseline gap closed; None: no teacher, or no gap
+    distilled_over_teacher: float | None
+    mcnemar: McNemar = field(metadata={KEY: "mcnemar_baseline_vs_distilled"})  # unadjusted
+    significant: bool = field(metadata={KEY: "significant_at_0.05"})
+
+
+@dataclass
+class Results:
+    preset: str | None
+    device: Device
+    data: DataSummary
+    models: dict[str, ModelRow]
+    methods: dict[str, MethodTest] = field(default_factory=dict)  # each method's student against the baseline
+    distillation: Distillation | None = None
+    teacher_label_match: str | None = None  # how the teacher's label names met the data's
+    version: int = VERSION
+
+
+def model_row(metrics: dict, where: str) -> ModelRow:
+    """A model's row from its metrics.json (read as written by the pipeline; the row takes the scores it names)."""
+    names = ModelRow.__dataclass_fields__
+    return read(ModelRow, {k: v for k, v in metrics.items() if k in names}, where)
+
+
+def read_results(path: Path) -> Results:
+    return read_json(path, Results, VERSION, f"`kd report --run-dir {path.parent}` rebuilds it from the models")
+

@@ -1,0 +1,128 @@
+"""study.json's schema: a study's cells (CellRecord, also each cell's own cells/<cell>.json) and its aggregates
+over seeds (Group), as dataclasses that kd.typed writes and reads back. Light on purpose (no numpy, no scipy):
+`kd study --help` imports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kd.intervals import Interval, PairedDifference
+from kd.results import McNemar, MethodTest
+from kd.study.grid import StudyConfig
+
+VERSION = 1  # of study.json and of a cell's record; raise it when a field changes meaning or shape
+METRICS = ("accuracy", "f1_macro", "nll", "ece", "brier")  # the scores a study keeps of each model
+
+
+@dataclass
+class Scores:
+    """A model's test scores in a cell (the study's METRICS); None where its metrics.json has none."""
+
+    accuracy: float
+    f1_macro: float
+    nll: float | None = None
+    ece: float | None = None
+    brier: float | None = None
+
+
+@dataclass
+class Times:
+    """A student's training seconds, and its teacher's (the fine-tuned one it learnt from, plus the teacher's own
+    procedure: self-training rounds or calibration folds)."""
+
+    student: float | None
+    teacher: float
+
+
+@dataclass
+class CellRecord:
+    """A cell: its settings (all a planned cell has), then what a finished one scored."""
+
+    name: str
+    budget: int | Literal["all"]
+    seed: int
+    depth: str | None  # student.init; None: the base preset's
+    run_dir: str  # relative to the study folder
+    overrides: list[str]
+    state: Literal["planned", "finished"] = "planned"
+    seconds: float | None = None  # the cell's wall time where this process trained it
+    teacher_from: str | None = None  # the cell whose teacher it took
+    times: dict[str, Times] = field(default_factory=dict)  # student model -> its training times
+    tests: dict[str, MethodTest] = field(default_factory=dict)  # each method's student against the baseline
+    labelled_rows: int | None = None
+    student_rows: int | None = None
+    test_rows: int | None = None
+    scores: dict[str, Scores] = field(default_factory=dict)  # model -> its test scores
+    mcnemar: McNemar | None = None  # distilled against baseline
+    cpu: str | None = None
+    version: int = VERSION
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+
+@dataclass
+class Comparison:
+    """One method's student against a reference model (baseline or kd), paired by seed."""
+
+    reference: str
+    differences: dict[str, PairedDifference]  # metric -> method - reference
+    p_holm: float  # the accuracy t-test's p, Holm-adjusted over the methods compared with this reference
+    # the accuracy difference's interval at 1 - 0.05 / m (m methods compared): Bonferroni's simultaneous interval,
+    # which excludes 0 only where Holm's first step would reject too, so it never overstates a gain
+    adjusted: Interval
+
+
+@dataclass
+class Cost:
+    """A student's training time over the baseline's, per seed: alone, and with the teachers it needed."""
+
+    alone: Interval
+    with_teacher: Interval
+
+
+@dataclass
+class SeedTest:
+    """A seed's McNemar test of distilled against baseline (none where the cell has no distilled student)."""
+
+    seed: int
+    mcnemar: McNemar | None = None
+
+
+@dataclass
+class Group:
+    """One (label budget, student depth) over its seeds."""
+
+    budget: int | Literal["all"]
+    depth: str | None
+    labelled_rows: int
+    seeds: list[int]
+    means: dict[str, dict[str, Interval]]  # model -> metric -> mean over seeds
+    differences: dict[str, PairedDifference]  # metric -> distilled - baseline
+    mcnemar: list[SeedTest]
+    comparisons: dict[str, dict[str, Comparison]] = field(default_factory=dict)  # model -> reference -> Comparison
+    cost: dict[str, Cost] = field(default_factory=dict)  # student model -> its training time over the baseline's
+
+    @property
+    def students(self) -> list[str]:
+        return [m for m in self.means if not m.startswith("teacher")]
+
+    def best(self) -> str | None:
+        """The student with the highest mean accuracy."""
+        return max(self.students, key=lambda m: self.means[m]["accuracy"].mean, default=None)
+
+
+@dataclass
+class StudyRecord:
+    study: str
+    config: StudyConfig
+    cpu: str
+    cells: list[CellRecord]
+    groups: list[Group] = field(default_factory=list)  # the aggregates over seeds, written by the report
+    version: int = VERSION
+
+    @property
+    def finished(self) -> list[CellRecord]:
+        return [c for c in self.cells if c.finished]
