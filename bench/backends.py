@@ -1,4 +1,4 @@
-"""The rows of the bench: one model on one backend (an inference engine, export/engines/), device and
+"""The rows of the bench: one model on one backend (an inference engine, engines/), device and
 precision; what the machine or the run lacks for a row (the reason it is skipped), and the row loaded."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import DEVICES
-from export.engines import Loaded, engine, engines, load_model
+from engines import Loaded, engine, engines, load_model
 from kd.errors import KdError
 from kd.runfolder import RunFolder
 

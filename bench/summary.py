@@ -319,7 +319,7 @@ def render(summary: dict) -> str:
               "latency."]
     variants = [f"{r['model']} {r['int8_variant']}" for r in rows if r.get("int8_variant")]
     if variants:
-        lines += ["", "ONNX Runtime int8 ran the export's variant fastest on this CPU (export/int8_host.py): "
+        lines += ["", "ONNX Runtime int8 ran the export's variant fastest on this CPU (engines/int8_host.py): "
                   + ", ".join(variants) + "."]
     lines += variant_lines(summary.get("int8_variants") or {})
     lines += floor_lines(rows)

@@ -15,7 +15,7 @@ from bench.floor import BACKENDS, floor_batches, open_floor
 from bench.flops import flops_of
 from bench.workload import token_counts
 from bench.yardstick import BENCH_STICKS, Peak, prepare, unavailable
-from export.inference import encode
+from engines.inference import encode
 from kd.device import cpu_count
 from kd.metrics import confusion
 
@@ -103,7 +103,7 @@ def test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
     next to no arithmetic, with the rows' settings. Its p50 is over every call, repeated to min_seconds / parts."""
     from transformers import AutoTokenizer
 
-    from export.engines import engine
+    from engines import engine
 
     cpu_or_skip(bench_cfg, engine(backend).unavailable("cpu", "fp32"))
     model = bench_cfg.models[-1]
@@ -193,8 +193,8 @@ def test_int8_variants(benchmark, int8_model, run, workload, bench_cfg):
     variant the engine picked for this CPU (on synthetic inputs, when the model was first loaded here) is from the
     fastest one on the bench's own texts."""
     from bench.backends import Row, load, missing, weights_file
-    from export.engines import engine
-    from export.int8_host import measure, variants
+    from engines import engine
+    from engines.int8_host import measure, variants
 
     row = Row(int8_model, "onnxruntime", "cpu", "int8")
     cpu_or_skip(bench_cfg, missing(row, run))

@@ -85,7 +85,7 @@ class Peak:
 
 def unavailable(stick: Stick) -> str | None:
     """Why this machine cannot run the stick (its engine not installed, no bf16 on this CPU), else None."""
-    from export.engines import engine
+    from engines import engine
 
     return engine(stick.engine).unavailable("cpu", stick.precision)
 
@@ -116,7 +116,7 @@ def _onnxruntime(stick: Stick, threads: int, a: np.ndarray, b: np.ndarray) -> Ca
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.engines.onnxruntime import session_options
+    from engines.sessions.onnxruntime import session_options
 
     kind = TensorProto.UINT8 if stick.precision == "int8" else TensorProto.FLOAT
     out = TensorProto.INT32 if stick.precision == "int8" else TensorProto.FLOAT

@@ -256,7 +256,7 @@ def run(args) -> int:
 
 def run_export_verb(args) -> int:
     if args.verb == "predict":
-        from export.predict import format_lines, load, predict, read_texts
+        from engines.predict import format_lines, load, predict, read_texts
 
         texts = list(args.texts) + (read_texts(args.file) if args.file else [])
         if not texts:

@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForSequenceClassification
 
+from engines import load_model
+from engines.inference import length_sorted_batches
+from engines.int8_host import VARIANTS
+from engines.timing import timing_batches
 from export.choose import (
     ChoiceContext,
     Int8Choice,
@@ -22,14 +26,10 @@ from export.choose import (
     int8_file,
 )
 from export.config import ExportConfig
-from export.engines import load_model
-from export.inference import length_sorted_batches
-from export.int8_host import VARIANTS
 from export.onnx_export import export_onnx
 from export.openvino_export import export_openvino, missing_packages
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
-from export.timing import timing_batches
 from kd.errors import KdError
 from kd.metrics import accuracy
 from kd.runfolder import atomic_dir, sha256_file, write_json
@@ -133,7 +133,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
 
         # the folder keeps model.onnx (the chosen fp32 graph), model_int8.onnx (the choice above, for a user who
         # takes one file), every int8 variant that passed the gates when more than one did (the engine picks the
-        # fastest on the CPU it runs on: export/int8_host.py) and the OpenVINO folders
+        # fastest on the CPU it runs on: engines/int8_host.py) and the OpenVINO folders
         if len(checked.passing) > 1:
             (tmp / VARIANTS).mkdir()
             for candidate in checked.passing:

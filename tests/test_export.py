@@ -394,9 +394,9 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     import shutil
 
     from bench.backends import COMBOS
-    from export.engines import engine, engines, load
-    from export.predict import load as load_target
-    from export.predict import predict
+    from engines import engine, engines, load
+    from engines.predict import load as load_target
+    from engines.predict import predict
     from kd.errors import KdError
     from kd.runfolder import RunFolder
 
@@ -481,9 +481,9 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     from conftest import add_slow_branch
 
     from bench.floor import floor_onnx
-    from export.engines import load
-    from export.int8_host import RECORD, VARIANTS
-    from kd.manifest import cpu_identity
+    from engines import load
+    from engines.cpu import this_cpu_identity
+    from engines.int8_host import RECORD, VARIANTS
 
     folder = tmp_path / "distilled"
     (folder / VARIANTS).mkdir(parents=True)
@@ -494,7 +494,7 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     assert opened.file == fast and opened.describe()["int8_variant"] == "fast" and opened.host_choice.measured
     record_path = folder / VARIANTS / RECORD
     record = json.loads(record_path.read_text())
-    assert record["cpu"] == cpu_identity() and record["variant"] == "fast"
+    assert record["cpu"] == this_cpu_identity().key and record["variant"] == "fast"
     assert record["seconds"]["slow"]["b1"] > record["seconds"]["fast"]["b1"]
     assert record["seconds"]["slow"]["b32"] > record["seconds"]["fast"]["b32"]
     before = record_path.stat().st_mtime_ns
@@ -507,7 +507,7 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     record_path.write_text(json.dumps({**record, "cpu": "Another CPU, cpu family 6, model 143", "variant": "slow"}))
     moved = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
     assert moved.host_choice.measured and moved.file == fast
-    assert json.loads(record_path.read_text())["cpu"] == cpu_identity()
+    assert json.loads(record_path.read_text())["cpu"] == this_cpu_identity().key
     # a model_int8.onnx that is none of the variants (replaced by hand, or planted) is run as it is
     (folder / "model_int8.onnx").unlink()
     add_slow_branch(shutil.copy(fast, folder / "model_int8.onnx"), n=256)  # none of the two

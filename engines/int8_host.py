@@ -1,11 +1,10 @@
 """Which of an export's int8 variants runs fastest on this CPU, measured the first time the int8 model is loaded here
 and recorded beside it with the CPU it was measured on; reused until the CPU changes.
 
-Which ONNX Runtime int8 kernel is fastest depends on the CPU: earlier benches on an AMD EPYC found uint8 weights
-faster for one student, an Intel Xeon with AMX ran per-channel int8 weights 2.7x faster at batch 32, and today's
-Zen 4 runs int8 weights 1.6-1.9x faster (docs/export.md). A file chosen for speed on the export host is not the
-fastest elsewhere, so the export keeps every variant that passes
-its gates (`int8_variants/`), and the engine picks one per host."""
+Which ONNX Runtime int8 kernel is fastest depends on the CPU's instruction set (VNNI, AMX): int8 or uint8 weights,
+per-channel or per-tensor, win on different CPUs (docs/export.md). A file chosen for speed on the export host is not
+the fastest elsewhere, so the export keeps every variant that passes its gates (`int8_variants/`), and the engine
+picks one per CPU (engines/cpu.py's identity)."""
 
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from export.timing import faster
-from kd.manifest import cpu_identity
+from engines.cpu import this_cpu_identity
+from engines.timing import faster
 from kd.runfolder import write_json
 
 VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates
@@ -70,7 +69,7 @@ def fastest(seconds: dict[str, dict[str, float]]) -> str:
 
 def measure(runners: dict[str, Callable], workloads: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     """Seconds per call of each variant on each workload's batches: the variants interleaved, best of several
-    rounds (export/timing.py's `faster`, which the export's own choices use)."""
+    rounds (engines/timing.py's `faster`, which the export's own choices use)."""
     seconds = {name: {} for name in runners}
     for shape, batches in workloads.items():
         for name, total in faster(runners, batches).items():
@@ -95,7 +94,7 @@ def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
     if len(files) < 2 or not any(same_bytes(int8_file, f) for f in files.values()):
         return None  # nothing to choose from, or a model_int8.onnx that is none of them (replaced): run as it is
     record_path = Path(int8_file).parent / VARIANTS / RECORD
-    cpu = cpu_identity()
+    cpu = this_cpu_identity().key
     try:
         record = json.loads(record_path.read_text())
         if record["cpu"] == cpu and set(record["seconds"]) == set(files) and record["variant"] in files:
