@@ -220,6 +220,30 @@ def test_bench_errors_are_one_line(smoke_bench, tmp_path, kd_here):
     assert proc.returncode == 2 and "samples=7600" in proc.stderr
 
 
+@pytest.mark.slow
+def test_one_bench_measurement_runs_alone_and_records_its_figure(smoke_export, tmp_path):
+    """A measurement that runs after the rows (the floor again) needs nothing from an earlier test: run alone by its
+    id on the shared export, it records its typed figure."""
+    import subprocess
+    import sys
+
+    from conftest import ENV, REPO
+
+    from bench.figures import FloorFigure, read_figure
+
+    out = tmp_path / "one.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/test_bench.py", "-q", "-p", "no:cacheprovider",
+                           "-k", "test_floor_again and onnxruntime", "--run-dir", str(smoke_export),
+                           f"--benchmark-json={out}", *QUICK_BENCH], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    assert bench["name"] == "test_floor_again[onnxruntime]"
+    figure = read_figure(bench["extra_info"], "extra_info")
+    assert isinstance(figure, FloorFigure) and figure.backend == "onnxruntime" and figure.p50_ms > 0
+    assert figure.calls == len(bench["stats"]["data"])
+
+
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 def test_flop_count_matches_pytorchs_counter(kind):
     from torch.utils.flop_counter import FlopCounterMode
