@@ -32,10 +32,6 @@ class Row:
         """What this row's speed-up is measured against: the teacher in PyTorch fp32 on the same device."""
         return Row("teacher", "pytorch", self.device, "fp32")
 
-    def fields(self) -> dict[str, str]:
-        return {"row": self.id, "model": self.model, "backend": self.backend, "device": self.device,
-                "precision": self.precision}
-
 
 def rows_for(models: list[str], devices: list[str]) -> list[Row]:
     return [Row(m, b, d, p) for m in models for b, d, p in COMBOS if d in devices]

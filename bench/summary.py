@@ -31,8 +31,9 @@ Parts = dict[str, list]  # "latency" / "throughput" -> [(per-call seconds, figur
 def build_summary(bench_json: dict) -> BenchSummary:
     try:
         meta = from_dict(SuiteMeta, bench_json.get("kd_bench"), "kd_bench")
+        # a test that failed after its timing and before its figure left none: the summary holds what was measured
         figures = [(b["stats"]["data"], read_figure(b["extra_info"], f"benchmarks[{i}].extra_info"))
-                   for i, b in enumerate(bench_json["benchmarks"])]
+                   for i, b in enumerate(bench_json["benchmarks"]) if b["extra_info"]]
     except RecordError as exc:
         raise KdError(f"pytest-benchmark.json: {exc} (written by another version of the bench suite)") from None
     parts: dict[str, Parts] = {}

@@ -1,6 +1,6 @@
-"""What `kd` costs before it does anything, and the layering that keeps it so: the core (kd/) imports neither of
-its plugins (export/, bench/), the composition root (cli/) is imported by none of them, and the static import
-graph has no cycle."""
+"""What `kd` costs before it does anything, and the layering that keeps it so: the core (kd/) imports neither the
+runtime layer (engines/) nor its plugins (export/, bench/), which stand on both; the composition root (cli/) is
+imported by none of them, and the static import graph has no cycle."""
 
 import ast
 import graphlib
