@@ -8,9 +8,8 @@ BF16, AMX) are kept beside it for people to read: they follow from the identity 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
-from kd.errors import KdError
 from kd.manifest import cpu_model, first_cpu
 
 # /proc/cpuinfo flag -> how people name it; the extensions int8 and bf16 kernels choose between
@@ -54,25 +53,6 @@ class CpuIdentity:
         inside = "; ".join(part for part in (" ".join(p for p in (self.vendor, ids) if p), ", ".join(self.isa))
                            if part)
         return f"{self.model_name} ({inside})" if inside else self.model_name
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "isa": list(self.isa)}
-
-    @classmethod
-    def from_dict(cls, data, where: str) -> CpuIdentity:
-        """From a record (`where`: the file and field, for the error a malformed one gives)."""
-        if not isinstance(data, dict) or not isinstance(data.get("model_name"), str):
-            raise KdError(f"{where}: expected a CPU identity object with a model_name, found {data!r}")
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise KdError(f"{where}.{sorted(unknown)[0]}: not a field of a CPU identity")
-        for name in ("family", "model", "stepping"):
-            if data.get(name) is not None and (not isinstance(data[name], int) or isinstance(data[name], bool)):
-                raise KdError(f"{where}.{name}: expected an integer or null, found {data[name]!r}")
-        isa = data.get("isa", [])
-        if not isinstance(isa, list) or not all(isinstance(i, str) for i in isa):
-            raise KdError(f"{where}.isa: expected a list of extension names, found {isa!r}")
-        return cls(**{**data, "isa": tuple(isa)})
 
 
 def _int(value: str | None) -> int | None:

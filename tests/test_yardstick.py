@@ -150,6 +150,22 @@ def test_the_theoretical_peak_of_zen_4_counts_its_256_bit_fma_pipes():
     assert theoretical_peak(read_cpu("", ZEN4_CPUINFO), cpus=2).gflops_per_s == t.gflops_per_s  # no lscpu
 
 
+def test_the_cpu_identity_is_read_from_proc_cpuinfo_and_names_the_baseline_file():
+    """The identity the int8 choice and the bench gate key on (engines/cpu.py): model name, vendor, family, model,
+    stepping; the instruction-set extensions beside it, for people."""
+    from engines.cpu import identity_of
+    from kd.manifest import colon_fields
+
+    fields = colon_fields(ZEN4_CPUINFO.replace("model\t\t: 17", "model\t\t: 17\nstepping\t: 1")
+                          .replace("avx512f", "avx512f avx512_vnni avx512_bf16"))
+    zen4 = identity_of(fields, "AMD EPYC")
+    assert zen4.key == "AMD EPYC, vendor_id AuthenticAMD, cpu family 25, model 17, stepping 1"
+    assert zen4.isa == ("AVX2", "AVX-512", "AVX-512 VNNI", "AVX-512 BF16") and zen4.slug == "amd-epyc-f25m17s1"
+    # a Zen 3 shows the same model name: another CPU all the same
+    assert not zen4.same_cpu(identity_of({**fields, "model": "1"}, "AMD EPYC"))
+    assert identity_of({}, "Apple M2").slug == "apple-m2" and identity_of({}, "Apple M2").key == "Apple M2"
+
+
 def test_an_unknown_family_assumes_two_fma_units_and_says_so():
     t = theoretical_peak(read_cpu(XEON_LSCPU, ""), cpus=8)
     assert (t.cores, t.flops_per_cycle, t.ghz) == (4, 64, 3.8)  # SMT siblings share a core's FMA units
