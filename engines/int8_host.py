@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 
 from engines.cpu import this_cpu_identity
 from engines.timing import faster
+from kd.jsonrecord import from_dict
 from kd.runfolder import write_json
 
 VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates
@@ -35,7 +36,7 @@ class HostChoice:
     seconds: dict[str, dict[str, float]]  # variant -> {"b1": per call, "b32": per call}, the best round
     # the chosen variant's session, opened for the measurement and handed on to run it (None: the choice was taken
     # from the record, measured before on this CPU)
-    session: Any = None
+    session: Any = field(default=None, compare=False)  # not part of the record (host_choice.json)
 
     @property
     def measured(self) -> bool:
@@ -43,6 +44,14 @@ class HostChoice:
 
     def to_json(self) -> dict:
         return {"cpu": self.cpu, "variant": self.variant, "seconds": self.seconds}
+
+    @classmethod
+    def read(cls, path: Path) -> HostChoice | None:
+        """The record in `path`; None where there is none or it is unreadable (a cache: measured again)."""
+        try:
+            return from_dict(cls, json.loads(path.read_text()))
+        except (OSError, ValueError):  # missing, not JSON, or a field that does not fit (RecordError)
+            return None
 
 
 def variants(int8_file: Path) -> dict[str, Path]:
@@ -95,12 +104,9 @@ def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
         return None  # nothing to choose from, or a model_int8.onnx that is none of them (replaced): run as it is
     record_path = Path(int8_file).parent / VARIANTS / RECORD
     cpu = this_cpu_identity().key
-    try:
-        record = json.loads(record_path.read_text())
-        if record["cpu"] == cpu and set(record["seconds"]) == set(files) and record["variant"] in files:
-            return HostChoice(cpu, record["variant"], record["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no record, another CPU's, or unreadable: measured again
+    record = HostChoice.read(record_path)
+    if record and record.cpu == cpu and set(record.seconds) == set(files) and record.variant in files:
+        return record  # measured before on this CPU for these variants; otherwise measured again
     sessions = {name: open_session(path) for name, path in files.items()}
     seconds = measure({name: partial(sess.run, None) for name, sess in sessions.items()},
                       synthetic(next(iter(sessions.values()))))
