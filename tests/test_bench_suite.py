@@ -11,6 +11,7 @@ import torch
 from conftest import QUICK_BENCH, add_slow_branch, kd
 
 from bench.config import BenchConfig, add_arguments
+from bench.figures import RowFields
 from bench.flops import batch_flops
 from bench.gate import GateConfig, check, compare, failures_of, table, under_latency_floor
 from bench.plot import frontier
@@ -384,6 +385,48 @@ def test_records_round_trip_and_an_old_or_malformed_file_is_one_line_naming_file
         keys = {r.key for r in base.ratios}
         assert all(fast in base.rows and slow in base.rows for fast, slow, _ in keys), name
         assert ("distilled-openvino-cpu-int8", "distilled-onnxruntime-cpu-int8", THROUGHPUT) in keys, name
+
+
+def test_the_summary_merges_each_rows_typed_figures_and_renders_them():
+    """pytest-benchmark's JSON as the suite writes it (one typed figure per measurement) to the typed summary and its
+    table, without a bench: the parts of a row merged, speed-ups and ratios against the teacher's row."""
+    from bench.figures import FloorFigure, LatencyFigure, SuiteMeta, ThroughputFigure
+    from bench.render import render
+
+    def of(model):  # the teacher in PyTorch: the reference of every speed-up
+        backend = "pytorch" if model == "teacher" else "onnxruntime"
+        return RowFields(f"{model}-{backend}-cpu-fp32", model, backend, "cpu", "fp32", 10, 1.0, "f", None)
+
+    def latency(model, part, ms):
+        return {"stats": {"data": [ms / 1e3] * 4}, "extra_info": LatencyFigure(
+            of(model), part, 2, 4, 1, 20.0, 1e6, ms, ms, ms, ms, ms).info()}
+
+    def throughput(model, part, seconds, right):
+        return {"stats": {"data": [seconds]}, "extra_info": ThroughputFigure(
+            of(model), part, 2, 32, "length", 50, 2, 1, seconds, "sync", {"sync": seconds}, seconds,
+            [[right, 50 - right], [0, 0]], 1000, 800, 1e9).info()}
+
+    meta = SuiteMeta({"run_dir": "runs/x", "batch_size": 32, "order": "length"}, "smoke", [], machine(), {})
+    bench_json = {"kd_bench": to_dict(meta), "benchmarks": [
+        latency("teacher", 0, 4.0), latency("teacher", 1, 3.0), latency("distilled", 0, 1.0),
+        throughput("teacher", 0, 1.0, 45), throughput("teacher", 1, 1.0, 45), throughput("distilled", 0, 0.25, 40),
+        throughput("distilled", 1, 0.25, 40), {"stats": {"data": [0.1]}, "extra_info": {}},  # failed before its figure
+        {"stats": {"data": [1e-4]}, "extra_info": FloorFigure("onnxruntime", 4, 0.1).info()}]}
+    summary = build_summary(bench_json)
+    teacher, distilled = summary.row("teacher-pytorch-cpu-fp32"), summary.row("distilled-onnxruntime-cpu-fp32")
+    assert teacher.p50_parts_ms == [4.0, 3.0] and teacher.p50_ms == 3.0 and teacher.latency_calls == 8
+    assert teacher.samples == 100 and teacher.samples_per_s == 50 and teacher.accuracy == 0.9
+    assert distilled.samples_per_s == 200 and distilled.accuracy == 0.8 and distilled.floor_ms == 0.1
+    assert distilled.throughput_speedup == 4.0 and distilled.vs_teacher == teacher.row
+    assert summary.settings == Settings(100, 32, "length") and summary.floors_ms == {"onnxruntime": 0.1}
+    assert {r.key: r.value for r in summary.ratios} == {
+        ("distilled-onnxruntime-cpu-fp32", "teacher-pytorch-cpu-fp32", THROUGHPUT): 4.0,
+        ("distilled-onnxruntime-cpu-fp32", "teacher-pytorch-cpu-fp32", LATENCY): 3.0}
+    assert "| distilled | onnxruntime | cpu | fp32 | 80.00% |" in render(summary)
+    bench_json["benchmarks"][0]["extra_info"]["p50_ms"] = "fast"
+    with pytest.raises(KdError, match=r"pytest-benchmark.json: field benchmarks\[0\].extra_info.p50_ms: expected a "
+                                      r"number, found 'fast'"):
+        build_summary(bench_json)
 
 
 def test_a_baseline_of_another_cpu_gates_accuracy_only_and_says_so_in_one_line(tmp_path, capsys):
