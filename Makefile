@@ -114,7 +114,8 @@ optimum-check: $(STAMP) $(OPTIMUM_VENV)/.installed
 bench: $(STAMP)
 	$(BIN)/kd bench $(KD_ARGS) $(BENCH_ARGS)
 
-# The regression gate: accuracy/F1 and within-run speed ratios vs bench/baselines/<preset>-<device>.json.
+# The regression gate: accuracy/F1, and within-run speed ratios against this CPU's baseline
+# (bench/baselines/<preset>-<device>-<cpu>.json; another CPU's baseline gates accuracy only).
 bench-check: $(STAMP)
 	$(BIN)/kd bench-check $(KD_ARGS)
 

@@ -1,4 +1,4 @@
-"""The rows of the bench: one model on one backend (an inference engine, export/engines/), device and
+"""The rows of the bench: one model on one backend (an inference engine, engines/), device and
 precision; what the machine or the run lacks for a row (the reason it is skipped), and the row loaded."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import DEVICES
-from export.engines import Loaded, engine, engines, load_model
+from engines import Loaded, engine, engines, load_model
 from kd.errors import KdError
 from kd.runfolder import RunFolder
 
@@ -31,10 +31,6 @@ class Row:
     def reference(self) -> Row:
         """What this row's speed-up is measured against: the teacher in PyTorch fp32 on the same device."""
         return Row("teacher", "pytorch", self.device, "fp32")
-
-    def fields(self) -> dict[str, str]:
-        return {"row": self.id, "model": self.model, "backend": self.backend, "device": self.device,
-                "precision": self.precision}
 
 
 def rows_for(models: list[str], devices: list[str]) -> list[Row]:

@@ -11,12 +11,16 @@ import pytest
 
 from bench.backends import Row, load, missing, rows_for
 from bench.config import BenchConfig, SuitePlugin, add_arguments
+from bench.figures import Skip, SuiteMeta
+from bench.records import Machine
 from bench.workload import RowState, Workload
+from engines.cpu import this_cpu_identity
 from kd.device import cpu_count
-from kd.manifest import cpu_model, installed_versions
+from kd.jsonrecord import to_dict
+from kd.manifest import installed_versions
 from kd.runfolder import RunFolder
 
-SKIPPED: list[dict] = []
+SKIPPED: list[Skip] = []
 CONFIG = pytest.StashKey[BenchConfig]()
 
 
@@ -105,7 +109,7 @@ def settler(bench_cfg: BenchConfig) -> Settler:
 def pytest_runtest_logreport(report):
     if report.skipped and isinstance(report.longrepr, tuple):
         reason = report.longrepr[2].removeprefix("Skipped: ")
-        SKIPPED.append({"test": report.nodeid.split("::")[-1], "reason": reason})
+        SKIPPED.append(Skip(report.nodeid.split("::")[-1], reason))
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
@@ -117,16 +121,10 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     manifest = run.read_manifest()
     accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else (
         "Apple MPS" if torch.backends.mps.is_available() else None)
-    output_json["kd_bench"] = {
-        "config": cfg.to_dict(),
-        "preset": manifest.get("config", {}).get("preset"),
-        "skipped": SKIPPED,
-        "machine": {
-            "cpu": cpu_model(), "cpus_usable": cpu_count(), "cpus_host": os.cpu_count(),
-            "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count(),
-                        "openvino": cpu_count()},
-            "accelerator": accelerator, "platform": platform.platform(),
-        },
+    machine = Machine(this_cpu_identity(), cpu_count(), os.cpu_count(),
+                      {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count(), "openvino": cpu_count()},
+                      accelerator, platform.platform())
+    output_json["kd_bench"] = to_dict(SuiteMeta(
+        config=cfg.to_dict(), preset=manifest.get("config", {}).get("preset"), skipped=SKIPPED, machine=machine,
         # from the installed distributions, so that an engine left uninstalled is simply absent
-        "versions": installed_versions(("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "transformers")),
-    }
+        versions=installed_versions(("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "transformers"))))

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from export.engines import Engine, engine
+from engines import Engine, engine
 from kd.runfolder import write_bytes
 
 INPUTS = ("input_ids", "attention_mask")  # what every model here takes (BERT adds token_type_ids)

@@ -1,34 +1,19 @@
-"""`kd bench-check` and `kd bench-baseline`: the regression gate of a bench run against a committed baseline.
+"""`kd bench-check`: the regression gate of a bench run against a committed baseline (bench/baseline.py finds it).
 
-Gated: accuracy and macro-F1 of every row (absolute drop in points) and every within-run speed ratio (relative
-drop). Absolute times depend on the machine, so they are shown, not gated."""
+Gated: accuracy and macro-F1 of every row (absolute drop in points) and, against a baseline of the same CPU, every
+within-run speed ratio (relative drop). Absolute times depend on the machine, so they are shown, not gated; so are
+the speed ratios of another CPU's baseline, which depend on its instruction set."""
 
 from __future__ import annotations
 
-import json
-import statistics
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from bench.summary import LATENCY, SUMMARY_FORMAT, Ratio, read_ratios
+from bench.baseline import Found, baseline_file, find_baseline, ratios_by_key, rows_by_id
+from bench.records import LATENCY, Baseline, BaselineRow, BenchSummary, GateConfig, Ratio, SummaryRow
 from kd.errors import KdError
-from kd.runfolder import RunFolder, write_json
-
-BASELINES = Path(__file__).resolve().parent / "baselines"
-# what must match for two bench runs to be comparable at all
-COMPARABLE = ("samples", "batch_size", "order")
-
-
-@dataclass
-class GateConfig:
-    max_accuracy_drop_pt: float = 1.0  # accuracy and macro-F1, in points
-    max_ratio_drop: float = 0.25  # a within-run speed ratio may fall this share below the baseline's
-    # Batch-1 latency ratios between two rows that both answer in under this many ms (every row of the smoke
-    # preset) are shown, not gated: such a call is mostly per-call overhead, which swings between sessions by more
-    # than the gate allows (docs/bench.md). The cpu preset's rows stay gated, and so does a row that becomes slow.
-    latency_floor_ms: float = 2.5
+from kd.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -66,110 +51,43 @@ class Check:
         return f"{self.what}: {self.base:.4g} in the baseline, {state}"
 
 
-def read_summary(run_dir: Path) -> dict:
+def read_summary(run_dir: Path) -> BenchSummary:
     path = RunFolder(Path(run_dir)).bench_summary
     if not path.is_file():
         raise KdError(f"{path}: missing; run `make bench` (RUN={run_dir}) first")
-    try:
-        summary = json.loads(path.read_text())
-        found = summary.get("format")
-        if found != SUMMARY_FORMAT:
-            raise ValueError(f"format {found}, this kd-bench reads format {SUMMARY_FORMAT}")
-        read_ratios(summary["ratios"])
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise KdError(f"{path}: not a bench summary this kd-bench reads ({exc}); run `make bench` (RUN={run_dir}) "
-                      "again") from None
-    return summary
+    return BenchSummary.read(path)
 
 
-def default_baseline(summary: dict) -> Path:
-    device = "cuda" if any(r["device"] == "cuda" for r in summary["rows"]) else (
-        "mps" if any(r["device"] == "mps" for r in summary["rows"]) else "cpu")
-    return BASELINES / f"{summary.get('preset')}-{device}.json"
-
-
-def settings(summary: dict) -> dict:
-    rows = summary["rows"]
-    samples = rows[0].get("samples") if rows else None
-    return {"samples": samples, "batch_size": summary["config"].get("batch_size"),
-            "order": summary["config"].get("order")}
-
-
-def baseline_of(summaries: list[dict]) -> dict:
-    """A baseline from one or more bench runs of the same run folder: per row the lowest accuracy and F1 and per
-    ratio the lowest value seen, so the gate's tolerance is counted from the worst ordinary run, not a lucky one;
-    absolute figures (informative only) are medians."""
-    first = summaries[0]
-    row_ids = [r["row"] for r in first["rows"] if all(r["row"] in rows_by_id(s) for s in summaries)]
-
-    def lowest(row_id: str, key: str) -> float:
-        return min(rows_by_id(s)[row_id][key] for s in summaries)
-
-    def median(row_id: str, key: str) -> float:
-        return float(statistics.median(rows_by_id(s)[row_id][key] for s in summaries))
-
-    by_key = [ratios_by_key(s) for s in summaries]
-    return {
-        "preset": first.get("preset"), "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "bench_runs": len(summaries), "settings": settings(first), "machine": first.get("machine"),
-        "versions": first.get("versions"),
-        "rows": {r: {"accuracy": lowest(r, "accuracy"), "f1_macro": lowest(r, "f1_macro"),
-                     "samples_per_s": median(r, "samples_per_s"), "p50_ms": median(r, "p50_ms")} for r in row_ids},
-        "ratios": [replace(r, value=min(ratios[r.key].value for ratios in by_key)).to_json()
-                   for r in read_ratios(first["ratios"]) if all(r.key in ratios for ratios in by_key)],
-    }
-
-
-def rows_by_id(summary: dict) -> dict[str, dict]:
-    return {r["row"]: r for r in summary["rows"]}
-
-
-def ratios_by_key(summary: dict) -> dict[tuple[str, str, str], Ratio]:
-    return {r.key: r for r in read_ratios(summary["ratios"])}
-
-
-def record_baseline(summaries: list[dict], path: Path | None = None) -> Path:
-    path = Path(path) if path else default_baseline(summaries[0])
-    baseline = baseline_of(summaries)
-    if path.is_file():  # a re-recorded baseline keeps the limits chosen for it
-        try:
-            gate = json.loads(path.read_text()).get("gate")
-        except ValueError:
-            gate = None
-        if gate:
-            baseline["gate"] = gate
-    write_json(path, baseline)
-    print(f"kd: baseline written to {path} ({len(baseline['rows'])} rows, {len(baseline['ratios'])} ratios, "
-          f"lowest of {len(summaries)} bench run(s))")
-    return path
-
-
-def compare(summary: dict, baseline: dict, gate: GateConfig) -> list[Check]:
-    """Every gated quantity with its baseline, value now and limit (the summary's and the baseline's ratios as
-    read_ratios reads them)."""
+def compare(summary: BenchSummary, baseline: Baseline, gate: GateConfig, speed: bool = True) -> list[Check]:
+    """Every gated quantity with its baseline, value now and limit. `speed` False (another CPU's baseline): the
+    speed ratios are shown, not gated."""
     checks = []
     now_rows = rows_by_id(summary)
-    for row_id, base in baseline["rows"].items():
+    for row_id, base in baseline.rows.items():
         now = now_rows.get(row_id)
-        if now is None:
-            checks.append(Check("missing", f"{row_id}: accuracy", base=100 * base["accuracy"], now=None,
-                                change=summary.get("skipped", {}).get(row_id, "not measured"), limit="present",
+        if now is None or now.accuracy is None:
+            checks.append(Check("missing", f"{row_id}: accuracy", base=100 * base.accuracy, now=None,
+                                change=summary.skipped.get(row_id, "not measured"), limit="present",
                                 floor=None, ok=False, row=row_id))
             continue
         for key, label in (("accuracy", "accuracy"), ("f1_macro", "macro-F1")):
-            drop = 100 * (base[key] - now[key])
-            checks.append(Check("accuracy", f"{row_id}: {label} (%)", base=100 * base[key], now=100 * now[key],
+            was, is_ = getattr(base, key), getattr(now, key)
+            drop = 100 * (was - is_)
+            checks.append(Check("accuracy", f"{row_id}: {label} (%)", base=100 * was, now=100 * is_,
                                 change=f"{-drop:+.2f} pt", limit=f"-{gate.max_accuracy_drop_pt:g} pt",
-                                floor=100 * base[key] - gate.max_accuracy_drop_pt,
+                                floor=100 * was - gate.max_accuracy_drop_pt,
                                 ok=drop <= gate.max_accuracy_drop_pt + 1e-9, row=row_id))
     now_ratios = ratios_by_key(summary)
-    for base in read_ratios(baseline["ratios"]):
+    for base in baseline.ratios:
         now = now_ratios[base.key].value if base.key in now_ratios else None
         change = "–" if now is None else f"{now / base.value - 1:+.0%}"
-        if now is not None and under_latency_floor(base, now_rows, baseline["rows"], gate.latency_floor_ms):
-            checks.append(Check("ratio", f"{base.name} (×)", base=base.value, now=now, change=change,
-                                limit=f"not gated: both rows under {gate.latency_floor_ms:g} ms", floor=None,
-                                ok=True, gated=False, ratio=base))
+        shown = None if speed else "not gated: another CPU's baseline"
+        if shown is None and now is not None and under_latency_floor(base, now_rows, baseline.rows,
+                                                                     gate.latency_floor_ms):
+            shown = f"not gated: both rows under {gate.latency_floor_ms:g} ms"
+        if shown:
+            checks.append(Check("ratio", f"{base.name} (×)", base=base.value, now=now, change=change, limit=shown,
+                                floor=None, ok=True, gated=False, ratio=base))
             continue
         floor = base.value * (1 - gate.max_ratio_drop)
         checks.append(Check("ratio", f"{base.name} (×)", base=base.value, now=now, change=change,
@@ -186,23 +104,24 @@ def failures_of(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.failed]
 
 
-def under_latency_floor(ratio: Ratio, now_rows: dict, base_rows: dict, floor_ms: float) -> bool:
+def under_latency_floor(ratio: Ratio, now_rows: dict[str, SummaryRow], base_rows: dict[str, BaselineRow],
+                        floor_ms: float) -> bool:
     """True for a batch-1 latency ratio whose two rows are both faster than floor_ms, now and in the baseline."""
     if ratio.what != LATENCY:
         return False
-    times = [rows.get(r, {}).get("p50_ms") for r in (ratio.fast, ratio.slow) for rows in (now_rows, base_rows)]
+    times = [getattr(rows.get(r), "p50_ms", None) for r in (ratio.fast, ratio.slow) for rows in (now_rows, base_rows)]
     return all(t is not None and t < floor_ms for t in times)
 
 
-def absolute_changes(summary: dict, baseline: dict) -> list[str]:
+def absolute_changes(summary: BenchSummary, baseline: Baseline) -> list[str]:
     """Machine-dependent figures, for reading only."""
     lines = []
     now_rows = rows_by_id(summary)
-    for row_id, base in baseline["rows"].items():
+    for row_id, base in baseline.rows.items():
         now = now_rows.get(row_id)
-        if now and base.get("samples_per_s") and now.get("samples_per_s"):
-            lines.append(f"- {row_id}: {base['samples_per_s']:.0f} → {now['samples_per_s']:.0f} samples/s, "
-                         f"b1 p50 {base['p50_ms']:.2f} → {now['p50_ms']:.2f} ms")
+        if now and base.samples_per_s and now.samples_per_s and base.p50_ms and now.p50_ms:
+            lines.append(f"- {row_id}: {base.samples_per_s:.0f} → {now.samples_per_s:.0f} samples/s, "
+                         f"b1 p50 {base.p50_ms:.2f} → {now.p50_ms:.2f} ms")
     return lines
 
 
@@ -212,59 +131,61 @@ def speed_only(failures: list[Check]) -> bool:
     return bool(failures) and all(f.kind == "ratio" for f in failures)
 
 
-def best_ratios(summaries: list[dict]) -> dict:
+def best_ratios(summaries: list[BenchSummary]) -> BenchSummary:
     """The last summary with each speed ratio at the best value any of the bench runs measured: a ratio then
     fails only when it failed every time, as a real regression does."""
     by_key = [ratios_by_key(s) for s in summaries]
-    return {**summaries[-1], "ratios": [
-        replace(r, value=max(ratios[r.key].value for ratios in by_key if r.key in ratios)).to_json()
-        for r in read_ratios(summaries[-1]["ratios"])]}
+    return replace(summaries[-1], ratios=[
+        replace(r, value=max(ratios[r.key].value for ratios in by_key if r.key in ratios))
+        for r in summaries[-1].ratios])
 
 
-def bench_again(run_dir: Path, summary: dict) -> dict:
+def bench_again(run_dir: Path, summary: BenchSummary) -> BenchSummary:
     """The same bench as the summary's (its settings), run again on the run folder; returns the new summary."""
     from bench.config import BenchConfig
     from bench.run import bench_summary
 
-    cfg = BenchConfig.from_dict(summary["config"])
+    cfg = BenchConfig.from_dict(summary.config)
     cfg.run_dir = Path(run_dir)
     return bench_summary(cfg, "the speed regression is not confirmed either way")
 
 
-def gate_for(baseline: dict, path: Path, overrides: dict | None = None) -> GateConfig:
-    """The limits: GateConfig's defaults, then the baseline's own "gate" section (a preset whose ratios swing
-    more between sessions says so next to its numbers), then the command line's (None: not given)."""
-    limits = {**(baseline.get("gate") or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    limits.pop("why", None)  # the reason for the baseline's limits, for its readers
+def gate_for(baseline: Baseline, overrides: dict | None = None) -> GateConfig:
+    """The limits: GateConfig's defaults, then the baseline's own (a preset whose ratios swing more between
+    sessions says so next to its numbers), then the command line's (None: not given)."""
     known = {f.name for f in fields(GateConfig)}
-    unknown = sorted(set(limits) - known)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - known)
     if unknown:
-        raise KdError(f"{path}: gate.{unknown[0]} is not a gate limit (known: {', '.join(sorted(known))})")
-    return GateConfig(**limits)
+        raise KdError(f"{unknown[0]} is not a gate limit (known: {', '.join(sorted(known))})")
+    return replace(baseline.gate or GateConfig(), **given)
+
+
+def other_cpu_line(found: Found, summary: BenchSummary) -> str:
+    """One line: whose baseline this is, that only accuracy is gated, and how to record this CPU's."""
+    return (f"kd: bench-check: {found.path} is the baseline of {found.baseline.machine.cpu.describe()}; this bench "
+            f"ran on {summary.machine.cpu.describe()}, so only accuracy and macro-F1 are gated (speed ratios depend "
+            f"on the CPU); record this CPU's baseline with `make bench-baseline PRESET={summary.preset}` "
+            f"(it writes {baseline_file(summary)})")
 
 
 def check(run_dir: Path, baseline_path: Path | None = None, overrides: dict | None = None, confirm: int = 0,
           rebench=bench_again) -> int:
     """The gate; speed ratios that fail are benched again up to `confirm` times (see best_ratios)."""
     summary = read_summary(run_dir)
-    path = Path(baseline_path) if baseline_path else default_baseline(summary)
-    if not path.is_file():
-        raise KdError(f"{path}: no such baseline; record one with `make bench-baseline` (RUN={run_dir})")
-    try:
-        baseline = json.loads(path.read_text())
-        base_settings = baseline["settings"]
-        baseline["rows"], read_ratios(baseline["ratios"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KdError(f"{path}: not a bench baseline ({exc}); record one with `make bench-baseline`") from None
-    ours = settings(summary)
-    differ = [k for k in COMPARABLE if base_settings.get(k) != ours.get(k)]
-    if differ:
-        raise KdError(f"{path}: recorded with {', '.join(f'{k}={base_settings.get(k)}' for k in differ)}, this "
-                      f"bench used {', '.join(f'{k}={ours.get(k)}' for k in differ)}; bench with the same settings "
-                      "or record a new baseline")
-    gate = gate_for(baseline, path, overrides)
+    found = find_baseline(summary, baseline_path)
+    path, baseline = found.path, found.baseline
+    if baseline.settings != summary.settings:
+        differ = [f.name for f in fields(baseline.settings)
+                  if getattr(baseline.settings, f.name) != getattr(summary.settings, f.name)]
+        raise KdError(f"{path}: recorded with {', '.join(f'{k}={getattr(baseline.settings, k)}' for k in differ)}, "
+                      f"this bench used {', '.join(f'{k}={getattr(summary.settings, k)}' for k in differ)}; bench "
+                      "with the same settings or record a new baseline")
+    gate = gate_for(baseline, overrides)
+    if not found.same_cpu:  # said first: nothing is benched again for ratios that are not gated
+        print(other_cpu_line(found, summary), flush=True)
     summaries = [summary]
-    checks = compare(summary, baseline, gate)
+    checks = compare(summary, baseline, gate, found.same_cpu)
     while speed_only(failures_of(checks)) and len(summaries) <= confirm:
         failures = failures_of(checks)
         print(f"kd: bench-check: {len(failures)} speed ratio(s) below the limit "
@@ -273,17 +194,17 @@ def check(run_dir: Path, baseline_path: Path | None = None, overrides: dict | No
         summaries.append(rebench(run_dir, summary))
         checks = compare(best_ratios(summaries), baseline, gate)
     failures = failures_of(checks)
-    same_machine = baseline.get("machine", {}).get("cpu") == summary.get("machine", {}).get("cpu")
-    print(f"kd: bench-check of {run_dir} against {path} (recorded {baseline.get('recorded')}; limits: accuracy "
-          f"-{gate.max_accuracy_drop_pt:g} pt, ratios -{gate.max_ratio_drop:.0%})"
+    print(f"kd: bench-check of {run_dir} against {path} (recorded {baseline.recorded}; limits: accuracy "
+          f"-{gate.max_accuracy_drop_pt:g} pt, "
+          + (f"ratios -{gate.max_ratio_drop:.0%})" if found.same_cpu else "ratios not gated: another CPU)")
           + (f"; speed ratios: the best of {len(summaries)} bench runs" if len(summaries) > 1 else "") + "\n")
     print("\n".join(table(checks)))
-    print(f"\nAbsolute figures ({'same CPU model as the baseline' if same_machine else 'another machine'}; "
-          "not gated):")
+    print(f"\nAbsolute figures ({'same CPU as the baseline' if found.same_cpu else 'another CPU'}; not gated):")
     print("\n".join(absolute_changes(summaries[-1], baseline)))
     if failures:
         print(f"\nkd: bench-check FAILED: {len(failures)} regression(s):")
         print("\n".join(f"- {f.message()}" for f in failures))
         return 1
-    print(f"\nkd: bench-check passed ({sum(c.gated and c.ok for c in checks)} checks)")
+    print(f"\nkd: bench-check passed ({sum(c.gated and c.ok for c in checks)} checks"
+          + ("" if found.same_cpu else ", accuracy only: another CPU's baseline") + ")")
     return 0

@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.config import BenchConfig, SuitePlugin
+from bench.records import BenchSummary
 from bench.workload import Workload
 from kd.errors import KdError
-from kd.runfolder import RunFolder, write_bytes, write_json, write_text
+from kd.runfolder import RunFolder, write_bytes, write_text
 
 SUITE = Path(__file__).resolve().parent
 
@@ -50,7 +51,8 @@ def bench(cfg: BenchConfig) -> int:
     import pytest
 
     from bench.plot import pareto_png
-    from bench.summary import build_summary, render
+    from bench.render import render
+    from bench.summary import build_summary
 
     run, workload = check_run(cfg)
     out = run.bench_dir
@@ -65,7 +67,7 @@ def bench(cfg: BenchConfig) -> int:
     write_bytes(out / "pytest-benchmark.json", raw)  # only a finished suite replaces the last one (fsynced)
     partial.unlink()
     summary = build_summary(json.loads(raw))
-    write_json(out / "summary.json", summary)
+    summary.write(out / "summary.json")
     md = render(summary)
     write_text(out / "summary.md", md)
     write_bytes(out / "pareto.png", pareto_png(summary))
@@ -75,10 +77,10 @@ def bench(cfg: BenchConfig) -> int:
     return code
 
 
-def bench_summary(cfg: BenchConfig, failed: str) -> dict:
+def bench_summary(cfg: BenchConfig, failed: str) -> BenchSummary:
     """bench(cfg) for a caller that needs every row (a baseline, a confirmation): the new summary, or a clear
     error (`failed` says what is not done) when any bench test failed."""
     code = bench(cfg)
     if code:
         raise KdError(f"bench on {cfg.run_dir}: some bench tests failed (pytest exit code {code}); {failed}")
-    return json.loads(RunFolder(Path(cfg.run_dir)).bench_summary.read_text())
+    return BenchSummary.read(RunFolder(Path(cfg.run_dir)).bench_summary)

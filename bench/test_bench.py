@@ -1,6 +1,8 @@
 """The measurements. Every timed call is a model call on an already-tokenized batch (host arrays in, host
 logits out, the device synchronised before it returns); tokenization is timed on its own. Figures that
-pytest-benchmark does not compute (percentiles, throughput, accuracy, FLOPs) go into `extra_info`."""
+pytest-benchmark does not compute (percentiles, throughput, accuracy, FLOPs) go into `extra_info` as one typed
+figure per measurement (bench/figures.py). Each test stands alone: what it needs comes from fixtures, so any one of
+them runs by itself (`pytest bench -k <id>`)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,20 @@ import pytest
 
 from bench.config import flag
 from bench.cpu import theoretical_peak, this_cpu
+from bench.figures import (
+    FloorFigure,
+    Int8VariantsFigure,
+    LatencyFigure,
+    PeakFigure,
+    RowFields,
+    ThroughputFigure,
+    TokenizeFigure,
+)
 from bench.floor import BACKENDS, floor_batches, open_floor
 from bench.flops import flops_of
 from bench.workload import token_counts
 from bench.yardstick import BENCH_STICKS, Peak, prepare, unavailable
-from export.inference import encode
+from engines.inference import encode
 from kd.device import cpu_count
 from kd.metrics import confusion
 
@@ -59,23 +70,27 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
         "mean_ms": float(values.mean())}
 
 
-def row_info(row, loaded) -> dict:
+def row_fields(row, loaded) -> RowFields:
     described = loaded.engine.describe()
-    return {**row.fields(), "params": loaded.params, "size_mb": described["size_mb"], "file": described["file"],
-            "int8_variant": described.get("int8_variant")}
+    return RowFields(row.id, row.model, row.backend, row.device, row.precision, loaded.params, described["size_mb"],
+                     described["file"], described.get("int8_variant"))
+
+
+def measure_peak(benchmark, bench_cfg, stick) -> None:
+    """One yardstick: the rate one engine reaches on a large matrix product in one precision, with the bench's
+    thread count (the fastest call, as timeit would take)."""
+    cpu_or_skip(bench_cfg, unavailable(stick))
+    threads = cpu_count()
+    benchmark.pedantic(prepare(stick, threads), rounds=5, warmup_rounds=1)
+    peak = Peak.of(stick, threads, min(benchmark.stats.stats.data))
+    benchmark.extra_info.update(PeakFigure(peak, theoretical_peak(this_cpu(), threads)).info())
 
 
 @pytest.mark.parametrize("stick", BENCH_STICKS, ids=lambda s: f"peak-{s.id}")
 def test_cpu_peak(benchmark, bench_cfg, stick):
-    """The rate one engine reaches on a large matrix product in one precision, with the bench's thread count.
-    The summary's yardstick for the models' GFLOP/s is the best of them per precision (bench/yardstick.py),
-    over this measurement and test_cpu_peak_again's."""
-    cpu_or_skip(bench_cfg, unavailable(stick))
-    threads = cpu_count()
-    benchmark.pedantic(prepare(stick, threads), rounds=5, warmup_rounds=1)
-    peak = Peak.of(stick, threads, min(benchmark.stats.stats.data))  # the fastest call, as timeit would
-    benchmark.extra_info.update(kind="peak", device="cpu", **peak.to_json(),
-                                theoretical=theoretical_peak(this_cpu(), threads).to_json())
+    """The yardsticks before the rows. The summary's yardstick for the models' GFLOP/s is the best of them per
+    precision (bench/yardstick.py), over this measurement and test_cpu_peak_again's."""
+    measure_peak(benchmark, bench_cfg, stick)
 
 
 @pytest.mark.parametrize("batch_size", [1, 32])
@@ -92,28 +107,40 @@ def test_tokenize(benchmark, tokenizer_model, batch_size, run, workload):
     benchmark.pedantic(lambda chunk: encode(tokenizer, chunk, workload.max_length), setup=feeder(chunks, 5),
                        rounds=len(chunks), warmup_rounds=min(5, len(chunks)))
     seconds = benchmark.stats.stats.data
-    benchmark.extra_info.update(kind="tokenize", model=tokenizer_model, batch_size=batch_size, calls=len(chunks),
-                                ms_per_call=float(np.median(seconds) * 1e3),
-                                texts_per_s=len(texts) / float(np.sum(seconds)))
+    benchmark.extra_info.update(TokenizeFigure(tokenizer_model, batch_size, len(chunks),
+                                               float(np.median(seconds) * 1e3), len(texts) / float(np.sum(seconds)))
+                                .info())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
-    """The engine's per-call floor at batch 1 (bench/floor.py): the latency texts' batches through a graph that does
-    next to no arithmetic, with the rows' settings. Its p50 is over every call, repeated to min_seconds / parts."""
+@pytest.fixture
+def floor(backend, bench_cfg, run, workload, tmp_path_factory):
+    """The engine's floor graph (bench/floor.py) opened with the rows' settings, and the latency texts' batches for
+    it; a skip where the bench leaves the CPU out or the engine is not installed."""
     from transformers import AutoTokenizer
 
-    from export.engines import engine
+    from engines import engine
 
     cpu_or_skip(bench_cfg, engine(backend).unavailable("cpu", "fp32"))
     model = bench_cfg.models[-1]
     singles = floor_batches(workload.single_texts(model, AutoTokenizer.from_pretrained(run.model_dir(model))))
-    runner = open_floor(backend, tmp_path_factory.mktemp("floor")).run
+    return open_floor(backend, tmp_path_factory.mktemp("floor")).run, singles
+
+
+def measure_floor(benchmark, backend, floor, bench_cfg) -> None:
+    """The engine's per-call floor at batch 1: the latency texts' batches through a graph that does next to no
+    arithmetic. Its p50 is over every call, repeated to min_seconds / parts."""
+    runner, singles = floor
     passes = passes_for(runner, singles[len(singles) // 2], len(singles), bench_cfg)
     benchmark.pedantic(runner, setup=feeder(singles * passes, bench_cfg.latency_warmup),
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
-    benchmark.extra_info.update(kind="floor", backend=backend, device="cpu", batch_size=1, calls=len(singles) * passes,
-                                p50_ms=float(np.median(benchmark.stats.stats.data) * 1e3))
+    benchmark.extra_info.update(FloorFigure(backend, len(singles) * passes,
+                                            float(np.median(benchmark.stats.stats.data) * 1e3)).info())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_floor(benchmark, backend, floor, bench_cfg):
+    """The floors before the rows."""
+    measure_floor(benchmark, backend, floor, bench_cfg)
 
 
 def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
@@ -134,10 +161,9 @@ def test_latency(benchmark, part, row, state, workload, bench_cfg, settler):
                        rounds=len(singles) * passes, warmup_rounds=min(bench_cfg.latency_warmup, len(singles)))
     state.latency_medians.append(float(np.median(benchmark.stats.stats.data)))
     _, real = token_counts(singles)
-    benchmark.extra_info.update(kind="latency", part=part, parts=bench_cfg.parts, batch_size=1, texts=len(singles),
-                                passes=passes, mean_tokens=real / len(singles),
-                                flop_per_call=flops_of(loaded.config, singles) / len(singles), **row_info(row, loaded),
-                                **percentiles_ms(benchmark.stats.stats.data))
+    benchmark.extra_info.update(LatencyFigure(
+        row_fields(row, loaded), part, bench_cfg.parts, len(singles), passes, real / len(singles),
+        flops_of(loaded.config, singles) / len(singles), **percentiles_ms(benchmark.stats.stats.data)).info())
 
 
 def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
@@ -178,12 +204,10 @@ def test_throughput(benchmark, part, row, state, workload, bench_cfg, settler):
     assert np.isfinite(logits).all(), f"{row.id}: non-finite logits"
     matrix = confusion(logits.argmax(-1), workload.labels[rows], len(workload.label_names))
     padded, real = token_counts(padded_batches)
-    benchmark.extra_info.update(
-        kind="throughput", part=part, parts=bench_cfg.parts, batch_size=bench_cfg.batch_size, order=bench_cfg.order,
-        samples=len(rows), batches=len(batches), passes=passes, seconds=mode_seconds[mode], bulk_mode=mode,
-        mode_seconds=mode_seconds, median_pass_seconds=float(np.median(benchmark.stats.stats.data)),
-        confusion_matrix=matrix.tolist(), padded_tokens=padded, real_tokens=real,
-        flop=flops_of(loaded.config, padded_batches), **row_info(row, loaded))
+    benchmark.extra_info.update(ThroughputFigure(
+        row_fields(row, loaded), part, bench_cfg.parts, bench_cfg.batch_size, bench_cfg.order, len(rows),
+        len(batches), passes, mode_seconds[mode], mode, mode_seconds, float(np.median(benchmark.stats.stats.data)),
+        matrix.tolist(), padded, real, float(flops_of(loaded.config, padded_batches))).info())
 
 
 def test_int8_variants(benchmark, int8_model, run, workload, bench_cfg):
@@ -193,8 +217,8 @@ def test_int8_variants(benchmark, int8_model, run, workload, bench_cfg):
     variant the engine picked for this CPU (on synthetic inputs, when the model was first loaded here) is from the
     fastest one on the bench's own texts."""
     from bench.backends import Row, load, missing, weights_file
-    from export.engines import engine
-    from export.int8_host import measure, variants
+    from engines import engine
+    from engines.int8_host import measure, variants
 
     row = Row(int8_model, "onnxruntime", "cpu", "int8")
     cpu_or_skip(bench_cfg, missing(row, run))
@@ -209,20 +233,19 @@ def test_int8_variants(benchmark, int8_model, run, workload, bench_cfg):
     singles = workload.single_texts(int8_model, loaded.tokenizer)
     seconds = {}
     benchmark.pedantic(lambda: seconds.update(measure(runners, {"b1": singles, "b32": spread})), rounds=1)
-    benchmark.extra_info.update(kind="int8_variants", model=int8_model, backend="onnxruntime", device="cpu",
-                                chosen=loaded.engine.describe().get("int8_variant"), b1_texts=len(singles),
-                                b32_batches=len(spread), seconds=seconds)
+    benchmark.extra_info.update(Int8VariantsFigure(int8_model, loaded.engine.describe().get("int8_variant"),
+                                                   len(singles), len(spread), seconds).info())
 
 
 @pytest.mark.parametrize("stick", BENCH_STICKS, ids=lambda s: f"peak-{s.id}-again")
 def test_cpu_peak_again(benchmark, bench_cfg, stick):
-    """The yardsticks again, after every row (pytest runs a module's tests in order): a slow spell of a few
+    """The yardsticks again, after every row (pytest runs a module's tests in file order): a slow spell of a few
     seconds once put every call of the first measurement below a student's own rate, and a yardstick measured
-    low gives no fraction at all."""
-    test_cpu_peak(benchmark, bench_cfg, stick)
+    low gives no fraction at all. It measures on its own, so it also runs alone."""
+    measure_peak(benchmark, bench_cfg, stick)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_floor_again(benchmark, backend, bench_cfg, run, workload, tmp_path_factory):
+def test_floor_again(benchmark, backend, floor, bench_cfg):
     """The floors again, after every row: the summary keeps each engine's lower one (a slow spell only slows)."""
-    test_floor(benchmark, backend, bench_cfg, run, workload, tmp_path_factory)
+    measure_floor(benchmark, backend, floor, bench_cfg)

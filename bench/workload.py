@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.config import BenchConfig, flag
-from export.engines import Loaded
-from export.inference import encode, length_sorted_batches
+from engines import Loaded
+from engines.inference import encode, length_sorted_batches
 from kd.runfolder import RunFolder
 
 Batch = dict[str, np.ndarray]

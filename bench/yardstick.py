@@ -85,7 +85,7 @@ class Peak:
 
 def unavailable(stick: Stick) -> str | None:
     """Why this machine cannot run the stick (its engine not installed, no bf16 on this CPU), else None."""
-    from export.engines import engine
+    from engines import engine
 
     return engine(stick.engine).unavailable("cpu", stick.precision)
 
@@ -116,7 +116,7 @@ def _onnxruntime(stick: Stick, threads: int, a: np.ndarray, b: np.ndarray) -> Ca
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.engines.onnxruntime import session_options
+    from engines.sessions.onnxruntime import session_options
 
     kind = TensorProto.UINT8 if stick.precision == "int8" else TensorProto.FLOAT
     out = TensorProto.INT32 if stick.precision == "int8" else TensorProto.FLOAT
@@ -233,19 +233,19 @@ def efficiency(precision: str, row: str, rate: float, useful: float, yardstick: 
     return Efficiency(precision, row, rate, useful, yardstick, rate / yardstick.gflops_per_s, None, theoretical)
 
 
-def compute_efficiency(rows: list[dict], peaks: list[Peak], theoretical: Theoretical | None = None
+def compute_efficiency(rows: list, peaks: list[Peak], theoretical: Theoretical | None = None
                        ) -> dict[str, Efficiency]:
     """Per precision of PRECISIONS: the fastest (batch-32 samples/s) student row on the CPU with a GFLOP/s,
     against the best measured matrix-product rate of that precision. The theoretical peak is fp32's only: the
     int8 dot-product throughput per core is not readable from the OS."""
     out = {}
     for precision in PRECISIONS:
-        candidates = [r for r in rows if r["device"] == "cpu" and r["precision"] == precision
-                      and r["model"] != "teacher" and r.get("gflops_per_s")]
+        candidates = [r for r in rows if r.device == "cpu" and r.precision == precision
+                      and r.model != "teacher" and r.gflops_per_s]
         if candidates:
-            top = max(candidates, key=lambda r: r["samples_per_s"])
-            out[precision] = efficiency(precision, top["row"], top["gflops_per_s"],
-                                        top["real_tokens"] / top["padded_tokens"], best(peaks, precision),
+            top = max(candidates, key=lambda r: r.samples_per_s)
+            out[precision] = efficiency(precision, top.row, top.gflops_per_s,
+                                        top.real_tokens / top.padded_tokens, best(peaks, precision),
                                         theoretical if precision == "fp32" else None)
     return out
 
@@ -268,15 +268,8 @@ def sentence(e: Efficiency) -> str:
                    f"CPU ({stick}).")
 
 
-def summary_sentences(summary: dict) -> list[str]:
-    """The efficiency lines of a bench summary, one per precision it has."""
-    return [sentence(Efficiency.from_json(data)) for data in summary["efficiency"].values()]
-
-
-def summary_fields(rows: list[dict], peak_records: list[dict]) -> dict:
-    """The summary's JSON for the yardsticks and the efficiencies, from the bench's kind="peak" records."""
-    peaks = [Peak.from_json(r) for r in peak_records]
-    theoretical = next((Theoretical.from_json(r["theoretical"]) for r in peak_records if r.get("theoretical")), None)
-    found = compute_efficiency(rows, peaks, theoretical)
-    return {"cpu_peaks": [p.to_json() for p in peaks], "cpu_theoretical_peak": theoretical and theoretical.to_json(),
-            "efficiency": {precision: e.to_json() for precision, e in found.items()}}
+def summary_sentences(found: dict[str, Efficiency]) -> list[str]:
+    """The efficiency lines of a bench summary, one per precision it has, each made again under Efficiency's rule
+    (never trusted as stored)."""
+    return [sentence(efficiency(e.precision, e.row, e.gflops_per_s, e.useful_token_share, e.yardstick, e.theoretical))
+            for e in found.values()]

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from cli.bench import bench_options, run_bench_verb
 from export.config import ExportConfig
 from kd.config import available_presets, choose_preset, load_config
 from kd.errors import KdError, say_error
@@ -80,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
                        "from the hub)")
         p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>)")
         if verb in BENCH_VERBS:
-            add_bench_options(p, verb)
+            bench_options(p, verb)
             continue
         if verb == "export":
             p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -99,31 +100,6 @@ def parser() -> argparse.ArgumentParser:
         if verb == "bench-train":
             p.add_argument("--rows", type=int, default=2000, help="training rows per timed epoch")
     return top
-
-
-def add_bench_options(p: argparse.ArgumentParser, verb: str) -> None:
-    if verb in ("bench", "bench-baseline"):
-        from bench.config import add_arguments
-
-        add_arguments(p.add_argument, skip=("run_dir", "data"))  # those two every verb has
-    if verb != "bench":
-        p.add_argument("--baseline", type=Path, help="baseline file (default: bench/baselines/<preset>-<device>.json)")
-    if verb == "bench-baseline":
-        p.add_argument("--repeat", type=int, default=0,
-                       help="bench this many times and keep the lowest of each figure (default: 0, use the "
-                       "run's last bench)")
-    if verb == "bench-check":
-        from bench.gate import GateConfig
-
-        p.add_argument("--max-accuracy-drop", type=float,
-                       help="points of accuracy or macro-F1 a row may lose (default: the baseline's gate section, "
-                       f"else {GateConfig.max_accuracy_drop_pt})")
-        p.add_argument("--max-ratio-drop", type=float,
-                       help="share a within-run speed ratio may fall below the baseline's (default: the baseline's "
-                       f"gate section, else {GateConfig.max_ratio_drop})")
-        p.add_argument("--confirm", type=int, default=1,
-                       help="when only speed ratios fail, bench again up to this many times; a ratio fails only "
-                       "if it fails every time (default: %(default)s; 0: judge the last bench alone)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +232,7 @@ def run(args) -> int:
 
 def run_export_verb(args) -> int:
     if args.verb == "predict":
-        from export.predict import format_lines, load, predict, read_texts
+        from engines.predict import format_lines, load, predict, read_texts
 
         texts = list(args.texts) + (read_texts(args.file) if args.file else [])
         if not texts:
@@ -277,28 +253,6 @@ def run_export_verb(args) -> int:
 
         export_check(run_dir, args.data)
     return 0
-
-
-def run_bench_verb(args) -> int:
-    run_dir = args.run_dir or default_run_dir(Path(choose_preset(args.preset)).stem)
-    if args.verb in ("bench", "bench-baseline"):
-        from bench.config import BenchConfig
-        from bench.gate import read_summary, record_baseline
-        from bench.run import bench, bench_summary
-
-        cfg = BenchConfig.from_args(args, run_dir=run_dir, data=args.data)
-        if args.verb == "bench":
-            return bench(cfg)
-        summaries = []
-        for i in range(args.repeat):
-            print(f"kd: bench {i + 1} of {args.repeat} for the baseline", flush=True)
-            summaries.append(bench_summary(cfg, f"bench {i + 1} of {args.repeat}: no baseline written"))
-        record_baseline(summaries or [read_summary(run_dir)], args.baseline)
-        return 0
-    from bench.gate import check
-
-    overrides = {"max_accuracy_drop_pt": args.max_accuracy_drop, "max_ratio_drop": args.max_ratio_drop}
-    return check(run_dir, args.baseline, overrides, args.confirm)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from export.engines import engine, load
-from export.inference import logits_over
+from engines import engine, load
+from engines.inference import logits_over
 from kd.errors import KdError
 from kd.metrics import accuracy, agreement
 from kd.runfolder import RunFolder, write_json, write_text

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from engines import Engine, engine
+from engines.timing import clearly_faster, faster
 from export.config import ExportConfig
-from export.engines import Engine, engine
 from export.optimize import heads_and_hidden, optimize_graph
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 from export.quantize import quantize
-from export.timing import clearly_faster, faster
 from kd.metrics import mcnemar
 
 ONNX = engine("onnxruntime")

@@ -26,7 +26,7 @@ class ExportConfig:
     # int8 variants tried (export/quantize.py's CANDIDATES), each on the whole validation split; of those that pass
     # the gates and are equal in accuracy (int8_same_accuracy_p), the first listed ships as model_int8.onnx unless
     # another is over `speed_margin` faster here, and all of them are kept for the per-CPU choice
-    # (export/int8_host.py). The defaults are the two dynamic per-channel variants, int8 and uint8 weights, whose
+    # (engines/int8_host.py). The defaults are the two dynamic per-channel variants, int8 and uint8 weights, whose
     # speed differs from CPU to CPU (docs/export.md); each one more costs every export its quantization and its
     # validation pass.
     int8_candidates: list[str] = field(default_factory=lambda: ["qint8-per-channel", "quint8-per-channel"])

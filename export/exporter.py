@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForSequenceClassification
 
+from engines import load_model
+from engines.inference import length_sorted_batches
+from engines.int8_host import VARIANTS
+from engines.timing import timing_batches
 from export.choose import (
     ChoiceContext,
     Int8Choice,
@@ -22,19 +26,16 @@ from export.choose import (
     int8_file,
 )
 from export.config import ExportConfig
-from export.engines import load_model
-from export.inference import length_sorted_batches
-from export.int8_host import VARIANTS
 from export.onnx_export import export_onnx
 from export.openvino_export import export_openvino, missing_packages
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
-from export.timing import timing_batches
+from export.records import REPORT, ExportReport
 from kd.errors import KdError
+from kd.jsonrecord import from_dict
 from kd.metrics import accuracy
 from kd.runfolder import atomic_dir, sha256_file, write_json
 
-REPORT = "export_report.json"
 # Calibration texts go in length-sorted batches of 16: little padding, whose activations would enter the ranges,
 # and fewer calls (fewer tokens and a faster NNCF than file-order batches of 8, at the same validation accuracy).
 CALIBRATION_BATCH = 16
@@ -50,16 +51,16 @@ def export_key(weights_sha256: str, cfg: ExportConfig) -> str:
 
 def is_current(out_dir: Path, key: str) -> bool:
     """Made with this key, and not short of the OpenVINO IRs that this machine can now write."""
-    report = out_dir / REPORT
-    if not report.is_file():
+    try:
+        recorded = ExportReport.read(out_dir / REPORT)
+    except KdError:  # none, or one of another schema: exported again
         return False
-    recorded = json.loads(report.read_text())
-    return recorded.get("key") == key and not ("openvino_skipped" in recorded and not missing_packages())
+    return recorded.key == key and not (recorded.openvino_skipped and not missing_packages())
 
 
 def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], labels: np.ndarray,
                  cfg: ExportConfig, max_length: int, log=print, key: str | None = None,
-                 calibration_texts: list[str] = (), timings: dict | None = None) -> dict:
+                 calibration_texts: list[str] = (), timings: dict | None = None) -> ExportReport:
     """`texts`, `labels`: the validation rows the gates use; `calibration_texts`: training rows for the static
     int8 variants. `key`: export_key of the weights when the caller has their verified sha256 (hashed here
     otherwise). `timings`: one dict for all of a run's exports, where graphs of the same structure share their
@@ -133,7 +134,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
 
         # the folder keeps model.onnx (the chosen fp32 graph), model_int8.onnx (the choice above, for a user who
         # takes one file), every int8 variant that passed the gates when more than one did (the engine picks the
-        # fastest on the CPU it runs on: export/int8_host.py) and the OpenVINO folders
+        # fastest on the CPU it runs on: engines/int8_host.py) and the OpenVINO folders
         if len(checked.passing) > 1:
             (tmp / VARIANTS).mkdir()
             for candidate in checked.passing:
@@ -158,9 +159,11 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             pytorch_size_mb=(model_dir / "model.safetensors").stat().st_size / 2**20,
             total_seconds=time.perf_counter() - started,
         )
-        write_json(tmp / REPORT, report)
+        # the pieces were gathered as the export went (a failure writes them as evidence); the record is typed here
+        record = from_dict(ExportReport, report)
+        record.write(tmp / REPORT)
     (out_dir.parent / f"{name}.failed.json").unlink(missing_ok=True)
-    return report
+    return record
 
 
 def shipped_int8(int8: Int8Choice) -> dict:

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engines import Batch, engine, feed, not_installed
+from engines.sessions.openvino import FOLDERS, input_names
 from export.choose import run_graph
-from export.engines import Batch, engine, feed, not_installed
-from export.engines.openvino import FOLDERS, input_names
 from export.parity import Check, ExportGateError, Outputs, ParitySet, fp32_failures, int8_failures
 
 OPENVINO = engine("openvino")

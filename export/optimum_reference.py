@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
+from engines import engine
+from engines.inference import length_sorted_batches
 from export.check import plain_logits
-from export.engines import engine
-from export.inference import length_sorted_batches
 from kd.errors import KdError
 from kd.runfolder import RunFolder, write_bytes, write_json
 

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from engines.inference import Many, Runner, encode, length_sorted_batches, logits_of
 from export.config import ExportConfig, Gates
-from export.inference import Many, Runner, encode, length_sorted_batches, logits_of
 from kd.errors import KdError
 from kd.metrics import accuracy, agreement
 

@@ -16,7 +16,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from export.engines import feed
+from engines import feed
 from kd.errors import KdError
 
 # name -> (weight type, per channel, static)

@@ -39,7 +39,7 @@ def export_run(run_dir: Path, cfg: ExportConfig, models: list[str] | None = None
         report = export_model(name, run.model_dir(name), out_dir, texts, labels, cfg, max_length,
                               log=lambda m: print(f"kd: {m}", flush=True), key=key, calibration_texts=calibration,
                               timings=timings)
-        print(f"kd: {name}: exported in {report['total_seconds']:.0f} s -> {out_dir}", flush=True)
+        print(f"kd: {name}: exported in {report.total_seconds:.0f} s -> {out_dir}", flush=True)
     summary = write_run_report(run.onnx_root)
     print((run.onnx_root / "report.md").read_text())
     return summary

@@ -72,14 +72,6 @@ def cpu_model() -> str:
     return first_cpu().get("model name") or platform.processor() or platform.machine()
 
 
-def cpu_identity() -> str:
-    """The CPU as far as kernel speed goes: its model name with vendor, family, model and stepping (a model name
-    alone can be as vague as "AMD EPYC", shared by Zen 4 and Zen 5). Choices measured on one CPU hold for it."""
-    fields = first_cpu()
-    ids = [f"{k} {fields[k]}" for k in ("vendor_id", "cpu family", "model", "stepping") if k in fields]
-    return ", ".join([cpu_model(), *ids])
-
-
 def device_info(device: str) -> dict:
     import torch
 

@@ -20,8 +20,8 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    from export.inference import logits_over
-    from export.predict import load
+    from engines.inference import logits_over
+    from engines.predict import load
     from kd.config import RunConfig, build_dataclass
     from kd.data import load_splits, stratified_split
     from kd.metrics import classification_metrics

@@ -11,11 +11,25 @@ import torch
 from conftest import QUICK_BENCH, add_slow_branch, kd
 
 from bench.config import BenchConfig, add_arguments
+from bench.figures import RowFields
 from bench.flops import batch_flops
 from bench.gate import GateConfig, check, compare, failures_of, table, under_latency_floor
 from bench.plot import frontier
-from bench.summary import LATENCY, SUMMARY_FORMAT, THROUGHPUT, Ratio, read_ratios
+from bench.records import (
+    LATENCY,
+    THROUGHPUT,
+    Baseline,
+    BaselineRow,
+    BenchSummary,
+    Machine,
+    Ratio,
+    Settings,
+    SummaryRow,
+)
+from bench.summary import build_summary
+from engines.cpu import CpuIdentity, this_cpu_identity
 from kd.errors import KdError
+from kd.jsonrecord import to_dict
 
 CPU_COMBOS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
               ("openvino", "int8")]
@@ -31,6 +45,9 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     assert "| model | backend |" in md and "Fastest backend per workload:" in md
     assert "ONNX Runtime's threads spinning between calls" in md
     rows = {r["row"]: r for r in summary["rows"]}
+    # written from the BenchSummary record and read back into it whole
+    assert BenchSummary.read(out / "summary.json") == build_summary(raw)
+    assert summary["version"] == BenchSummary.VERSION and summary["machine"]["cpu"] == to_dict(this_cpu_identity())
     cfg = BenchConfig.from_dict(summary["config"])
     expected = {f"{m}-{b}-cpu-{p}" for m in ("teacher", "baseline", "distilled") for b, p in CPU_COMBOS}
     assert expected <= set(rows)
@@ -82,11 +99,11 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
         assert rows[f"{m}-openvino-cpu-int8"]["size_mb"] < rows[f"{m}-openvino-cpu-fp32"]["size_mb"] / 2
     for b in raw["benchmarks"]:  # OpenVINO: both bulk modes in a row's first part, the faster alone afterwards
         info = b["extra_info"]
-        if info["kind"] == "throughput" and info["backend"] == "openvino":
-            assert len(info["mode_seconds"]) == (2 if info["part"] == 0 else 1), info["row"]
-            assert info["bulk_mode"] == rows[info["row"]]["bulk_mode"], info["row"]
+        if info["kind"] == "throughput" and info["of"]["backend"] == "openvino":
+            assert len(info["mode_seconds"]) == (2 if info["part"] == 0 else 1), info["of"]["row"]
+            assert info["bulk_mode"] == rows[info["of"]["row"]]["bulk_mode"], info["of"]["row"]
     # the ratios are stored with their rows; the settings are those kd bench handed to the suite
-    keys = {r.key for r in read_ratios(summary["ratios"])}
+    keys = {(r["fast"], r["slow"], r["what"]) for r in summary["ratios"]}
     assert ("distilled-onnxruntime-cpu-int8", "distilled-onnxruntime-cpu-fp32", THROUGHPUT) in keys
     assert ("distilled-onnxruntime-cpu-int8", "teacher-pytorch-cpu-fp32", LATENCY) in keys
     assert (cfg.samples, cfg.latency_texts, cfg.min_seconds, cfg.parts, cfg.run_dir) == (256, 32, 0.2, 3, smoke_bench)
@@ -204,6 +221,30 @@ def test_bench_errors_are_one_line(smoke_bench, tmp_path, kd_here):
     assert proc.returncode == 2 and "samples=7600" in proc.stderr
 
 
+@pytest.mark.slow
+def test_one_bench_measurement_runs_alone_and_records_its_figure(smoke_export, tmp_path):
+    """A measurement that runs after the rows (the floor again) needs nothing from an earlier test: run alone by its
+    id on the shared export, it records its typed figure."""
+    import subprocess
+    import sys
+
+    from conftest import ENV, REPO
+
+    from bench.figures import FloorFigure, read_figure
+
+    out = tmp_path / "one.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/test_bench.py", "-q", "-p", "no:cacheprovider",
+                           "-k", "test_floor_again and onnxruntime", "--run-dir", str(smoke_export),
+                           f"--benchmark-json={out}", *QUICK_BENCH], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    assert bench["name"] == "test_floor_again[onnxruntime]"
+    figure = read_figure(bench["extra_info"], "extra_info")
+    assert isinstance(figure, FloorFigure) and figure.backend == "onnxruntime" and figure.p50_ms > 0
+    assert figure.calls == len(bench["stats"]["data"])
+
+
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 def test_flop_count_matches_pytorchs_counter(kind):
     from torch.utils.flop_counter import FlopCounterMode
@@ -221,17 +262,45 @@ def test_flop_count_matches_pytorchs_counter(kind):
     assert batch_flops(config, 3, 17) == counter.get_total_flops()
 
 
-def ratios(*values: tuple[str, str, str, float]) -> list[dict]:
-    return [Ratio(*v).to_json() for v in values]
+ZEN4 = CpuIdentity("AMD EPYC", "AuthenticAMD", 25, 17, 1, ("AVX2", "AVX-512", "AVX-512 VNNI", "AVX-512 BF16"))
+XEON = CpuIdentity("Intel(R) Xeon(R) Platinum 8480+", "GenuineIntel", 6, 143, 8,
+                   ("AVX2", "AVX-512", "AVX-512 VNNI", "AVX-512 BF16", "AMX-INT8", "AMX-BF16"))
+SETTINGS = Settings(100, 32, "length")
+
+
+def ratios(*values: tuple[str, str, str, float]) -> list[Ratio]:
+    return [Ratio(*v) for v in values]
+
+
+def machine(cpu: CpuIdentity = ZEN4) -> Machine:
+    return Machine(cpu, 2, 2, {"torch": 2}, None, "Linux")
+
+
+def summary_with(rows: list[dict], found: list[Ratio], skipped: dict | None = None, cpu: CpuIdentity = ZEN4
+                 ) -> BenchSummary:
+    """A bench summary of these rows (row id, accuracy, f1_macro, ... as SummaryRow's fields) and ratios."""
+    return BenchSummary(
+        preset="smoke", config={"batch_size": 32, "order": "length"}, settings=SETTINGS, machine=machine(cpu),
+        versions={}, datetime=None, skipped=skipped or {}, tokenize={}, floors_ms={}, int8_variants={},
+        rows=[SummaryRow(**{"model": "m", "backend": "b", "device": "cpu", "precision": "fp32", "params": 1,
+                            "size_mb": 1.0, **r}) for r in rows],
+        ratios=found, cpu_peaks=[], cpu_theoretical_peak=None, efficiency={})
+
+
+def baseline_with(rows: dict[str, dict], found: list[Ratio], cpu: CpuIdentity = ZEN4,
+                  gate: GateConfig | None = None) -> Baseline:
+    return Baseline("smoke", "2026-12-06T00:00:00+00:00", 1, SETTINGS, machine(cpu), {},
+                    {k: BaselineRow(**{"samples_per_s": None, "p50_ms": None, **v}) for k, v in rows.items()},
+                    found, gate)
 
 
 def test_gate_limits_are_inclusive_and_missing_rows_fail():
     row = {"row": "distilled-onnxruntime-cpu-int8", "accuracy": 0.90, "f1_macro": 0.90}
-    baseline = {"rows": {row["row"]: {"accuracy": 0.91, "f1_macro": 0.91}, "gone-pytorch-cpu-fp32":
-                         {"accuracy": 0.9, "f1_macro": 0.9}},
-                "ratios": ratios(("a", "b", THROUGHPUT, 4.0), ("c", "d", THROUGHPUT, 4.0))}
-    summary = {"rows": [row], "ratios": ratios(("a", "b", THROUGHPUT, 3.0), ("c", "d", THROUGHPUT, 2.99)),
-               "skipped": {"gone-pytorch-cpu-fp32": "no such device"}}
+    baseline = baseline_with({row["row"]: {"accuracy": 0.91, "f1_macro": 0.91}, "gone-pytorch-cpu-fp32":
+                              {"accuracy": 0.9, "f1_macro": 0.9}},
+                             ratios(("a", "b", THROUGHPUT, 4.0), ("c", "d", THROUGHPUT, 4.0)))
+    summary = summary_with([row], ratios(("a", "b", THROUGHPUT, 3.0), ("c", "d", THROUGHPUT, 2.99)),
+                           {"gone-pytorch-cpu-fp32": "no such device"})
     checks = compare(summary, baseline, GateConfig(max_accuracy_drop_pt=1.0, max_ratio_drop=0.25))
     failures = failures_of(checks)
     assert [(f.kind, f.row, f.ratio and f.ratio.key) for f in failures] == [
@@ -249,24 +318,26 @@ def test_gate_limits_are_inclusive_and_missing_rows_fail():
 
 
 def test_batch_1_latency_ratios_of_sub_millisecond_rows_are_shown_not_gated():
-    baseline = {"rows": {"a": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.3},
-                         "b": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}},
-                "ratios": ratios(("a", "b", LATENCY, 0.95))}
-    fast = {"rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.33},
-                     {"row": "b", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}],
-            "ratios": ratios(("a", "b", LATENCY, 0.6))}
+    baseline = baseline_with({"a": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.3},
+                              "b": {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}},
+                             ratios(("a", "b", LATENCY, 0.95)))
+    fast = summary_with([{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.33},
+                         {"row": "b", "accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 0.2}],
+                        ratios(("a", "b", LATENCY, 0.6)))
     checks = compare(fast, baseline, GateConfig())
     assert not failures_of(checks) and any("not gated: both rows under 2.5 ms" in line for line in table(checks))
     assert "| a vs b: b1 p50 latency (×) | 0.95 | 0.6 | -37% | not gated: both rows under 2.5 ms | |" in table(checks)
-    fast["rows"][0]["p50_ms"] = 5.0  # a row that became slow is gated again
+    fast.rows[0].p50_ms = 5.0  # a row that became slow is gated again
     failures = failures_of(compare(fast, baseline, GateConfig()))
     assert [f.ratio.key for f in failures] == [("a", "b", LATENCY)]
 
 
 def test_the_latency_floor_reads_the_ratios_rows():
     """Both rows of the ratio, now and in the baseline, must be under the floor; a throughput ratio never is."""
-    now = {"a": {"p50_ms": 0.3}, "b": {"p50_ms": 0.2}, "c": {"p50_ms": 3.0}}
-    base = {"a": {"p50_ms": 0.3}, "b": {"p50_ms": 0.2}, "c": {"p50_ms": 0.2}}
+    def at(**p50):
+        return {r: BaselineRow(0.9, 0.9, None, ms) for r, ms in p50.items()}
+
+    now, base = at(a=0.3, b=0.2, c=3.0), at(a=0.3, b=0.2, c=0.2)
     assert under_latency_floor(Ratio("a", "b", LATENCY, 1.0), now, base, 2.5)
     assert not under_latency_floor(Ratio("a", "b", THROUGHPUT, 1.0), now, base, 2.5)
     assert not under_latency_floor(Ratio("a", "c", LATENCY, 1.0), now, base, 2.5)  # c is slow now
@@ -274,34 +345,139 @@ def test_the_latency_floor_reads_the_ratios_rows():
     assert not under_latency_floor(Ratio("a", "gone", LATENCY, 1.0), now, base, 2.5)
 
 
-def test_a_ratio_round_trips_through_json_and_older_files_are_refused(tmp_path):
-    ratio = Ratio("distilled-onnxruntime-cpu-int8", "teacher-pytorch-cpu-fp32", LATENCY, 4.773637453719867)
-    assert Ratio.from_json(json.loads(json.dumps(ratio.to_json()))) == ratio
-    assert ratio.name == "distilled-onnxruntime-cpu-int8 vs teacher-pytorch-cpu-fp32: b1 p50 latency"
+def test_records_round_trip_and_an_old_or_malformed_file_is_one_line_naming_file_and_field(tmp_path):
+    summary = summary_with([{"row": "a", "accuracy": 0.9, "f1_macro": 0.8, "p50_parts_ms": [1.0, 2.0]}],
+                           ratios(("a", "b", LATENCY, 4.77)))
+    summary.write(tmp_path / "summary.json")
+    assert BenchSummary.read(tmp_path / "summary.json") == summary
+    baseline = baseline_with({"a": {"accuracy": 0.9, "f1_macro": 0.8}}, summary.ratios, gate=GateConfig(why="x"))
+    baseline.write(tmp_path / "baseline.json")
+    assert Baseline.read(tmp_path / "baseline.json") == baseline
+    assert summary.ratios[0].name == "a vs b: b1 p50 latency"
     with pytest.raises(ValueError, match="speed"):
         Ratio("a", "b", "speed", 1.0)
-    # a summary of an older format (here: before the format was recorded, with ratios of another shape) is not
-    # read: bench-check asks for a new bench in one line
+    # a summary of an older version (format 2: no version, untyped) is refused in one line that names the fix
     run = tmp_path / "run"
     (run / "bench").mkdir(parents=True)
-    (run / "bench" / "summary.json").write_text(json.dumps({"rows": [], "ratios": {ratio.name: ratio.value}}))
-    with pytest.raises(KdError, match=r"not a bench summary this kd-bench reads \(format None, this kd-bench reads "
-                                      r"format 2\); run `make bench` .* again"):
+    (run / "bench" / "summary.json").write_text(json.dumps({"format": 2, "rows": [], "ratios": []}))
+    with pytest.raises(KdError, match=r"summary.json: field version: None, this kd-bench reads BenchSummary version "
+                                      r"3 .*; run `make bench`"):
         check(run)
-    (run / "bench" / "summary.json").write_text(json.dumps({"format": SUMMARY_FORMAT, "rows": [],
-                                                            "ratios": {ratio.name: ratio.value}}))
-    with pytest.raises(KdError, match="its ratios are not a list"):
+    # a malformed field: the file and the field's path
+    data = json.loads((tmp_path / "summary.json").read_text())
+    data["rows"][0]["accuracy"] = "high"
+    (run / "bench" / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(KdError, match=r"summary.json: field rows\[0\].accuracy: expected a number, found 'high'"):
         check(run)
-    # the committed baselines, the gate section of the smoke one kept
-    from bench.gate import BASELINES
+    data = json.loads((tmp_path / "baseline.json").read_text())
+    del data["machine"]["cpu"]
+    (tmp_path / "baseline.json").write_text(json.dumps(data))
+    with pytest.raises(KdError, match=r"baseline.json: field machine.cpu: missing, expected CpuIdentity; record it"):
+        Baseline.read(tmp_path / "baseline.json")
+    # the committed baselines: typed, with the CPU they were recorded on, the gate section of the smoke one kept
+    from bench.baseline import BASELINES
 
-    smoke = json.loads((BASELINES / "smoke-cpu.json").read_text())
-    assert smoke["gate"]["max_ratio_drop"] == 0.4
-    for name in ("smoke-cpu.json", "cpu-cpu.json"):  # recorded with every CPU row: ratios between recorded rows
-        baseline = json.loads((BASELINES / name).read_text())
-        keys = {r.key for r in read_ratios(baseline["ratios"])}
-        assert all(fast in baseline["rows"] and slow in baseline["rows"] for fast, slow, _ in keys), name
+    committed = {p.name: Baseline.read(p) for p in BASELINES.glob("*.json")}
+    assert set(committed) == {"smoke-cpu-amd-epyc-f25m17s1.json", "cpu-cpu-amd-epyc-f25m17s1.json"}
+    assert committed["smoke-cpu-amd-epyc-f25m17s1.json"].gate.max_ratio_drop == 0.4
+    for name, base in committed.items():  # recorded with every CPU row: ratios between recorded rows
+        assert base.machine.cpu.same_cpu(ZEN4) and name.endswith(f"-{ZEN4.slug}.json")
+        keys = {r.key for r in base.ratios}
+        assert all(fast in base.rows and slow in base.rows for fast, slow, _ in keys), name
         assert ("distilled-openvino-cpu-int8", "distilled-onnxruntime-cpu-int8", THROUGHPUT) in keys, name
+
+
+def test_the_summary_merges_each_rows_typed_figures_and_renders_them():
+    """pytest-benchmark's JSON as the suite writes it (one typed figure per measurement) to the typed summary and its
+    table, without a bench: the parts of a row merged, speed-ups and ratios against the teacher's row."""
+    from bench.figures import FloorFigure, LatencyFigure, SuiteMeta, ThroughputFigure
+    from bench.render import render
+
+    def of(model):  # the teacher in PyTorch: the reference of every speed-up
+        backend = "pytorch" if model == "teacher" else "onnxruntime"
+        return RowFields(f"{model}-{backend}-cpu-fp32", model, backend, "cpu", "fp32", 10, 1.0, "f", None)
+
+    def latency(model, part, ms):
+        return {"stats": {"data": [ms / 1e3] * 4}, "extra_info": LatencyFigure(
+            of(model), part, 2, 4, 1, 20.0, 1e6, ms, ms, ms, ms, ms).info()}
+
+    def throughput(model, part, seconds, right):
+        return {"stats": {"data": [seconds]}, "extra_info": ThroughputFigure(
+            of(model), part, 2, 32, "length", 50, 2, 1, seconds, "sync", {"sync": seconds}, seconds,
+            [[right, 50 - right], [0, 0]], 1000, 800, 1e9).info()}
+
+    meta = SuiteMeta({"run_dir": "runs/x", "batch_size": 32, "order": "length"}, "smoke", [], machine(), {})
+    bench_json = {"kd_bench": to_dict(meta), "benchmarks": [
+        latency("teacher", 0, 4.0), latency("teacher", 1, 3.0), latency("distilled", 0, 1.0),
+        throughput("teacher", 0, 1.0, 45), throughput("teacher", 1, 1.0, 45), throughput("distilled", 0, 0.25, 40),
+        throughput("distilled", 1, 0.25, 40), {"stats": {"data": [0.1]}, "extra_info": {}},  # failed before its figure
+        {"stats": {"data": [1e-4]}, "extra_info": FloorFigure("onnxruntime", 4, 0.1).info()}]}
+    summary = build_summary(bench_json)
+    teacher, distilled = summary.row("teacher-pytorch-cpu-fp32"), summary.row("distilled-onnxruntime-cpu-fp32")
+    assert teacher.p50_parts_ms == [4.0, 3.0] and teacher.p50_ms == 3.0 and teacher.latency_calls == 8
+    assert teacher.samples == 100 and teacher.samples_per_s == 50 and teacher.accuracy == 0.9
+    assert distilled.samples_per_s == 200 and distilled.accuracy == 0.8 and distilled.floor_ms == 0.1
+    assert distilled.throughput_speedup == 4.0 and distilled.vs_teacher == teacher.row
+    assert summary.settings == Settings(100, 32, "length") and summary.floors_ms == {"onnxruntime": 0.1}
+    assert {r.key: r.value for r in summary.ratios} == {
+        ("distilled-onnxruntime-cpu-fp32", "teacher-pytorch-cpu-fp32", THROUGHPUT): 4.0,
+        ("distilled-onnxruntime-cpu-fp32", "teacher-pytorch-cpu-fp32", LATENCY): 3.0}
+    assert "| distilled | onnxruntime | cpu | fp32 | 80.00% |" in render(summary)
+    bench_json["benchmarks"][0]["extra_info"]["p50_ms"] = "fast"
+    with pytest.raises(KdError, match=r"pytest-benchmark.json: field benchmarks\[0\].extra_info.p50_ms: expected a "
+                                      r"number, found 'fast'"):
+        build_summary(bench_json)
+
+
+def test_a_baseline_of_another_cpu_gates_accuracy_only_and_says_so_in_one_line(tmp_path, capsys):
+    """The Xeon-with-AMX user against a baseline recorded on a Zen 4: speed ratios that moved with the instruction
+    set are shown, not gated, and nothing is benched again; accuracy is still gated. Baselines of both CPUs can sit
+    side by side: the gate takes this CPU's."""
+    from bench.baseline import baseline_file, find_baseline
+
+    rows = {"a": {"accuracy": 0.9, "f1_macro": 0.9}, "b": {"accuracy": 0.9, "f1_macro": 0.9}}
+    (tmp_path / "baselines").mkdir()
+    zen4 = baseline_with(rows, ratios(("a", "b", THROUGHPUT, 4.0)), cpu=ZEN4)
+    zen4.write(tmp_path / "baselines" / f"smoke-cpu-{ZEN4.slug}.json")
+    run = tmp_path / "run"
+    (run / "bench").mkdir(parents=True)
+    on_xeon = summary_with([{"row": r, **v} for r, v in rows.items()], ratios(("a", "b", THROUGHPUT, 1.5)),
+                           cpu=XEON)
+    on_xeon.write(run / "bench" / "summary.json")
+    found = find_baseline(on_xeon, folder=tmp_path / "baselines")
+    assert found.path.name == "smoke-cpu-amd-epyc-f25m17s1.json" and not found.same_cpu
+
+    def no_rebench(run_dir, summary):
+        raise AssertionError("benched again for ratios that are not gated")
+
+    capsys.readouterr()
+    assert check(run, found.path, confirm=2, rebench=no_rebench) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "is the baseline of" in line]
+    assert said == [f"kd: bench-check: {found.path} is the baseline of AMD EPYC (AuthenticAMD family 25 model 17 "
+                    "stepping 1; AVX2, AVX-512, AVX-512 VNNI, AVX-512 BF16); this bench ran on Intel(R) Xeon(R) "
+                    "Platinum 8480+ (GenuineIntel family 6 model 143 stepping 8; AVX2, AVX-512, AVX-512 VNNI, "
+                    "AVX-512 BF16, AMX-INT8, AMX-BF16), so only accuracy and macro-F1 are gated (speed ratios depend "
+                    "on the CPU); record this CPU's baseline with `make bench-baseline PRESET=smoke` (it writes "
+                    f"{baseline_file(on_xeon)})"]
+    assert out.index("is the baseline of") < out.index("| what |")  # said before anything else
+    assert "| a vs b: throughput (×) | 4 | 1.5 | -62% | not gated: another CPU's baseline | |" in out
+    assert "accuracy only: another CPU's baseline" in out
+    # accuracy is gated all the same
+    on_xeon.rows[0].accuracy = 0.8
+    on_xeon.write(run / "bench" / "summary.json")
+    assert check(run, found.path, rebench=no_rebench) == 1
+    # this CPU's baseline beside the other: the gate takes it, and gates its ratios
+    xeon = baseline_with(rows, ratios(("a", "b", THROUGHPUT, 1.6)), cpu=XEON)
+    xeon.write(tmp_path / "baselines" / f"smoke-cpu-{XEON.slug}.json")
+    assert XEON.slug == "intel-xeon-platinum-8480-f6m143s8"
+    found = find_baseline(on_xeon, folder=tmp_path / "baselines")
+    assert found.same_cpu and found.path.name == f"smoke-cpu-{XEON.slug}.json"
+    assert [c.gated for c in compare(on_xeon, found.baseline, GateConfig()) if c.kind == "ratio"] == [True]
+    # no baseline of any CPU: said at once, with the command that records one
+    with pytest.raises(KdError, match=r"no smoke-cpu baseline of any CPU; record one with `make bench-baseline "
+                                      r"PRESET=smoke` \(it writes .*smoke-cpu-intel-xeon-platinum-8480-f6m143s8"):
+        find_baseline(on_xeon, folder=tmp_path / "none")
 
 
 def test_bench_settings_have_one_declaration_for_every_command_line(tmp_path):
@@ -355,18 +531,16 @@ def test_a_speed_failure_counts_only_when_it_repeats(tmp_path, capsys):
     """bench-check --confirm: a ratio low once (noise) passes when benched again; one low every time fails; an
     accuracy drop is judged at once."""
     name = ("a", "b", THROUGHPUT)
-    config = {"batch_size": 32, "order": "length"}
     rows = [{"row": r, "accuracy": 0.9, "f1_macro": 0.9, "samples": 100, "p50_ms": 5.0} for r in "ab"]
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"settings": {"samples": 100, "batch_size": 32, "order": "length"},
-                                    "rows": {r["row"]: dict(r) for r in rows}, "ratios": ratios((*name, 2.0))}))
+    baseline_with({r["row"]: {"accuracy": 0.9, "f1_macro": 0.9, "p50_ms": 5.0} for r in rows},
+                  ratios((*name, 2.0))).write(baseline)
     run = tmp_path / "run"
     (run / "bench").mkdir(parents=True)
 
     def bench_with(ratio, accuracy=0.9):
-        summary = {"format": SUMMARY_FORMAT, "config": config, "rows": [{**r, "accuracy": accuracy} for r in rows],
-                   "ratios": ratios((*name, ratio))}
-        (run / "bench" / "summary.json").write_text(json.dumps(summary))
+        summary = summary_with([{**r, "accuracy": accuracy} for r in rows], ratios((*name, ratio)))
+        summary.write(run / "bench" / "summary.json")
         return summary
 
     def rebenches(*ratios):
@@ -388,24 +562,26 @@ def test_a_speed_failure_counts_only_when_it_repeats(tmp_path, capsys):
 
 
 def test_a_baseline_may_set_its_own_limits_and_the_command_line_overrides_them(tmp_path):
-    from bench.gate import gate_for, record_baseline
+    from bench.baseline import record_baseline
+    from bench.gate import gate_for
 
+    baseline = baseline_with({}, [], gate=GateConfig(max_ratio_drop=0.4, why="noisy rows"))
+    assert gate_for(baseline).max_ratio_drop == 0.4
+    assert gate_for(baseline).max_accuracy_drop_pt == GateConfig().max_accuracy_drop_pt
+    assert gate_for(baseline, {"max_ratio_drop": 0.1, "max_accuracy_drop_pt": None}).max_ratio_drop == 0.1
+    assert gate_for(baseline_with({}, [])).max_ratio_drop == GateConfig().max_ratio_drop
     path = tmp_path / "b.json"
-    baseline = {"gate": {"max_ratio_drop": 0.4, "why": "noisy rows"}}
-    assert gate_for(baseline, path).max_ratio_drop == 0.4
-    assert gate_for(baseline, path).max_accuracy_drop_pt == GateConfig().max_accuracy_drop_pt
-    assert gate_for(baseline, path, {"max_ratio_drop": 0.1, "max_accuracy_drop_pt": None}).max_ratio_drop == 0.1
-    assert gate_for({}, path).max_ratio_drop == GateConfig().max_ratio_drop
-    with pytest.raises(KdError, match=r"b.json: gate.max_ratio is not a gate limit"):
-        gate_for({"gate": {"max_ratio": 0.4}}, path)
+    data = to_dict(baseline)
+    data["gate"]["max_ratio"] = 0.4
+    path.write_text(json.dumps(data))
+    with pytest.raises(KdError, match=r"b.json: field gate.max_ratio: expected no such field"):
+        Baseline.read(path)
     # re-recording keeps the limits chosen for the baseline
-    summary = {"preset": "smoke", "config": {"batch_size": 32, "order": "length"},
-               "ratios": ratios(("a", "b", THROUGHPUT, 2.0)),
-               "rows": [{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "samples": 10, "samples_per_s": 1.0,
-                         "p50_ms": 1.0}]}
-    path.write_text(json.dumps(baseline))
+    baseline.write(path)
+    summary = summary_with([{"row": "a", "accuracy": 0.9, "f1_macro": 0.9, "samples": 10, "samples_per_s": 1.0,
+                             "p50_ms": 1.0}], ratios(("a", "b", THROUGHPUT, 2.0)))
     record_baseline([summary], path)
-    assert json.loads(path.read_text())["gate"] == baseline["gate"]
+    assert Baseline.read(path).gate == baseline.gate
 
 
 def batch_of(rows: int, length: int) -> dict:

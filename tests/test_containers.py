@@ -160,7 +160,7 @@ def test_the_images_copy_every_package_of_the_project():
 
     included = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = [p.rstrip("*") for p in included["include"]]
-    assert {"kd", "cli", "export", "bench"} <= set(packages)
+    assert {"kd", "cli", "engines", "export", "bench"} <= set(packages)
     allowed = (REPO / ".dockerignore").read_text().splitlines()
     for package in packages:
         assert f"!{package}" in allowed, package

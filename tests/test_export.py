@@ -22,6 +22,8 @@ from transformers import (
 import export.exporter as exporter
 from export.config import ExportConfig, Gates
 from export.parity import ExportGateError
+from export.records import REPORT, ExportReport, RunExportReport
+from kd.errors import KdError
 from kd.models import resolve_source
 from kd.runfolder import sha256_file
 
@@ -64,28 +66,28 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     report = exporter.export_model(kind, src, out, TEXTS, LABELS, cfg, max_length=128, log=lambda m: None,
                                    calibration_texts=CALIBRATION)
     if with_openvino:  # the IRs are gated like the ONNX graphs, each folder loads on its own
-        assert report["openvino"]["fp32"]["max_abs_diff"] <= 1e-4
-        static = report["int8_candidates"]["qdq-static"]
-        assert static["accuracy"] is not None and "validation_seconds" in static, "every variant runs the whole split"
-        assert static["size_mb"] < 0.5 * report["fp32"]["size_mb"], "its embeddings and projections are int8"
+        assert report.openvino.fp32.max_abs_diff <= 1e-4
+        static = report.int8_candidates["qdq-static"]
+        assert static.accuracy is not None and static.validation_seconds > 0, "every variant runs the whole split"
+        assert static.size_mb < 0.5 * report.fp32.size_mb, "its embeddings and projections are int8"
         for sub in ("openvino", "openvino_int8"):
             assert {p.name for p in (out / sub).iterdir()} >= {"model.xml", "model.bin", "config.json",
                                                                 "tokenizer.json"}, sub
     else:
-        assert "openvino" not in report and not (out / "openvino").exists()
+        assert report.openvino is None and not (out / "openvino").exists()
     if optimize == "never":  # nothing fused: the plain graph ships and is the one quantized
-        assert report["fp32"]["graph"] == "plain" and report["int8"]["source"] == "plain"
-        assert report["int8"]["agreement"] == report["int8_candidates"][report["int8"]["variant"]]["agreement"]
-    assert report["fp32"]["max_abs_diff"] <= 1e-4 and report["fp32"]["agreement"] == 1.0
-    assert {p["batch_size"] for p in report["fp32"]["probes"]} == {1, 8, 16}
+        assert report.fp32.graph == "plain" and report.int8.source == "plain"
+        assert report.int8.agreement == report.int8_candidates[report.int8.variant].agreement
+    assert report.fp32.max_abs_diff <= 1e-4 and report.fp32.agreement == 1.0
+    assert {p["batch_size"] for p in report.fp32.probes} == {1, 8, 16}
     # the int8 gates read the validation split only: no probes run for the int8 files, ONNX or OpenVINO
-    assert report["int8"]["probes"] == [] and report["int8"]["probe_agreement"] is None
+    assert report.int8.probes == [] and report.int8.probe_agreement is None
     if with_openvino:
-        assert report["openvino"]["int8"]["probes"] == [] and len(report["openvino"]["fp32"]["probes"]) == 6
-    assert report["int8"]["variant"] in cfg.int8_candidates  # on a random stand-in any may win
-    for record in report["int8_candidates"].values():  # the validation pass's time is recorded, not compared
-        assert record["validation_seconds"] > 0 and "seconds" not in record
-    assert report["int8"]["size_mb"] < report["fp32"]["size_mb"] / 2.5, "int8 weights are a quarter of fp32's"
+        assert report.openvino.int8.probes == [] and len(report.openvino.fp32.probes) == 6
+    assert report.int8.variant in cfg.int8_candidates  # on a random stand-in any may win
+    for record in report.int8_candidates.values():  # the validation pass's time is recorded, not compared
+        assert record.validation_seconds > 0
+    assert report.int8.size_mb < report.fp32.size_mb / 2.5, "int8 weights are a quarter of fp32's"
     names = {p.name for p in out.iterdir()}
     assert {"model.onnx", "model_int8.onnx", "config.json", "tokenizer.json", "export_report.json"} <= names
     assert not any(n.startswith("int8-") or n == "model_fused.onnx" for n in names), "candidates are cleaned up"
@@ -97,6 +99,26 @@ def test_stand_in_exports_pass_the_fp32_gate_and_load_in_plain_onnxruntime(kind,
     enc = tok(TEXTS[:3], padding="max_length", max_length=40, truncation=True, return_tensors="np")
     logits = sess.run(None, {n: enc[n].astype(np.int64) for n in expected})[0]
     assert logits.shape == (3, 4)
+
+
+def test_an_export_report_is_read_back_whole_and_an_old_or_malformed_one_is_one_line(tmp_path):
+    src = stand_in("distilbert", tmp_path / "m")
+    out = tmp_path / "onnx"
+    report = exporter.export_model("m", src, out, TEXTS, LABELS, small_cfg(int8_candidates=["qint8"]),
+                                   max_length=128, log=lambda m: None, calibration_texts=CALIBRATION)
+    assert ExportReport.read(out / REPORT) == report and report.version == ExportReport.VERSION
+    assert exporter.is_current(out, report.key)
+    data = json.loads((out / REPORT).read_text())
+    data["int8"]["size_mb"] = "small"
+    (out / REPORT).write_text(json.dumps(data))
+    with pytest.raises(KdError, match=r"export_report.json: field int8.size_mb: expected a number, found 'small'; "
+                                      r"export the run again"):
+        ExportReport.read(out / REPORT)
+    del data["version"]  # an export made before the record had a schema: refused on reading, redone by export
+    (out / REPORT).write_text(json.dumps(data))
+    with pytest.raises(KdError, match=r"export_report.json: field version: None, this kd-bench reads ExportReport"):
+        ExportReport.read(out / REPORT)
+    assert not exporter.is_current(out, report.key)
 
 
 @pytest.mark.parametrize("plain, fused, graph", [
@@ -112,8 +134,8 @@ def test_the_fused_graph_ships_only_when_clearly_faster_and_int8_comes_from_the_
     src = stand_in("bert", tmp_path / "bert")
     report = exporter.export_model("bert", src, tmp_path / "onnx", TEXTS, LABELS, small_cfg(), max_length=128,
                                    log=lambda m: None, calibration_texts=CALIBRATION)
-    assert report["fp32"]["graph"] == graph, report["graph_choice"]
-    assert report["int8"]["source"] == "plain", report["int8_choice"]
+    assert report.fp32.graph == graph, report.graph_choice
+    assert report.int8.source == "plain", report.int8_choice
     # the shipped int8 file is the chosen candidate, quantized from the plain graph: its own check ships with it
     int8 = onnx.load(str(tmp_path / "onnx" / "model_int8.onnx"))
     assert not {n.op_type for n in int8.graph.node} & {"QAttention", "Attention", "SkipLayerNormalization"}
@@ -139,9 +161,9 @@ def test_graphs_of_one_structure_are_timed_once_per_run(tmp_path, monkeypatch):
                                               small_cfg(int8_candidates=["qint8"]), max_length=128,
                                               log=lambda m: None, calibration_texts=CALIBRATION, timings=timings)
     assert timed == [["fused", "plain"], ["fused", "plain"]], "one timing per structure: baseline's, teacher's"
-    assert "timed on baseline's graphs" in reports["distilled"]["graph_choice"]
-    assert "timed on" not in reports["baseline"]["graph_choice"] + reports["teacher"]["graph_choice"]
-    assert {r["fp32"]["graph"] for r in reports.values()} == {"fused"}
+    assert "timed on baseline's graphs" in reports["distilled"].graph_choice
+    assert "timed on" not in reports["baseline"].graph_choice + reports["teacher"].graph_choice
+    assert {r.fp32.graph for r in reports.values()} == {"fused"}
 
 
 @pytest.mark.parametrize("seconds, chosen", [
@@ -281,26 +303,27 @@ def test_int8_gate_failure_names_the_numbers_and_writes_nothing(tmp_path):
 def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     """The session's export of the smoke run (which the bench tests bench too), then in a copy of it: re-export,
     forced re-export, export-check and predict."""
-    summary = json.loads((smoke_export / "onnx/report.json").read_text())
-    assert set(summary["models"]) == {"teacher", "baseline", "distilled"}
-    for name, r in summary["models"].items():
-        assert r["fp32"]["max_abs_diff"] <= 1e-4 and r["fp32"]["agreement"] == 1.0, name
-        assert r["int8"]["agreement"] >= 0.99 and r["fp32"]["accuracy"] - r["int8"]["accuracy"] <= 0.005 + 1e-9, name
-        assert set(r["int8_candidates"]) == {"qint8-per-channel", "quint8-per-channel"}
-        assert r["validation_rows"] == 400
-        ov = r["openvino"]
-        assert ov["fp32"]["max_abs_diff"] <= 1e-4 and ov["fp32"]["agreement"] == 1.0, name
-        assert ov["int8"]["agreement"] >= 0.99 and not ov["int8"]["failures"], name
-        assert ov["int8"]["calibration_rows"] == 300 and ov["int8"]["size_mb"] < 0.5 * ov["fp32"]["size_mb"], name
+    summary = RunExportReport.read(smoke_export / "onnx/report.json")  # written from the record, read back whole
+    assert summary.models == {m: ExportReport.read(smoke_export / "onnx" / m / REPORT) for m in summary.models}
+    assert set(summary.models) == {"teacher", "baseline", "distilled"}
+    for name, r in summary.models.items():
+        assert r.fp32.max_abs_diff <= 1e-4 and r.fp32.agreement == 1.0, name
+        assert r.int8.agreement >= 0.99 and r.fp32.accuracy - r.int8.accuracy <= 0.005 + 1e-9, name
+        assert set(r.int8_candidates) == {"qint8-per-channel", "quint8-per-channel"}
+        assert r.validation_rows == 400
+        ov = r.openvino
+        assert ov.fp32.max_abs_diff <= 1e-4 and ov.fp32.agreement == 1.0, name
+        assert ov.int8.agreement >= 0.99 and not ov.int8.failures, name
+        assert ov.int8.calibration_rows == 300 and ov.int8.size_mb < 0.5 * ov.fp32.size_mb, name
         # every int8 variant that passed is kept for the per-CPU choice; model_int8.onnx is the export's own, one
         # file on disk with its variant
-        passing = [c for c, rec in r["int8_candidates"].items() if "failures" in rec and not rec["failures"]]
+        passing = [c for c, rec in r.int8_candidates.items() if not rec.failures]
         folder = smoke_export / "onnx" / name
         if len(passing) > 1:
-            assert set(r["int8_variants"]) == set(passing)
+            assert set(r.int8_variants) == set(passing)
             assert {p.stem for p in (folder / "int8_variants").glob("*.onnx")} == set(passing)
             assert (folder / "model_int8.onnx").stat().st_ino == \
-                (folder / "int8_variants" / f"{r['int8']['variant']}.onnx").stat().st_ino
+                (folder / "int8_variants" / f"{r.int8.variant}.onnx").stat().st_ino
         else:
             assert not (folder / "int8_variants").exists()
     report_md = (smoke_export / "onnx/report.md").read_text()
@@ -365,8 +388,8 @@ def test_without_openvino_export_and_bench_run_the_other_engines_and_name_the_mi
         proc = subprocess.run([sys.executable, "-c", WITHOUT_OPENVINO, *verb, "--run-dir", str(run)], cwd=REPO,
                               env=ENV, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    report = json.loads((run / "onnx/distilled/export_report.json").read_text())
-    assert report["openvino_skipped"].startswith("no OpenVINO IRs written: openvino is not installed")
+    report = ExportReport.read(run / "onnx/distilled/export_report.json")
+    assert report.openvino_skipped.startswith("no OpenVINO IRs written: openvino is not installed")
     assert (run / "onnx/distilled/model_int8.onnx").is_file() and not (run / "onnx/distilled/openvino").exists()
     summary = json.loads((run / "bench/summary.json").read_text())
     assert {r["row"] for r in summary["rows"]} - {"distilled-pytorch-cpu-bf16"} == {
@@ -394,9 +417,9 @@ def test_engines_describe_themselves_fail_clearly_and_predict_the_same_labels(tm
     import shutil
 
     from bench.backends import COMBOS
-    from export.engines import engine, engines, load
-    from export.predict import load as load_target
-    from export.predict import predict
+    from engines import engine, engines, load
+    from engines.predict import load as load_target
+    from engines.predict import predict
     from kd.errors import KdError
     from kd.runfolder import RunFolder
 
@@ -481,9 +504,9 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     from conftest import add_slow_branch
 
     from bench.floor import floor_onnx
-    from export.engines import load
-    from export.int8_host import RECORD, VARIANTS
-    from kd.manifest import cpu_identity
+    from engines import load
+    from engines.cpu import this_cpu_identity
+    from engines.int8_host import RECORD, VARIANTS
 
     folder = tmp_path / "distilled"
     (folder / VARIANTS).mkdir(parents=True)
@@ -494,7 +517,7 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     assert opened.file == fast and opened.describe()["int8_variant"] == "fast" and opened.host_choice.measured
     record_path = folder / VARIANTS / RECORD
     record = json.loads(record_path.read_text())
-    assert record["cpu"] == cpu_identity() and record["variant"] == "fast"
+    assert record["cpu"] == this_cpu_identity().key and record["variant"] == "fast"
     assert record["seconds"]["slow"]["b1"] > record["seconds"]["fast"]["b1"]
     assert record["seconds"]["slow"]["b32"] > record["seconds"]["fast"]["b32"]
     before = record_path.stat().st_mtime_ns
@@ -507,7 +530,7 @@ def test_the_int8_variant_is_chosen_per_cpu_measured_once_and_again_on_another_c
     record_path.write_text(json.dumps({**record, "cpu": "Another CPU, cpu family 6, model 143", "variant": "slow"}))
     moved = load("onnxruntime", folder / "model_int8.onnx", "cpu", "int8")
     assert moved.host_choice.measured and moved.file == fast
-    assert json.loads(record_path.read_text())["cpu"] == cpu_identity()
+    assert json.loads(record_path.read_text())["cpu"] == this_cpu_identity().key
     # a model_int8.onnx that is none of the variants (replaced by hand, or planted) is run as it is
     (folder / "model_int8.onnx").unlink()
     add_slow_branch(shutil.copy(fast, folder / "model_int8.onnx"), n=256)  # none of the two

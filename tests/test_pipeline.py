@@ -157,8 +157,8 @@ def test_saved_test_logits_are_fp32_even_after_bf16_training(smoke_copy):
     what is checked, not the training)."""
     from transformers import AutoTokenizer
 
-    from export.engines.pytorch import PyTorchEngine
-    from export.inference import logits_over
+    from engines.inference import logits_over
+    from engines.sessions.pytorch import PyTorchEngine
     from kd.runfolder import RunFolder
 
     shutil.rmtree(smoke_copy / "models/baseline")

@@ -3,10 +3,13 @@ rule that no fraction above 100 % is ever printed, the summary's fields, and the
 lscpu and /proc/cpuinfo texts (bench/cpu.py)."""
 
 import re
+from dataclasses import replace
 
 import pytest
 
 from bench.cpu import read_cpu, theoretical_peak
+from bench.figures import PeakFigure, SuiteMeta
+from bench.records import Machine, SummaryRow
 from bench.summary import build_summary
 from bench.yardstick import (
     BENCH_STICKS,
@@ -17,25 +20,26 @@ from bench.yardstick import (
     efficiency,
     measure,
     runtime_precisions,
-    summary_fields,
     summary_sentences,
     unavailable,
 )
+from engines.cpu import this_cpu_identity
+from kd.jsonrecord import to_dict
 
 
 def lines(*found: Efficiency) -> list[str]:
     """The summary's efficiency lines for these efficiencies, as a summary stores them."""
-    return summary_sentences({"efficiency": {e.precision: e.to_json() for e in found}})
+    return summary_sentences({e.precision: e for e in found})
 
 
 def peak(engine: str, precision: str, rate: float, n: int = 2048) -> Peak:
     return Peak(engine, precision, "MatMul", n, 2, rate)
 
 
-def row(model: str, backend: str, precision: str, samples_per_s: float, gflops: float, device: str = "cpu") -> dict:
-    return {"row": f"{model}-{backend}-{device}-{precision}", "model": model, "backend": backend, "device": device,
-            "precision": precision, "samples_per_s": samples_per_s, "gflops_per_s": gflops,
-            "real_tokens": 90, "padded_tokens": 100}
+def row(model: str, backend: str, precision: str, samples_per_s: float, gflops: float, device: str = "cpu"
+        ) -> SummaryRow:
+    return SummaryRow(f"{model}-{backend}-{device}-{precision}", model, backend, device, precision, 1, 1.0,
+                      samples_per_s=samples_per_s, gflops_per_s=gflops, real_tokens=90, padded_tokens=100)
 
 
 def percentages(text: str) -> list[int]:
@@ -81,23 +85,25 @@ def test_no_fraction_above_100_percent_is_ever_printed():
     line = lines(faster)[0]
     assert "no fraction is given" in line and all(p <= 100 for p in percentages(line)), line
     # a summary stored with a fraction above 1 (hand-edited) is judged again
-    stored = faster.to_json() | {"fraction_of_peak": 1.76}
-    assert all(p <= 100 for p in percentages(summary_sentences({"efficiency": {"fp32": stored}})[0]))
+    stored = replace(efficiency("fp32", "r", 100, 1.0, yardstick), gflops_per_s=176)  # fraction 1.0 kept
+    assert all(p <= 100 for p in percentages(summary_sentences({"fp32": stored})[0]))
 
 
 def test_the_summary_keeps_every_peak_and_one_efficiency_per_precision_it_has():
     rows = [row("distilled", "onnxruntime", "fp32", 300, 120), row("distilled", "openvino", "bf16", 400, 150)]
-    records = [peak("pytorch", "fp32", 110).to_json() | {"kind": "peak", "device": "cpu"},  # as the bench writes it
-               peak("openvino", "fp32", 160).to_json(), peak("openvino", "bf16", 300).to_json()]
-    fields = summary_fields(rows, records)
-    assert set(fields["efficiency"]) == {"fp32", "bf16"}  # no int8 row, no int8 line
-    assert fields["efficiency"]["fp32"]["fraction_of_peak"] == pytest.approx(0.75)
-    assert fields["efficiency"]["fp32"]["yardstick"]["engine"] == "openvino"
-    assert fields["efficiency"]["bf16"]["fraction_of_peak"] == pytest.approx(0.5)
-    assert [p["engine"] for p in fields["cpu_peaks"]] == ["pytorch", "openvino", "openvino"]
-    assert fields["cpu_theoretical_peak"] is None
-    empty = build_summary({"benchmarks": []})
-    assert empty["efficiency"] == {} and empty["cpu_peaks"] == [] and empty["format"] == 2
+    found = compute_efficiency(rows, [peak("pytorch", "fp32", 110), peak("openvino", "fp32", 160),
+                                      peak("openvino", "bf16", 300)])
+    assert set(found) == {"fp32", "bf16"}  # no int8 row, no int8 line
+    assert found["fp32"].fraction_of_peak == pytest.approx(0.75) and found["fp32"].yardstick.engine == "openvino"
+    assert found["bf16"].fraction_of_peak == pytest.approx(0.5)
+    # the peaks as the bench writes them (one figure per measurement) and as the summary keeps them
+    meta = SuiteMeta({}, "smoke", [], Machine(this_cpu_identity(), 2, 2, {}, None, "Linux"), {})
+    bench_json = {"kd_bench": to_dict(meta), "benchmarks": [
+        {"stats": {"data": [0.1]}, "extra_info": PeakFigure(p, None).info()}
+        for p in (peak("pytorch", "fp32", 110), peak("openvino", "fp32", 160))]}
+    summary = build_summary(bench_json)
+    assert [p.engine for p in summary.cpu_peaks] == ["pytorch", "openvino"] and summary.cpu_theoretical_peak is None
+    assert summary.efficiency == {} and summary.rows == [] and summary.version == 3
 
 
 ZEN4_LSCPU = """Architecture:                            x86_64
@@ -142,6 +148,22 @@ def test_the_theoretical_peak_of_zen_4_counts_its_256_bit_fma_pipes():
     assert "theoretical peak 166 GFLOP/s = 2 cores x 32 FLOP/cycle x 2.60 GHz" in lines(e)[0]
     assert "the cores ran at ≥ 2.92 GHz" in lines(e)[0]
     assert theoretical_peak(read_cpu("", ZEN4_CPUINFO), cpus=2).gflops_per_s == t.gflops_per_s  # no lscpu
+
+
+def test_the_cpu_identity_is_read_from_proc_cpuinfo_and_names_the_baseline_file():
+    """The identity the int8 choice and the bench gate key on (engines/cpu.py): model name, vendor, family, model,
+    stepping; the instruction-set extensions beside it, for people."""
+    from engines.cpu import identity_of
+    from kd.manifest import colon_fields
+
+    fields = colon_fields(ZEN4_CPUINFO.replace("model\t\t: 17", "model\t\t: 17\nstepping\t: 1")
+                          .replace("avx512f", "avx512f avx512_vnni avx512_bf16"))
+    zen4 = identity_of(fields, "AMD EPYC")
+    assert zen4.key == "AMD EPYC, vendor_id AuthenticAMD, cpu family 25, model 17, stepping 1"
+    assert zen4.isa == ("AVX2", "AVX-512", "AVX-512 VNNI", "AVX-512 BF16") and zen4.slug == "amd-epyc-f25m17s1"
+    # a Zen 3 shows the same model name: another CPU all the same
+    assert not zen4.same_cpu(identity_of({**fields, "model": "1"}, "AMD EPYC"))
+    assert identity_of({}, "Apple M2").slug == "apple-m2" and identity_of({}, "Apple M2").key == "Apple M2"
 
 
 def test_an_unknown_family_assumes_two_fma_units_and_says_so():

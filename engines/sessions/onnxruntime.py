@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.engines import Batch, Engine, feed
+from engines import Batch, Engine, feed
 from kd.device import cpu_count
 from kd.runfolder import RunFolder
 
@@ -93,12 +93,12 @@ class OnnxRuntimeEngine(Engine):
         """The session sized to the CPUs this process may use, threads spinning only if asked, and for the export's
         model_int8.onnx its variant fastest on this CPU. `plain`: the file as given with no options, as a user's own
         `onnxruntime.InferenceSession` runs it (export-check and optimum-check compare exactly that file)."""
-        from export.int8_host import VARIANTS, choose
+        from engines.int8_host import VARIANTS, choose
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         choice = None
         if precision == "int8" and not plain and Path(file).name == cls.files["int8"]:
-            # the export's int8 variants: the one fastest on this CPU (measured once per CPU, export/int8_host.py)
+            # the export's int8 variants: the one fastest on this CPU (measured once per CPU, engines/int8_host.py)
             choice = choose(file, lambda path: session(path, providers, plain, spinning))
             file = Path(file).parent / VARIANTS / f"{choice.variant}.onnx" if choice else file
         # a variant just measured is run in the session it was measured in: opened once

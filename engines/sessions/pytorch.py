@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.engines import Batch, Engine
+from engines import Batch, Engine
 from kd.runfolder import RunFolder
 
 if TYPE_CHECKING:

@@ -1,26 +1,26 @@
 """Which of an export's int8 variants runs fastest on this CPU, measured the first time the int8 model is loaded here
 and recorded beside it with the CPU it was measured on; reused until the CPU changes.
 
-Which ONNX Runtime int8 kernel is fastest depends on the CPU: earlier benches on an AMD EPYC found uint8 weights
-faster for one student, an Intel Xeon with AMX ran per-channel int8 weights 2.7x faster at batch 32, and today's
-Zen 4 runs int8 weights 1.6-1.9x faster (docs/export.md). A file chosen for speed on the export host is not the
-fastest elsewhere, so the export keeps every variant that passes
-its gates (`int8_variants/`), and the engine picks one per host."""
+Which ONNX Runtime int8 kernel is fastest depends on the CPU's instruction set (VNNI, AMX): int8 or uint8 weights,
+per-channel or per-tensor, win on different CPUs (docs/export.md). A file chosen for speed on the export host is not
+the fastest elsewhere, so the export keeps every variant that passes its gates (`int8_variants/`), and the engine
+picks one per CPU (engines/cpu.py's identity)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.timing import faster
-from kd.manifest import cpu_identity
+from engines.cpu import this_cpu_identity
+from engines.timing import faster
+from kd.jsonrecord import from_dict
 from kd.runfolder import write_json
 
 VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates
@@ -36,7 +36,7 @@ class HostChoice:
     seconds: dict[str, dict[str, float]]  # variant -> {"b1": per call, "b32": per call}, the best round
     # the chosen variant's session, opened for the measurement and handed on to run it (None: the choice was taken
     # from the record, measured before on this CPU)
-    session: Any = None
+    session: Any = field(default=None, compare=False)  # not part of the record (host_choice.json)
 
     @property
     def measured(self) -> bool:
@@ -44,6 +44,14 @@ class HostChoice:
 
     def to_json(self) -> dict:
         return {"cpu": self.cpu, "variant": self.variant, "seconds": self.seconds}
+
+    @classmethod
+    def read(cls, path: Path) -> HostChoice | None:
+        """The record in `path`; None where there is none or it is unreadable (a cache: measured again)."""
+        try:
+            return from_dict(cls, json.loads(path.read_text()))
+        except (OSError, ValueError):  # missing, not JSON, or a field that does not fit (RecordError)
+            return None
 
 
 def variants(int8_file: Path) -> dict[str, Path]:
@@ -70,7 +78,7 @@ def fastest(seconds: dict[str, dict[str, float]]) -> str:
 
 def measure(runners: dict[str, Callable], workloads: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     """Seconds per call of each variant on each workload's batches: the variants interleaved, best of several
-    rounds (export/timing.py's `faster`, which the export's own choices use)."""
+    rounds (engines/timing.py's `faster`, which the export's own choices use)."""
     seconds = {name: {} for name in runners}
     for shape, batches in workloads.items():
         for name, total in faster(runners, batches).items():
@@ -95,13 +103,10 @@ def choose(int8_file: Path, open_session, say=print) -> HostChoice | None:
     if len(files) < 2 or not any(same_bytes(int8_file, f) for f in files.values()):
         return None  # nothing to choose from, or a model_int8.onnx that is none of them (replaced): run as it is
     record_path = Path(int8_file).parent / VARIANTS / RECORD
-    cpu = cpu_identity()
-    try:
-        record = json.loads(record_path.read_text())
-        if record["cpu"] == cpu and set(record["seconds"]) == set(files) and record["variant"] in files:
-            return HostChoice(cpu, record["variant"], record["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no record, another CPU's, or unreadable: measured again
+    cpu = this_cpu_identity().key
+    record = HostChoice.read(record_path)
+    if record and record.cpu == cpu and set(record.seconds) == set(files) and record.variant in files:
+        return record  # measured before on this CPU for these variants; otherwise measured again
     sessions = {name: open_session(path) for name, path in files.items()}
     seconds = measure({name: partial(sess.run, None) for name, sess in sessions.items()},
                       synthetic(next(iter(sessions.values()))))

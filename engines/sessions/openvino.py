@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.engines import Batch, Engine, feed
+from engines import Batch, Engine, feed
 from kd.device import cpu_count
 from kd.runfolder import RunFolder
 

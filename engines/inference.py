@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from export.engines import Batch, Runner
+from engines import Batch, Runner
 
 Many = Callable[[list[Batch]], list[np.ndarray]]  # batches -> their logits, in order
 

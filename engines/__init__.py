@@ -1,8 +1,12 @@
-"""Inference engines behind one interface. `kd predict`, `kd export` / `export-check` and the bench load a model
+"""The runtime layer that export/ and bench/ both stand on (kd/ does not know it): a model loaded and run by one
+inference engine (sessions/, registered here), plain inference over texts (inference.py), `kd predict`
+(predict.py), the CPU's identity (cpu.py) and the int8 variant chosen per CPU (int8_host.py, timed by timing.py).
+
+Inference engines behind one interface. `kd predict`, `kd export` / `export-check` and the bench load a model
 and run it only through these classes, so each engine's loading, running and limits are written once.
 
-An engine is one module of this package holding one `Engine` subclass; defining the class registers it under
-its `name` (the bench's backend column). Adding one is one new file here. A module imports its runtime (torch,
+An engine is one module of engines/sessions/ holding one `Engine` subclass; defining the class registers it under
+its `name` (the bench's backend column). Adding one is one new file there. A module imports its runtime (torch,
 onnxruntime, openvino) only inside the methods that run a model, so the engines are listed, and an engine whose
 `package` is not installed is reported as unavailable, without importing any runtime.
 
@@ -156,9 +160,11 @@ def not_installed(package: str) -> str | None:
 
 @functools.cache
 def _discover() -> None:
-    """Import each module of this package once: defining its class registers the engine."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    """Import each module of engines/sessions/ once: defining its class registers the engine."""
+    from engines import sessions
+
+    for module in pkgutil.iter_modules(sessions.__path__):
+        importlib.import_module(f"{sessions.__name__}.{module.name}")
 
 
 def engines() -> list[type[Engine]]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.engines import Loaded, engine_for, file_suffixes, load_model
-from export.inference import logits_over
+from engines import Loaded, engine_for, file_suffixes, load_model
+from engines.inference import logits_over
 from kd.errors import KdError
 
 

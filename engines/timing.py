@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from export.inference import Runner, encode
+from engines.inference import Runner, encode
 
 
 def timing_batches(tokenizer, texts: list[str], max_length: int, batch_size: int, count: int) -> list[dict]:
