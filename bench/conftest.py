@@ -16,9 +16,9 @@ from bench.records import Machine
 from bench.workload import RowState, Workload
 from engines.cpu import this_cpu_identity
 from kd.device import cpu_count
-from kd.jsonrecord import to_dict
 from kd.manifest import installed_versions
 from kd.runfolder import RunFolder
+from kd.typed import to_data
 
 SKIPPED: list[Skip] = []
 CONFIG = pytest.StashKey[BenchConfig]()
@@ -124,7 +124,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     machine = Machine(this_cpu_identity(), cpu_count(), os.cpu_count(),
                       {"torch": torch.get_num_threads(), "onnxruntime_intra_op": cpu_count(), "openvino": cpu_count()},
                       accelerator, platform.platform())
-    output_json["kd_bench"] = to_dict(SuiteMeta(
+    output_json["kd_bench"] = to_data(SuiteMeta(
         config=cfg.to_dict(), preset=manifest.get("config", {}).get("preset"), skipped=SKIPPED, machine=machine,
         # from the installed distributions, so that an engine left uninstalled is simply absent
         versions=installed_versions(("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "transformers"))))

@@ -6,12 +6,12 @@ ours."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from bench.cpu import Theoretical
 from bench.records import Machine
 from bench.yardstick import Peak
-from kd.jsonrecord import RecordError, from_dict, to_dict
+from kd.typed import read, to_data
 
 KINDS: dict[str, type[Figure]] = {}
 
@@ -25,15 +25,14 @@ class Figure:
 
     def info(self) -> dict:
         """For `benchmark.extra_info.update`."""
-        return {"kind": self.kind, **to_dict(self)}
+        return {"kind": self.kind, **to_data(self)}
 
 
-def read_figure(info: dict, where: str) -> Figure:
-    """The figure a measurement wrote into its extra_info (`where`: the benchmark, for the error)."""
-    kind = info.get("kind")
-    if kind not in KINDS:
-        raise RecordError(f"{where}.kind", f"one of {', '.join(KINDS)}", kind)
-    return from_dict(KINDS[kind], {k: v for k, v in info.items() if k != "kind"}, where)
+def read_figure(info: dict, where: str, path: tuple = (), fix: str = "") -> Figure:
+    """The figure a measurement wrote into its extra_info (`where`: the file, `path`: the benchmark's extra_info in
+    it), or one KdError naming the field."""
+    kind = read(Literal[tuple(KINDS)], info.get("kind"), where, (*path, "kind"), fix)
+    return read(KINDS[kind], {k: v for k, v in info.items() if k != "kind"}, where, path, fix)
 
 
 @dataclass(frozen=True)

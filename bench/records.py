@@ -1,6 +1,6 @@
 """The bench's two records, one schema each: the summary of a bench run (runs/<name>/bench/summary.json, written
 by `kd bench`) and a baseline (bench/baselines/<preset>-<device>-<cpu>.json, written by `kd bench-baseline`).
-Both are written from these dataclasses and read back into them (kd/jsonrecord.py); `version` changes with the
+Both are written from these dataclasses and read back into them (kd/typed.py); `version` changes with the
 schema, and a file of another version is refused in one line that names the command writing a current one."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Literal
 from bench.cpu import Theoretical
 from bench.yardstick import Efficiency, Peak
 from engines.cpu import CpuIdentity
-from kd.jsonrecord import read_record, to_dict
 from kd.runfolder import write_json
+from kd.typed import read_json, to_data
 
 THROUGHPUT, LATENCY = "throughput", "b1 p50 latency"
 
@@ -154,10 +154,10 @@ class BenchSummary:
 
     @classmethod
     def read(cls, path: Path) -> BenchSummary:
-        return read_record(cls, path, cls.FIX)
+        return read_json(path, cls, cls.VERSION, cls.FIX)
 
     def write(self, path: Path) -> None:
-        write_json(path, to_dict(self))
+        write_json(path, to_data(self))
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class Baseline:
 
     @classmethod
     def read(cls, path: Path) -> Baseline:
-        return read_record(cls, path, cls.FIX)
+        return read_json(path, cls, cls.VERSION, cls.FIX)
 
     def write(self, path: Path) -> None:
-        write_json(path, {k: v for k, v in to_dict(self).items() if k != "gate" or v is not None})
+        write_json(path, {k: v for k, v in to_data(self).items() if k != "gate" or v is not None})

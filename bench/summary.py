@@ -22,20 +22,17 @@ from bench.figures import (
 )
 from bench.records import LATENCY, THROUGHPUT, BenchSummary, Ratio, Settings, SummaryRow, VariantsSide
 from bench.yardstick import best, compute_efficiency
-from kd.errors import KdError
-from kd.jsonrecord import RecordError, from_dict
+from kd.typed import read
 
 Parts = dict[str, list]  # "latency" / "throughput" -> [(per-call seconds, figure)] of one row
 
 
 def build_summary(bench_json: dict) -> BenchSummary:
-    try:
-        meta = from_dict(SuiteMeta, bench_json.get("kd_bench"), "kd_bench")
-        # a test that failed after its timing and before its figure left none: the summary holds what was measured
-        figures = [(b["stats"]["data"], read_figure(b["extra_info"], f"benchmarks[{i}].extra_info"))
-                   for i, b in enumerate(bench_json["benchmarks"]) if b["extra_info"]]
-    except RecordError as exc:
-        raise KdError(f"pytest-benchmark.json: {exc} (written by another version of the bench suite)") from None
+    where, fix = "pytest-benchmark.json:", "written by another version of the bench suite: run the bench again"
+    meta = read(SuiteMeta, bench_json.get("kd_bench"), where, ("kd_bench",), fix)
+    # a test that failed after its timing and before its figure left none: the summary holds what was measured
+    figures = [(b["stats"]["data"], read_figure(b["extra_info"], where, ("benchmarks", i, "extra_info"), fix))
+               for i, b in enumerate(bench_json["benchmarks"]) if b["extra_info"]]
     parts: dict[str, Parts] = {}
     for data, figure in figures:
         if isinstance(figure, (LatencyFigure, ThroughputFigure)):

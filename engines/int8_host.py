@@ -20,8 +20,9 @@ import numpy as np
 
 from engines.cpu import this_cpu_identity
 from engines.timing import faster
-from kd.jsonrecord import from_dict
+from kd.errors import KdError
 from kd.runfolder import write_json
+from kd.typed import read
 
 VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates
 RECORD = "host_choice.json"  # in that folder: the choice, the CPU it was measured on, the timings
@@ -49,8 +50,8 @@ class HostChoice:
     def read(cls, path: Path) -> HostChoice | None:
         """The record in `path`; None where there is none or it is unreadable (a cache: measured again)."""
         try:
-            return from_dict(cls, json.loads(path.read_text()))
-        except (OSError, ValueError):  # missing, not JSON, or a field that does not fit (RecordError)
+            return read(cls, json.loads(path.read_text()), f"{path}:")
+        except (OSError, ValueError, KdError):  # missing, not JSON, or a field that does not fit
             return None
 
 

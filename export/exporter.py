@@ -32,9 +32,9 @@ from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.records import REPORT, ExportReport
 from kd.errors import KdError
-from kd.jsonrecord import from_dict
 from kd.metrics import accuracy
 from kd.runfolder import atomic_dir, sha256_file, write_json
+from kd.typed import read
 
 # Calibration texts go in length-sorted batches of 16: little padding, whose activations would enter the ranges,
 # and fewer calls (fewer tokens and a faster NNCF than file-order batches of 8, at the same validation accuracy).
@@ -160,7 +160,7 @@ def export_model(name: str, model_dir: Path, out_dir: Path, texts: list[str], la
             total_seconds=time.perf_counter() - started,
         )
         # the pieces were gathered as the export went (a failure writes them as evidence); the record is typed here
-        record = from_dict(ExportReport, report)
+        record = read(ExportReport, report, "export report")
         record.write(tmp / REPORT)
     (out_dir.parent / f"{name}.failed.json").unlink(missing_ok=True)
     return record

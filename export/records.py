@@ -1,5 +1,5 @@
 """The export's records, one schema each: a model's export_report.json (beside its exported files) and the run's
-onnx/report.json. Written from these dataclasses and read back into them (kd/jsonrecord.py); `version` changes
+onnx/report.json. Written from these dataclasses and read back into them (kd/typed.py); `version` changes
 with the schema. Each file's check against PyTorch is parity.Check's fields, flat, with what that file adds."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import ClassVar
 
 from export.config import Gates
 from export.parity import Check
-from kd.jsonrecord import read_record, to_dict
 from kd.runfolder import write_json
+from kd.typed import read_json, to_data
 
 REPORT = "export_report.json"  # in each model's export folder
 
@@ -116,10 +116,10 @@ class ExportReport:
 
     @classmethod
     def read(cls, path: Path) -> ExportReport:
-        return read_record(cls, path, cls.FIX)
+        return read_json(path, cls, cls.VERSION, cls.FIX)
 
     def write(self, path: Path) -> None:
-        write_json(path, to_dict(self))
+        write_json(path, to_data(self))
 
 
 @dataclass
@@ -134,7 +134,7 @@ class RunExportReport:
 
     @classmethod
     def read(cls, path: Path) -> RunExportReport:
-        return read_record(cls, path, cls.FIX)
+        return read_json(path, cls, cls.VERSION, cls.FIX)
 
     def write(self, path: Path) -> None:
-        write_json(path, to_dict(self))
+        write_json(path, to_data(self))

@@ -26,6 +26,7 @@ REST = "rest"  # field metadata: this field takes the keys that the dataclass's 
 KEY = "key"  # field metadata: the field's key in the file, where that is no Python name (significant_at_0.05)
 NOT_READ = "not_read"  # field metadata: set by the loader (a recipe's name is its file's), never by the file
 NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a text", type(None): "null"}
+BARE = {dict: dict[str, Any], list: list[Any]}  # a record's free-form part (a probe's inputs): any JSON inside
 _OMITTED = object()
 
 
@@ -131,6 +132,7 @@ def read_json(path: Path, cls: type, version: int, fix: str):
 
 def describe(hint) -> str:
     """What a value of `hint` is, in words."""
+    hint = BARE.get(hint, hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         checks = [c for c in args[1:] if isinstance(c, Check)]
@@ -161,6 +163,7 @@ def _fields(cls) -> tuple[tuple[str, dataclasses.Field, Any], ...]:
 
 
 def _read(hint, value: Any, path: tuple):
+    hint = BARE.get(hint, hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         checks = [c for c in args[1:] if isinstance(c, Check)]
@@ -189,7 +192,7 @@ def _read(hint, value: Any, path: tuple):
             try:
                 return _read(option, value, path)
             except _Bad as bad:
-                if bad.path != path:  # it fit the option's shape, and a part of it is wrong: say that part
+                if bad.path != path or bad.sentence:  # it fit the option's shape, and a part is wrong: say that part
                     raise
         raise _Bad(path, value, describe(hint))
     if origin in (list, tuple):

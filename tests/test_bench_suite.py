@@ -29,7 +29,7 @@ from bench.records import (
 from bench.summary import build_summary
 from engines.cpu import CpuIdentity, this_cpu_identity
 from kd.errors import KdError
-from kd.jsonrecord import to_dict
+from kd.typed import to_data
 
 CPU_COMBOS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
               ("openvino", "int8")]
@@ -47,7 +47,7 @@ def test_bench_writes_the_summary_with_every_cpu_row(smoke_bench):
     rows = {r["row"]: r for r in summary["rows"]}
     # written from the BenchSummary record and read back into it whole
     assert BenchSummary.read(out / "summary.json") == build_summary(raw)
-    assert summary["version"] == BenchSummary.VERSION and summary["machine"]["cpu"] == to_dict(this_cpu_identity())
+    assert summary["version"] == BenchSummary.VERSION and summary["machine"]["cpu"] == to_data(this_cpu_identity())
     cfg = BenchConfig.from_dict(summary["config"])
     expected = {f"{m}-{b}-cpu-{p}" for m in ("teacher", "baseline", "distilled") for b, p in CPU_COMBOS}
     assert expected <= set(rows)
@@ -240,7 +240,7 @@ def test_one_bench_measurement_runs_alone_and_records_its_figure(smoke_export, t
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     (bench,) = json.loads(out.read_text())["benchmarks"]
     assert bench["name"] == "test_floor_again[onnxruntime]"
-    figure = read_figure(bench["extra_info"], "extra_info")
+    figure = read_figure(bench["extra_info"], "extra_info:")
     assert isinstance(figure, FloorFigure) and figure.backend == "onnxruntime" and figure.p50_ms > 0
     assert figure.calls == len(bench["stats"]["data"])
 
@@ -360,19 +360,20 @@ def test_records_round_trip_and_an_old_or_malformed_file_is_one_line_naming_file
     run = tmp_path / "run"
     (run / "bench").mkdir(parents=True)
     (run / "bench" / "summary.json").write_text(json.dumps({"format": 2, "rows": [], "ratios": []}))
-    with pytest.raises(KdError, match=r"summary.json: field version: None, this kd-bench reads BenchSummary version "
-                                      r"3 .*; run `make bench`"):
+    with pytest.raises(KdError, match=r"summary.json: version=None: expected 3, the format this kd-bench writes; "
+                                      r"run `make bench`"):
         check(run)
     # a malformed field: the file and the field's path
     data = json.loads((tmp_path / "summary.json").read_text())
     data["rows"][0]["accuracy"] = "high"
     (run / "bench" / "summary.json").write_text(json.dumps(data))
-    with pytest.raises(KdError, match=r"summary.json: field rows\[0\].accuracy: expected a number, found 'high'"):
+    with pytest.raises(KdError, match=r"summary.json: rows\[0\]: accuracy='high': expected a number or null; "
+                                      r"run `make bench`"):
         check(run)
     data = json.loads((tmp_path / "baseline.json").read_text())
     del data["machine"]["cpu"]
     (tmp_path / "baseline.json").write_text(json.dumps(data))
-    with pytest.raises(KdError, match=r"baseline.json: field machine.cpu: missing, expected CpuIdentity; record it"):
+    with pytest.raises(KdError, match=r"baseline.json: machine.cpu: expected a mapping with model_name, .*; record it"):
         Baseline.read(tmp_path / "baseline.json")
     # the committed baselines: typed, with the CPU they were recorded on, the gate section of the smoke one kept
     from bench.baseline import BASELINES
@@ -407,7 +408,7 @@ def test_the_summary_merges_each_rows_typed_figures_and_renders_them():
             [[right, 50 - right], [0, 0]], 1000, 800, 1e9).info()}
 
     meta = SuiteMeta({"run_dir": "runs/x", "batch_size": 32, "order": "length"}, "smoke", [], machine(), {})
-    bench_json = {"kd_bench": to_dict(meta), "benchmarks": [
+    bench_json = {"kd_bench": to_data(meta), "benchmarks": [
         latency("teacher", 0, 4.0), latency("teacher", 1, 3.0), latency("distilled", 0, 1.0),
         throughput("teacher", 0, 1.0, 45), throughput("teacher", 1, 1.0, 45), throughput("distilled", 0, 0.25, 40),
         throughput("distilled", 1, 0.25, 40), {"stats": {"data": [0.1]}, "extra_info": {}},  # failed before its figure
@@ -424,8 +425,8 @@ def test_the_summary_merges_each_rows_typed_figures_and_renders_them():
         ("distilled-onnxruntime-cpu-fp32", "teacher-pytorch-cpu-fp32", LATENCY): 3.0}
     assert "| distilled | onnxruntime | cpu | fp32 | 80.00% |" in render(summary)
     bench_json["benchmarks"][0]["extra_info"]["p50_ms"] = "fast"
-    with pytest.raises(KdError, match=r"pytest-benchmark.json: field benchmarks\[0\].extra_info.p50_ms: expected a "
-                                      r"number, found 'fast'"):
+    with pytest.raises(KdError, match=r"pytest-benchmark.json: benchmarks\[0\]: extra_info.p50_ms='fast': expected a "
+                                      r"number; written by another version of the bench suite"):
         build_summary(bench_json)
 
 
@@ -571,10 +572,10 @@ def test_a_baseline_may_set_its_own_limits_and_the_command_line_overrides_them(t
     assert gate_for(baseline, {"max_ratio_drop": 0.1, "max_accuracy_drop_pt": None}).max_ratio_drop == 0.1
     assert gate_for(baseline_with({}, [])).max_ratio_drop == GateConfig().max_ratio_drop
     path = tmp_path / "b.json"
-    data = to_dict(baseline)
+    data = to_data(baseline)
     data["gate"]["max_ratio"] = 0.4
     path.write_text(json.dumps(data))
-    with pytest.raises(KdError, match=r"b.json: field gate.max_ratio: expected no such field"):
+    with pytest.raises(KdError, match=r"b.json: unknown key gate.max_ratio \(known: "):
         Baseline.read(path)
     # re-recording keeps the limits chosen for the baseline
     baseline.write(path)

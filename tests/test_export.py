@@ -111,12 +111,12 @@ def test_an_export_report_is_read_back_whole_and_an_old_or_malformed_one_is_one_
     data = json.loads((out / REPORT).read_text())
     data["int8"]["size_mb"] = "small"
     (out / REPORT).write_text(json.dumps(data))
-    with pytest.raises(KdError, match=r"export_report.json: field int8.size_mb: expected a number, found 'small'; "
+    with pytest.raises(KdError, match=r"export_report.json: int8.size_mb='small': expected a number; "
                                       r"export the run again"):
         ExportReport.read(out / REPORT)
     del data["version"]  # an export made before the record had a schema: refused on reading, redone by export
     (out / REPORT).write_text(json.dumps(data))
-    with pytest.raises(KdError, match=r"export_report.json: field version: None, this kd-bench reads ExportReport"):
+    with pytest.raises(KdError, match=r"export_report.json: version=None: expected 1, the format this kd-bench writes"):
         ExportReport.read(out / REPORT)
     assert not exporter.is_current(out, report.key)
 

@@ -24,7 +24,7 @@ from bench.yardstick import (
     unavailable,
 )
 from engines.cpu import this_cpu_identity
-from kd.jsonrecord import to_dict
+from kd.typed import to_data
 
 
 def lines(*found: Efficiency) -> list[str]:
@@ -98,7 +98,7 @@ def test_the_summary_keeps_every_peak_and_one_efficiency_per_precision_it_has():
     assert found["bf16"].fraction_of_peak == pytest.approx(0.5)
     # the peaks as the bench writes them (one figure per measurement) and as the summary keeps them
     meta = SuiteMeta({}, "smoke", [], Machine(this_cpu_identity(), 2, 2, {}, None, "Linux"), {})
-    bench_json = {"kd_bench": to_dict(meta), "benchmarks": [
+    bench_json = {"kd_bench": to_data(meta), "benchmarks": [
         {"stats": {"data": [0.1]}, "extra_info": PeakFigure(p, None).info()}
         for p in (peak("pytorch", "fp32", 110), peak("openvino", "fp32", 160))]}
     summary = build_summary(bench_json)
