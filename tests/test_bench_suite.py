@@ -442,8 +442,12 @@ def test_a_baseline_of_another_cpu_gates_accuracy_only_and_says_so_in_one_line(t
     zen4.write(tmp_path / "baselines" / f"smoke-cpu-{ZEN4.slug}.json")
     run = tmp_path / "run"
     (run / "bench").mkdir(parents=True)
+    # the baseline's bf16 row: this CPU skipped it with a reason (a CPU without bf16), which another CPU's baseline
+    # does not gate; a row that went missing without a reason still fails
+    zen4.rows["c-pytorch-cpu-bf16"] = BaselineRow(accuracy=0.9, f1_macro=0.9, samples_per_s=None, p50_ms=None)
+    zen4.write(tmp_path / "baselines" / f"smoke-cpu-{ZEN4.slug}.json")
     on_xeon = summary_with([{"row": r, **v} for r, v in rows.items()], ratios(("a", "b", THROUGHPUT, 1.5)),
-                           cpu=XEON)
+                           cpu=XEON, skipped={"c-pytorch-cpu-bf16": "this CPU has no bf16"})
     on_xeon.write(run / "bench" / "summary.json")
     found = find_baseline(on_xeon, folder=tmp_path / "baselines")
     assert found.path.name == "smoke-cpu-amd-epyc-f25m17s1.json" and not found.same_cpu
@@ -464,6 +468,12 @@ def test_a_baseline_of_another_cpu_gates_accuracy_only_and_says_so_in_one_line(t
     assert out.index("is the baseline of") < out.index("| what |")  # said before anything else
     assert "| a vs b: throughput (×) | 4 | 1.5 | -62% | not gated: another CPU's baseline | |" in out
     assert "accuracy only: another CPU's baseline" in out
+    assert ("| c-pytorch-cpu-bf16: accuracy | 90 | missing | this CPU has no bf16 | not gated: skipped on this CPU | |"
+            in out)
+    on_xeon.skipped = {}
+    on_xeon.write(run / "bench" / "summary.json")
+    assert check(run, found.path, rebench=no_rebench) == 1
+    on_xeon.skipped = {"c-pytorch-cpu-bf16": "this CPU has no bf16"}
     # accuracy is gated all the same
     on_xeon.rows[0].accuracy = 0.8
     on_xeon.write(run / "bench" / "summary.json")
