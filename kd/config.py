@@ -6,7 +6,6 @@ A preset is data, not a code path: every preset goes through the same pipeline w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from kd.digest import json_fingerprint
 from kd.errors import KdError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -118,8 +118,7 @@ class RunConfig:
 
     def section_hash(self, *names: str) -> str:
         """A short fingerprint of some sections, to tell whether a finished stage is still current."""
-        blob = json.dumps({n: _get(self.to_dict(), n) for n in names}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_fingerprint({n: _get(self.to_dict(), n) for n in names})
 
 
 def yaml_names(folder: Path) -> list[str]:
