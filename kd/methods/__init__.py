@@ -16,9 +16,8 @@ from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build
 METHOD_DIR = Path(__file__).parent
 # What the teacher is before it teaches: none; fine-tuned on the labelled rows (the run's `teacher`); or
 # self-trained: fine-tuned again on the labelled rows plus its own confident labels on the pool, for `rounds` rounds
-# (the run's `teacher-self-train`). The pool's labels are never read.
+# (the run's `teacher-self-train`). The pool's labels are never read. Each procedure is a row of kd.run.TEACHERS.
 TEACHERS = ("none", "finetune", "self-train")
-TEACHER_MODEL = {"finetune": "teacher", "self-train": "teacher-self-train"}
 # Which of the students' train rows the student learns from: the labelled ones only; every row, the pool's with
 # their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the teacher
 # labels most confidently, with the teacher's labels (pseudo-labels).
@@ -72,8 +71,11 @@ class Method:
 
     @property
     def teacher_model(self) -> str | None:
-        """The run's model folder of the teacher it learns from (None: no teacher)."""
-        return TEACHER_MODEL.get(self.teacher)
+        """The run's model folder of the teacher it learns from (None: no teacher): `teacher` when fine-tuned,
+        teacher-<procedure> when another procedure makes it (teacher-self-train)."""
+        if self.teacher == "none":
+            return None
+        return "teacher" if self.teacher == "finetune" else f"teacher-{self.teacher}"
 
     def recipe(self) -> dict:
         """What the trained student depends on, for its stage key (the description aside)."""
