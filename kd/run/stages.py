@@ -51,12 +51,8 @@ def stages(ctx: RunContext, teachers: tuple[Stage, ...] = TEACHERS) -> dict[str,
                       f"{', '.join(t.name for t in teachers)})")
     for m in ctx.methods:
         table[m.model_name] = Stage(m.model_name, functools.partial(student_key, method=m),
-                                    functools.partial(make_student, method=m))
+                                    functools.partial(train_student, method=m))
     return table
-
-
-def make_student(ctx: RunContext, key: str, method) -> dict:
-    return train_student(ctx, method, key)
 
 
 def check_inputs(ctx: RunContext, table: dict[str, Stage], need_teacher: bool = True,

@@ -14,7 +14,7 @@ from kd.run.teachers import calibration, teacher_logits
 from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, PlainTrainer
 
 
-def train_student(ctx: RunContext, method: Method, key: str) -> dict:
+def train_student(ctx: RunContext, key: str, method: Method) -> dict:
     """The student of one method: its rows, its teacher's logits (temperature-scaled when it calibrates), and
     its terms; a method of cross-entropy alone trains with the plain Trainer, as the baseline always has."""
     name = method.model_name
