@@ -2,8 +2,9 @@
 the teachers first (the run's fine-tuned `teacher`, then each teacher procedure a method learns from), then one
 student per method, then the report. A stage whose model finished with the same key is skipped.
 
-Adding a teacher procedure is one function (kd/run/teachers.py) and one row of TEACHERS; the methods that learn
-from it name it (`teacher: <procedure>` learns from the model folder teacher-<procedure>, kd.methods).
+Adding a teacher procedure is one function (kd/run/teachers.py) and one row of TEACHERS (or of the `teachers`
+passed to train_all); a method with `teacher: <procedure>` learns from the model folder teacher-<procedure>
+(kd.methods.Method.teacher_model; a recipe file may name the procedures in kd.methods.TEACHERS).
 """
 
 from __future__ import annotations
