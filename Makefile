@@ -128,7 +128,7 @@ bench-baseline: $(STAMP)
 gpu-check: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH scripts/gpu-check.sh $(or $(RUN),runs/gpu-check)
 
-# Training speed: one epoch of baseline vs distillation (cached logits) vs the seed's way, on a trained run.
+# Training speed: one epoch of baseline vs distillation from cached logits vs the teacher run online, on a trained run.
 bench-train: $(STAMP)
 	$(BIN)/kd bench-train $(KD_ARGS)
 

@@ -23,7 +23,7 @@ VERBS = {
     "train-baseline": "train the baseline student on hard labels only",
     "distill": "train the distilled student on cached teacher logits mixed with hard labels",
     "report": "write results.json, results.md and the plots from the run's models",
-    "bench-train": "time one training epoch: baseline vs distillation (cached logits) vs the seed's way",
+    "bench-train": "time one training epoch: baseline vs distillation (cached logits) vs the teacher run online",
     "study": "runs over label budget x seed x student depth: means and confidence intervals, paired tests, plots",
 }
 EXPORT_VERBS = {
@@ -204,29 +204,18 @@ def run(args) -> int:
         batch_plans(cfg, args.nproc)  # an uneven split stops here, before any process starts
         return launch(args.argv, args.nproc)
     if args.verb == "bench-train":
-        from kd.bench_train import bench_train
+        from bench.train_speed import train_speed
 
-        bench_train(cfg, run_dir, args.rows)
+        train_speed(cfg, run_dir, args.rows)
         return 0
 
-    from kd import manifest
-    from kd.pipeline import Pipeline
+    from kd.run import RunContext, run_verb, train_all
 
-    pipe = Pipeline(cfg, run_dir)
+    ctx = RunContext(cfg, run_dir)
     if args.verb == "train-all":
-        pipe.train_all(force=args.force)
-        return 0
-    need_student = args.verb in ("train-baseline", "distill")
-    pipe.check_inputs(need_teacher=args.verb in ("eval-teacher", "train-teacher"), need_student=need_student)
-    manifest.start(pipe, args.verb)
-    if args.verb == "eval-teacher":
-        pipe.stage_teacher(allow_finetune=False)
-    elif args.verb == "train-teacher":
-        pipe.stage_teacher()
-    elif args.verb == "train-baseline":
-        pipe.stage_baseline()
-    elif args.verb == "distill":
-        pipe.stage_distill()
+        train_all(ctx, force=args.force)
+    else:
+        run_verb(ctx, args.verb)
     return 0
 
 

@@ -3,8 +3,6 @@ and int8 IRs, each gated against PyTorch. The folder appears whole or not at all
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict
@@ -31,6 +29,7 @@ from export.openvino_export import export_openvino, missing_packages
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.records import REPORT, ExportReport
+from kd.digest import json_fingerprint
 from kd.errors import KdError
 from kd.metrics import accuracy
 from kd.runfolder import atomic_dir, sha256_file, write_json
@@ -45,8 +44,7 @@ PROCEDURE = 6
 
 def export_key(weights_sha256: str, cfg: ExportConfig) -> str:
     """What an export was made from: the weights (their sha256) and the export settings."""
-    blob = json.dumps([weights_sha256, asdict(cfg), PROCEDURE], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return json_fingerprint([weights_sha256, asdict(cfg), PROCEDURE])
 
 
 def is_current(out_dir: Path, key: str) -> bool:

@@ -6,7 +6,6 @@ A preset is data, not a code path: every preset goes through the same pipeline w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from kd.digest import json_fingerprint
 from kd.errors import KdError
 from kd.typed import read
 
@@ -117,8 +117,7 @@ class RunConfig:
 
     def section_hash(self, *names: str) -> str:
         """A short fingerprint of some sections, to tell whether a finished stage is still current."""
-        blob = json.dumps({n: _get(self.to_dict(), n) for n in names}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_fingerprint({n: _get(self.to_dict(), n) for n in names})
 
 
 def yaml_names(folder: Path) -> list[str]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, load_from_disk
 
-from kd import cache
-from kd.runfolder import atomic_dir
+from kd.cache import cached, key
+from kd.digest import json_fingerprint
 
 
 def tokenizer_fingerprint(tokenizer, max_length: int) -> str:
@@ -21,8 +20,7 @@ def tokenizer_fingerprint(tokenizer, max_length: int) -> str:
         vocab = json.dumps(state, sort_keys=True)
     else:
         vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
-    blob = json.dumps([vocab, list(tokenizer.model_input_names), max_length, tokenizer.padding_side])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return json_fingerprint([vocab, list(tokenizer.model_input_names), max_length, tokenizer.padding_side])
 
 
 def tokenize(ds: Dataset, tokenizer, max_length: int, fingerprint: str | None = None) -> Dataset:
@@ -41,25 +39,13 @@ def tokenize(ds: Dataset, tokenizer, max_length: int, fingerprint: str | None = 
 
 
 def tokenized(ds: Dataset, data_fp: str, tokenizer, max_length: int, cache_root: Path, state) -> Dataset:
-    """The tokenized split from the cache when it was made from this data, tokenizer and length; else made anew."""
+    """The tokenized split from the cache when it was made from this data, tokenizer and length; else made anew
+    (by the main process; the others read its entry)."""
     made_from = {"data": data_fp, "tokenizer": tokenizer_fingerprint(tokenizer, max_length), "max_length": max_length,
                  "rows": len(ds)}
-    key = hashlib.sha256(f"{data_fp}:{made_from['tokenizer']}".encode()).hexdigest()[:16]
-    folder = cache_root / key
-    with state.main_process_first():
-        if state.is_main_process:
-            why = cache.mismatch(folder / cache.RECORD, made_from, _data_files(folder))
-            if why and folder.exists():
-                print(f"kd: tokenized cache {folder} not used: {why}; tokenizing again", flush=True)
-            if why:
-                with atomic_dir(folder) as tmp:
-                    tokenize(ds, tokenizer, max_length, fingerprint=key).save_to_disk(str(tmp))
-                    cache.write_record(tmp / cache.RECORD, made_from, _data_files(tmp))
-        return load_from_disk(str(folder))
-
-
-def _data_files(folder: Path) -> list[Path]:
-    return [f for f in folder.glob("*") if f.is_file() and f.name != cache.RECORD]
+    return cached(cache_root, made_from, lambda: tokenize(ds, tokenizer, max_length, fingerprint=key(made_from)),
+                  save=lambda tok, folder: tok.save_to_disk(str(folder)),
+                  load=lambda folder: load_from_disk(str(folder)), state=state, together=False)[0]
 
 
 def length_order(tok: Dataset) -> np.ndarray:

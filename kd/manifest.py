@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -82,27 +83,33 @@ def device_info(device: str) -> dict:
     return info
 
 
-def start(pipeline, command: str) -> None:
-    if not pipeline.state.is_main_process:
-        return
-    splits = pipeline.splits
-    pipeline.run.update_manifest(
-        config=pipeline.cfg.to_dict(),
+@dataclass(frozen=True)
+class RunStart:
+    """What a command records in the manifest as it starts (kd.run.context.RunContext.start_record)."""
+
+    config: dict
+    device: str
+    precision: str  # the teacher's
+    processes: int
+    batches: dict[str, dict]  # role -> its BatchPlan
+    source: str
+    label_names: list[str]
+    rows: dict[str, int]  # split -> rows (students' train rows, labelled ones among them)
+    fingerprints: dict[str, str]
+
+
+def start(run: RunFolder, command: str, facts: RunStart) -> None:
+    """The manifest's record of what `command` starts from (call it from the main process only)."""
+    run.update_manifest(
+        config=facts.config,
         command=command,
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         versions=package_versions(),
         git_commit=git_commit(),
-        device={**device_info(pipeline.device), "precision": pipeline.precision,
-                "processes": pipeline.state.num_processes},
-        batches={role: plan.as_dict() for role, plan in pipeline.batch_plans.items()},
-        data={
-            "source": splits.source,
-            "label_names": splits.label_names,
-            "rows": {"train": len(splits.train), "student_train": len(pipeline.student_train),
-                     "labelled": len(pipeline.student_train if pipeline.labelled is None else pipeline.labelled),
-                     "validation": len(splits.validation), "test": len(splits.test)},
-            "fingerprints": pipeline.fingerprints,
-        },
+        device={**device_info(facts.device), "precision": facts.precision, "processes": facts.processes},
+        batches=facts.batches,
+        data={"source": facts.source, "label_names": facts.label_names, "rows": facts.rows,
+              "fingerprints": facts.fingerprints},
     )
 
 

@@ -5,9 +5,10 @@ runs/<name>/
   models/<model>/                    save_pretrained (safetensors) + tokenizer + metrics.json
                                      + test_logits.npy + log_history.json; <model>: teacher, a self-trained
                                      teacher-self-train, and one student per method (baseline, distilled, ...)
-  cache/tokenized/<key>/             tokenized splits (datasets save_to_disk)
-  cache/teacher_logits/<key>.npy     a teacher's logits over the students' train rows
-  cache/calibration/<key>.fit.json   a teacher's fitted temperature (calibrated methods), beside its record
+  cache/<kind>/<key>/                one entry (kd.cache.cached) + kd_cache.json, the record of what made it:
+                                     tokenized/ a split (datasets save_to_disk); teacher_logits/ logits.npy, a
+                                     teacher's over the students' train rows; calibration/ calibration.json, a
+                                     teacher's fitted temperature (calibrated methods)
   work/<stage>/                      Trainer checkpoints while a stage runs (removed when it finishes)
   results.json, results.md, confusion_matrices.png, loss_curves.png
   onnx/<model>/                      `kd export`: model.onnx, model_int8.onnx, export_report.json, tokenizer

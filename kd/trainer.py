@@ -3,7 +3,7 @@
 Multi-process training (torchrun, accelerate launch) runs the same experiment as one process: a config's
 batch sizes are global batches that accelerate splits across the processes (`split_batches`), so the
 sampler, the batches and the optimizer steps are those of a single process, and every trainer's loss is a
-per-batch mean that DDP averages (`KdTrainer`).
+per-batch mean that DDP averages (`PlainTrainer`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kd.config import TrainConfig
 from kd.errors import KdError
 from kd.metrics import selection_metrics
+from kd.sampler import EpochSeededLengthGroupedSampler
 from kd.terms import Batch, Side
 
 TEACHER_LOGITS = "teacher_logits"
@@ -171,8 +172,9 @@ class DistillCollator:
         return batch
 
 
-class KdTrainer(Trainer):
-    """The Trainer every stage trains with: its loss is the model's per-batch mean, which DDP then averages.
+class PlainTrainer(Trainer):
+    """The Trainer a model trains with on its own loss (cross-entropy; DistillationTrainer adds a teacher's terms):
+    its loss is the model's per-batch mean, which DDP then averages.
 
     transformers 5 assumes a model whose forward takes **kwargs (BERT, DistilBERT) sums its loss over
     `num_items_in_batch`, so under DDP it multiplies the loss by the process count and skips the division by
@@ -195,35 +197,7 @@ class KdTrainer(Trainer):
         return sampler
 
 
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' length-grouped order, drawn from a generator seeded by (seed, epoch) instead of the global RNG.
-
-    The stock sampler draws each epoch's order from the global RNG as the epoch starts. A run resumed from a
-    checkpoint in a later epoch had reseeded that RNG, so it drew another order than the run it continues, and
-    finished with other weights (a study-smoke teacher resumed at step 9 of 20, in its third epoch). Seeded by
-    the epoch, which the Trainer sets on resume as on every epoch, the order is the same either way."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-
-def frozen(model):
-    """A teacher that teaches online: evaluation mode, no gradients; its weights stay as they were."""
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
-
-
-class DistillationTrainer(KdTrainer):
+class DistillationTrainer(PlainTrainer):
     """A Trainer that distils: it trains `model` on a method's weighted sum of loss terms (kd/terms/), with ordinary
     TrainingArguments. Usable on its own (docs/api.md):
 
@@ -239,7 +213,7 @@ class DistillationTrainer(KdTrainer):
 
     Terms with parameters of their own (a projection between widths) hang on the student as `KD_TERMS`, so that
     the optimizer, DDP, checkpoints and resume treat them as the student's; take them off before saving the student
-    (kd.pipeline does). Validation batches get plain cross-entropy, so eval_loss is comparable across methods. Each
+    (kd.run.fit does). Validation batches get plain cross-entropy, so eval_loss is comparable across methods. Each
     term's value is logged as loss_<term>.
     """
 
@@ -264,7 +238,9 @@ class DistillationTrainer(KdTrainer):
         super().__init__(*args, **kwargs)
         self.terms = terms
         self.needs_hidden, self.needs_attention = HIDDEN in needs, ATTENTION in needs
-        self.teacher = frozen(teacher_model.to(self.args.device)) if teacher_model is not None else None
+        self.teacher = teacher_model.to(self.args.device).eval() if teacher_model is not None else None
+        for parameter in self.teacher.parameters() if self.teacher is not None else ():
+            parameter.requires_grad_(False)  # frozen: the teacher's weights stay as they were
         self._parts: dict[str, list[float]] = {f"loss_{term.name}": [] for _, term in terms}
 
     def _set_signature_columns_if_needed(self) -> None:

@@ -71,6 +71,6 @@ def test_two_processes_record_their_batches_and_write_once(smoke_run, two_proces
     assert "distilled 32 = 2 x 16" in (run / "results.md").read_text()
     # the two processes' shares of the teacher's logits come back in row order: the one-process logits (fp32,
     # sums in another order); a shuffled order would be far off
-    (ddp,) = (run / "cache/teacher_logits").glob("*.npy")
-    (single,) = (smoke_run / "cache/teacher_logits").glob("*.npy")
+    (ddp,) = (run / "cache/teacher_logits").glob("*/logits.npy")
+    (single,) = (smoke_run / "cache/teacher_logits").glob("*/logits.npy")
     np.testing.assert_allclose(np.load(ddp), np.load(single), atol=1e-4)

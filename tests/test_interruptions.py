@@ -148,36 +148,42 @@ def test_no_module_writes_a_file_in_place():
 
 
 def in_process(run):
-    """The pipeline of the smoke preset on a run folder, in this process (its messages go to stdout)."""
+    """The run of the smoke preset on a run folder, in this process (its messages go to stdout)."""
     from kd.config import load_config
-    from kd.pipeline import Pipeline
+    from kd.run import RunContext
 
-    return Pipeline(load_config("smoke"), run)
+    return RunContext(load_config("smoke"), run)
+
+
+def teacher_logits(run):
+    from kd.run.teachers import teacher_logits
+
+    return teacher_logits(in_process(run))
 
 
 def test_wrong_shape_foreign_or_stale_teacher_logits_are_recomputed_never_used(smoke_copy, capsys):
-    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
+    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*/logits.npy")
     good = np.load(cached)
     np.save(cached, np.zeros((3, 4), dtype=np.float32))  # damaged: the wrong shape
-    logits, _ = in_process(smoke_copy).teacher_logits()
+    logits, _ = teacher_logits(smoke_copy)
     assert "not used: its files changed after it was written" in capsys.readouterr().out
     assert np.array_equal(logits, good) and np.array_equal(np.load(cached), good)
     # foreign: right name, right shape, other numbers (another teacher's logits copied over)
     np.save(cached, np.random.default_rng(0).normal(size=good.shape).astype(np.float32))
-    logits, _ = in_process(smoke_copy).teacher_logits()
+    logits, _ = teacher_logits(smoke_copy)
     out = capsys.readouterr().out
-    assert "not used: its files changed after it was written; computing them again" in out
+    assert "not used: its files changed after it was written; computing it again" in out
     assert f"teacher: logits for {len(good)} rows" in out
     assert np.array_equal(logits, good) and np.array_equal(np.load(cached), good)
     # stale: its record says it was made from another teacher
-    record = cached.with_suffix(".json")
+    record = cached.parent / "kd_cache.json"
     meta = json.loads(record.read_text())
     meta["made_from"]["teacher_weights"] = "0" * 64
     record.write_text(json.dumps(meta))
-    logits, _ = in_process(smoke_copy).teacher_logits()
+    logits, _ = teacher_logits(smoke_copy)
     assert "not used: it was made from other inputs (teacher_weights)" in capsys.readouterr().out
     assert np.array_equal(logits, good)
-    logits, note = in_process(smoke_copy).teacher_logits()  # and the rewritten entry is used again
+    logits, note = teacher_logits(smoke_copy)  # and the rewritten entry is used again
     assert note == "reused" and np.array_equal(logits, good)
 
 
@@ -189,13 +195,13 @@ def test_a_killed_stage_of_another_config_restarts_and_planted_logits_are_not_le
     shutil.rmtree(smoke_copy / "models" / "distilled")
     start_afresh(work, "0123456789abcdef")  # as a killed run with another config would have left it
     fake_checkpoint(work, 31)
-    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*.npy")
+    (cached,) = (smoke_copy / "cache/teacher_logits").glob("*/logits.npy")
     good = np.load(cached)
     np.save(cached, np.random.default_rng(0).normal(size=good.shape).astype(np.float32))
     proc = kd("distill", "--preset", "smoke", "--run-dir", smoke_copy)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "distilled: training from the start (the checkpoints there were made with another config" in proc.stdout
-    assert "not used: its files changed after it was written; computing them again" in proc.stdout
+    assert "not used: its files changed after it was written; computing it again" in proc.stdout
     assert (smoke_copy / "models/distilled/test_logits.npy").read_bytes() == \
         (smoke_run / "models/distilled/test_logits.npy").read_bytes()
 
@@ -208,9 +214,9 @@ def test_foreign_or_damaged_tokenized_caches_are_rebuilt(smoke_copy, capsys):
     splits = ("student_train", "validation", "test")  # what a student trains and is scored on
 
     def tokenized() -> dict[str, list]:
-        pipe = in_process(smoke_copy)
-        _, tokenizer = pipe.new_student()
-        return {split: list(pipe.tokenized(split, tokenizer)["input_ids"]) for split in splits}
+        ctx = in_process(smoke_copy)
+        _, tokenizer = ctx.new_student()
+        return {split: list(ctx.tokenized(split, tokenizer)["input_ids"]) for split in splits}
 
     original = tokenized()  # the run's own caches, read
     assert not cache_notes(capsys.readouterr().out)
@@ -238,23 +244,23 @@ def test_no_pool_label_reaches_any_model_under_a_label_budget(tmp_path):
     very same teacher, baseline and distilled weights (the positive control, a changed labelled row, is in
     test_losses.py). One epoch per model: what is checked is that no pool label reaches a gradient."""
     from kd.config import load_config
-    from kd.pipeline import Pipeline
+    from kd.run import RunContext, train_all
 
     cfg = load_config("smoke", ["data.labelled_rows=200", "teacher.train.epochs=1", "student.train.epochs=1"])
     weights = []
     for run, hide in ((tmp_path / "plain", False), (tmp_path / "hidden", True)):
-        pipe = Pipeline(cfg, run)
-        labelled = pipe.labelled  # chosen from the real labels, then kept
+        ctx = RunContext(cfg, run)
+        labelled = ctx.budget.labelled_rows  # chosen from the real labels, then kept
         assert len(labelled) == 200
         if hide:
-            ds = pipe.student_train
+            ds = ctx.student_train
             labels = np.asarray(ds["label"])
             pool = np.setdiff1d(np.arange(len(ds)), labelled)
             labels[pool] = (np.random.default_rng(0).permutation(labels[pool]) + 1) % 4
             assert (labels != np.asarray(ds["label"])).sum() > 1000
-            pipe.__dict__["student_train"] = ds.remove_columns("label").add_column(
+            ctx.__dict__["student_train"] = ds.remove_columns("label").add_column(
                 "label", labels.tolist()).cast_column("label", ds.features["label"])
-        pipe.train_all()
+        train_all(ctx)
         weights.append({m: json.loads((run / f"models/{m}/metrics.json").read_text())["weights_sha256"]
                         for m in ("teacher", "baseline", "distilled")})
     assert weights[0] == weights[1]

@@ -96,9 +96,11 @@ def test_the_teacher_procedures_read_only_the_budgets_labels_and_share_the_teach
     cal = json.loads((methods_run / "models/kd-calibrated/metrics.json").read_text())["calibration"]
     assert cal["rows"] == BUDGET and cal["folds"] == 2 and cal["nll_after"] <= cal["nll_before"]
     assert "teacher-fold1: training from the start" in log and "teacher-fold2: training from the start" in log
-    cached = list((methods_run / "cache/calibration").glob("*.fit.json"))
+    cached = list((methods_run / "cache/calibration").glob("*/calibration.json"))
     assert len(cached) == 1 and json.loads(cached[0].read_text())["temperature"] == cal["temperature"]
-    assert cached[0].with_name(cached[0].name.replace(".fit", "")).is_file()  # its record, bound to the teacher
+    record = json.loads((cached[0].parent / "kd_cache.json").read_text())  # its record, bound to the teacher
+    assert record["made_from"]["weights"] == json.loads(
+        (methods_run / "models/teacher/metrics.json").read_text())["weights_sha256"]
     times = json.loads((methods_run / "models/self-train-kd/metrics.json").read_text())
     assert times["teacher"] == "teacher-self-train" and times["procedure_seconds"] == st["train_seconds"]
 
@@ -108,7 +110,7 @@ def test_pseudo_labels_are_the_same_whatever_the_pool_rows_labels_say():
     from datasets import Dataset
 
     from kd.methods import load_method
-    from kd.pipeline import Pipeline
+    from kd.run.rows import LabelBudget
 
     rng = np.random.default_rng(0)
     rows, labelled = 60, np.array([3, 10, 20, 41])
@@ -122,9 +124,9 @@ def test_pseudo_labels_are_the_same_whatever_the_pool_rows_labels_say():
     method = load_method("pseudo-label")
     made = []
     for data in (ds, scrambled):
-        pipe = Pipeline.__new__(Pipeline)
-        pipe.__dict__.update(labelled=labelled, student_train=data)
-        train, chosen = pipe.pseudo_labelled(data.select(labelled), data, logits, method)
+        budget = LabelBudget(rows, labelled)
+        train, chosen = budget.labelled_and_pseudo_labelled(data.select(labelled), data, logits, method.per_class,
+                                                             method.min_confidence)
         made.append((train["input_ids"], train["label"], chosen.tolist()))
     assert made[0] == made[1]
     ids, labels, chosen = made[0]

@@ -18,11 +18,13 @@ from kd.typed import NOT_READ, REST, Check, at_least, read
 METHOD_DIR = Path(__file__).parent
 # What the teacher is before it teaches (Method.teacher): none; fine-tuned on the labelled rows (the run's `teacher`);
 # or self-trained: fine-tuned again on the labelled rows plus its own confident labels on the pool, for `rounds`
-# rounds (the run's `teacher-self-train`). The pool's labels are never read.
-TEACHER_MODEL = {"finetune": "teacher", "self-train": "teacher-self-train"}
+# rounds (the run's `teacher-self-train`). The pool's labels are never read. Each procedure is a row of
+# kd.run.stages.TEACHERS.
+TEACHERS = ("none", "finetune", "self-train")
 # Which of the students' train rows the student learns from (Method.rows): the labelled ones only; every row, the
 # pool's with their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the
 # teacher labels most confidently, with the teacher's labels (pseudo-labels).
+ROWS = ("labelled", "all", "pseudo-labelled")
 COUNTS = "folds >= 2, rounds >= 1 and per_class >= 1"
 FOLDER = Check(lambda m: not m or (re.fullmatch(r"[a-z0-9][a-z0-9_-]*", m) is not None and not m.startswith("teacher")),
                "a folder name of lower-case letters, digits, - and _, not starting with 'teacher'")
@@ -66,8 +68,8 @@ class Method:
     terms: Annotated[tuple[TermSpec, ...], Check(bool, "a list of {term: NAME, weight: W, ...settings}")]
     name: str = field(default="", metadata={NOT_READ: True})  # its file's name
     description: str = ""
-    teacher: Literal["none", "finetune", "self-train"] = "finetune"
-    rows: Literal["labelled", "all", "pseudo-labelled"] = "all"
+    teacher: Literal[TEACHERS] = "finetune"
+    rows: Literal[ROWS] = "all"
     # the model folder it trains (models/<model>); its name where empty
     model: Annotated[str, FOLDER] = ""
     calibrate: bool = False
@@ -85,8 +87,11 @@ class Method:
 
     @property
     def teacher_model(self) -> str | None:
-        """The run's model folder of the teacher it learns from (None: no teacher)."""
-        return TEACHER_MODEL.get(self.teacher)
+        """The run's model folder of the teacher it learns from (None: no teacher): `teacher` when fine-tuned,
+        teacher-<procedure> when another procedure makes it (teacher-self-train)."""
+        if self.teacher == "none":
+            return None
+        return "teacher" if self.teacher == "finetune" else f"teacher-{self.teacher}"
 
     def recipe(self) -> dict:
         """What the trained student depends on, for its stage key (the description aside)."""

@@ -1,5 +1,5 @@
 """A study: when does distillation pay? A grid of ordinary runs, one run folder per cell (label budget x seed x
-student depth), each made by kd.pipeline like any `train-all`, then one report over them: the mean of every
+student depth), each made by kd.run like any `train-all`, then one report over them: the mean of every
 score over seeds with its 95 % t-interval, the paired difference distilled - baseline per seed with its
 interval and a paired t-test, and each seed's McNemar test.
 

@@ -1,4 +1,4 @@
-"""One cell of a study: an ordinary run folder made by kd.pipeline's train-all, skipped when finished, its teacher
+"""One cell of a study: an ordinary run folder made by kd.run's train-all, skipped when finished, its teacher
 taken from the cell that trained the same one (its donor), and its record (cells/<cell>.json) written. Every
 executor runs cells through `run_cell`: this process, a Ray task, a --shard."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kd.config import RunConfig
 from kd.errors import KdError
@@ -28,38 +29,46 @@ class CellJob:
     threads: int | None  # torch's CPU threads (StudyConfig.cpus)
     index: int  # 1-based place in the grid, for the log
     total: int
-    finished: bool  # finished when planned: only its record is (re)written
+    finished: bool  # finished when planned (kd.run.finished): only its record is (re)written
+    # the cell's run (kd.run.RunContext) as planned and checked, in the process that planned it; a Ray worker gets
+    # the job without it and makes its own
+    context: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "context": None}
 
 
 def run_cell(job: CellJob) -> CellRecord:
     """One cell: skipped when finished, else its teacher taken from its donor where the donor has it, then an
     ordinary train-all (which resumes a cell that was stopped). Writes and returns the cell's record."""
-    from kd.pipeline import Pipeline
-
-    if job.threads:
-        import torch
-
-        torch.set_num_threads(job.threads)
     cell, root = job.cell, job.root
-    pipe = Pipeline(job.config, root / "cells" / cell.name)
+    run = RunFolder(root / "cells" / cell.name)
     entry = settings(cell, finished_entries(root, [cell]).get(cell.name))
     where = f"cell {job.index} of {job.total} ({cell.name})"
-    if all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file():
+    if job.finished:
         print(f"kd: study {job.study}: {where} already finished, skipped", flush=True)
     else:
+        from kd.run import RunContext, train_all
+        from kd.run.keys import is_current, teacher_key
+
+        if job.threads:
+            import torch
+
+            torch.set_num_threads(job.threads)
         print(f"kd: study {job.study}: {where} [pid {os.getpid()}]", flush=True)
-        if job.donor and not pipe.is_current("teacher"):
+        ctx = job.context or RunContext(job.config, run.root)
+        if job.donor and not is_current(ctx, "teacher", teacher_key(ctx)):
             donor = RunFolder(root / "cells" / job.donor)
             if not (donor.model_dir("teacher") / "metrics.json").is_file():
                 raise KdError(f"cell {cell.name}: the teacher it shares with cell {job.donor} is not trained yet")
-            share_teacher(donor, pipe.run)
+            share_teacher(donor, run)
             entry.teacher_from = job.donor
             print(f"kd: teacher and its logits taken from cell {job.donor} (same data, labelled rows and teacher "
                   "settings)", flush=True)
         cell_started = time.perf_counter()
-        pipe.train_all()
+        train_all(ctx, checked=job.context is not None)
         entry.seconds = round(time.perf_counter() - cell_started, 1)
-    entry = finish(entry, pipe.run)
+    entry = finish(entry, run)
     write_cell_record(root, cell, entry)
     return entry
 
@@ -67,23 +76,18 @@ def run_cell(job: CellJob) -> CellRecord:
 def share_teacher(donor: RunFolder, run: RunFolder) -> None:
     """Give `run` the teachers `donor` trained (the fine-tuned one and a self-trained one), their cached logits and
     fitted temperatures, as hard links (both folders only ever replace files whole, never write into them), falling
-    back to copies where links cannot be made. The pipeline checks them like its own before using them."""
+    back to copies where links cannot be made. The run checks them like its own before using them."""
     def place(src: Path, dst: Path) -> None:
         try:
             os.link(src, dst)
         except OSError:
             shutil.copy2(src, dst)
 
-    for folder in sorted(donor.root.glob("models/teacher*")):
-        if (folder / "metrics.json").is_file() and not run.model_dir(folder.name).exists():
-            with atomic_dir(run.model_dir(folder.name)) as tmp:
+    entries = [f for kind in ("teacher_logits", "calibration") for f in sorted(donor.cache_dir(kind).glob("[!.]*"))]
+    for folder in [f for f in sorted(donor.root.glob("models/teacher*")) if (f / "metrics.json").is_file()] + entries:
+        mine = run.root / folder.relative_to(donor.root)
+        if folder.is_dir() and not mine.exists():
+            with atomic_dir(mine) as tmp:
                 for src in folder.iterdir():
                     place(src, tmp / src.name)
-    for kind in ("teacher_logits", "calibration"):
-        cache = run.cache_dir(kind)
-        cache.mkdir(parents=True, exist_ok=True)
-        # each entry before its <key>.json record: an entry without a record is never used
-        for src in sorted(donor.cache_dir(kind).glob("*"), key=lambda p: p.suffixes == [".json"]):
-            if not (cache / src.name).exists():
-                place(src, cache / src.name)
 

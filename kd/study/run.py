@@ -18,8 +18,10 @@ EXECUTORS = ("local", "ray")
 
 
 def plan(study: StudyConfig, root: Path, data: str | None, sections: dict[str, type]) -> list[CellJob]:
-    """Every cell checked (a mistake stops the study before any cell writes), with its donor and state."""
-    from kd.pipeline import Pipeline  # torch and transformers: only when cells run
+    """Every cell's run built and checked (a mistake stops the study before any cell writes), with its donor and
+    state; each job carries its run to the cell that runs it in this process."""
+    from kd.run import RunContext, check_inputs, finished, stages  # torch and transformers: only when cells run
+    from kd.run.keys import teacher_key
 
     grid = cells(study)
     root = root.resolve()
@@ -27,12 +29,13 @@ def plan(study: StudyConfig, root: Path, data: str | None, sections: dict[str, t
     donors: dict[str, str] = {}  # teacher stage key -> the first cell in grid order with it
     jobs = []
     for i, cell in enumerate(grid, 1):
-        pipe = Pipeline(configs[cell], root / "cells" / cell.name)
-        pipe.check_inputs()
-        donor = donors.setdefault(pipe.stage_key("teacher"), cell.name)
-        finished = all(pipe.is_current(m) for m in pipe.model_names) and pipe.run.results_json.is_file()
+        ctx = RunContext(configs[cell], root / "cells" / cell.name)
+        table = stages(ctx)
+        check_inputs(ctx, table)
+        ctx.drop_teacher()
+        donor = donors.setdefault(teacher_key(ctx), cell.name)
         jobs.append(CellJob(study.name, cell, configs[cell], root, None if donor == cell.name else donor,
-                            study.cpus, i, len(grid), finished))
+                            study.cpus, i, len(grid), finished(ctx, table), context=ctx))
     return jobs
 
 

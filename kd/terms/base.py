@@ -16,7 +16,7 @@ LOGITS, HIDDEN, ATTENTION = "logits", "hidden", "attention"
 @dataclass
 class Side:
     """What one model (student or teacher) gives the terms for a batch. The attention term's queries, keys and
-    values are those of the model's last layer, captured by kd.terms.capture, before the heads are split."""
+    values are those of the model's last layer, captured by kd.terms.attention.capture, before the heads are split."""
 
     logits: torch.Tensor | None = None  # (batch, classes)
     hidden: tuple[torch.Tensor, ...] | None = None  # the embeddings' output, then every layer's: (batch, tokens, width)

@@ -1,10 +1,10 @@
 """Training-speed benchmark: what distilling from cached logits costs over plain training.
 
 Times one epoch over the same rows of the same student, four ways:
-  baseline              hard labels, dynamic padding, length-grouped batches (what train-baseline does)
-  distilled (cached)    + cached teacher logits (what distill does)
-  baseline, seed's way  every batch padded to max_length, random batches
-  distilled, seed's way + the teacher run online on every batch
+  baseline (dynamic)    hard labels, dynamic padding, length-grouped batches (what train-baseline does)
+  distilled (dynamic)   + cached teacher logits (what distill does)
+  baseline (padded)     every batch padded to max_length, random batches
+  distilled (padded)    + the teacher run online on every batch, as in the textbook recipe
 All four use the run's precision, so the ratios isolate padding and the online teacher.
 """
 
@@ -18,9 +18,10 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from kd.config import RunConfig
 from kd.device import resolve_precision
-from kd.pipeline import Pipeline
+from kd.run import RunContext, check_inputs, stages
+from kd.run.teachers import teacher_logits
 from kd.runfolder import write_json
-from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, KdTrainer, parallel_arguments
+from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, PlainTrainer, parallel_arguments
 
 
 def _epoch_seconds(trainer) -> float:
@@ -29,53 +30,54 @@ def _epoch_seconds(trainer) -> float:
     return time.perf_counter() - started
 
 
-def bench_train(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
-    pipe = Pipeline(cfg, run_dir)
-    pipe.check_inputs(need_teacher=False)
-    logits, _ = pipe.teacher_logits()
-    rows = min(rows, len(pipe.student_train))
-    teacher = AutoModelForSequenceClassification.from_pretrained(pipe.run.model_dir("teacher"), use_safetensors=True)
-    tc, plan = cfg.student.train, pipe.batch_plans["student"]
-    precision = resolve_precision(tc.precision, pipe.device)
+def train_speed(cfg: RunConfig, run_dir: Path, rows: int) -> dict:
+    ctx = RunContext(cfg, run_dir)
+    check_inputs(ctx, stages(ctx), need_teacher=False)
+    logits, _ = teacher_logits(ctx)
+    rows = min(rows, len(ctx.student_train))
+    teacher = AutoModelForSequenceClassification.from_pretrained(ctx.run.model_dir("teacher"), use_safetensors=True)
+    tc, plan = cfg.student.train, ctx.batch_plans["student"]
+    precision = resolve_precision(tc.precision, ctx.device)
 
     def args(grouped: bool) -> TrainingArguments:
         return TrainingArguments(
-            output_dir=str(pipe.run.work_dir("bench-train")), num_train_epochs=1, learning_rate=tc.learning_rate,
+            output_dir=str(ctx.run.work_dir("bench-train")), num_train_epochs=1, learning_rate=tc.learning_rate,
             warmup_steps=tc.warmup, seed=tc.seed, data_seed=tc.seed,
             train_sampling_strategy="group_by_length" if grouped else "random", length_column_name="length",
             eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
-            bf16=precision == "bf16", fp16=precision == "fp16", **parallel_arguments(plan, pipe.device),
+            bf16=precision == "bf16", fp16=precision == "fp16", **parallel_arguments(plan, ctx.device),
         )
 
     timings = {}
-    for way, grouped, padding in (("dynamic", True, True), ("seed", False, "max_length")):
+    for way, grouped, padding in (("dynamic", True, True), ("padded", False, "max_length")):
         for kind in ("baseline", "distilled"):
-            model, tokenizer = pipe.new_student()
-            train_ds = pipe.tokenized("student_train", tokenizer).select(range(rows))
+            model, tokenizer = ctx.new_student()
+            train_ds = ctx.tokenized("student_train", tokenizer).select(range(rows))
             pad = DataCollatorWithPadding(tokenizer, padding=padding, max_length=cfg.data.max_length)
             if kind == "baseline":
-                trainer = KdTrainer(model=model, args=args(grouped), train_dataset=train_ds, data_collator=pad)
+                trainer = PlainTrainer(model=model, args=args(grouped), train_dataset=train_ds, data_collator=pad)
             elif way == "dynamic":
                 train_ds = train_ds.add_column(TEACHER_LOGITS, logits[:rows].tolist())
                 collator = DistillCollator(tokenizer, padding, cfg.data.max_length)
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
                                               data_collator=collator,
                                               method="kd", **asdict(cfg.distill))
-            else:  # the seed's recipe: the teacher runs forward on every training batch
+            else:  # the teacher runs forward on every training batch
                 trainer = DistillationTrainer(model=model, args=args(grouped), train_dataset=train_ds,
                                               data_collator=pad, teacher_model=teacher,
                                               method="kd", **asdict(cfg.distill))
             seconds = _epoch_seconds(trainer)
             timings[f"{kind}_{way}"] = {"seconds": seconds, "examples_per_s": rows / seconds}
-            pipe.log(f"bench-train: {kind}, {way} padding: {seconds:.1f} s ({rows / seconds:.1f} examples/s)")
+            ctx.log(f"bench-train: {kind}, {way} padding: {seconds:.1f} s ({rows / seconds:.1f} examples/s)")
 
+    base, cached = timings["baseline_dynamic"]["seconds"], timings["distilled_dynamic"]["seconds"]
     result = {
-        "rows": rows, "precision": precision, "device": pipe.device, "timings": timings,
-        "distill_over_baseline": timings["distilled_dynamic"]["seconds"] / timings["baseline_dynamic"]["seconds"],
-        "seed_distill_over_baseline": timings["distilled_seed"]["seconds"] / timings["baseline_dynamic"]["seconds"],
-        "seed_distill_over_distill": timings["distilled_seed"]["seconds"] / timings["distilled_dynamic"]["seconds"],
+        "rows": rows, "precision": precision, "device": ctx.device, "timings": timings,
+        "distill_over_baseline": cached / base,
+        "online_distill_over_baseline": timings["distilled_padded"]["seconds"] / base,
+        "online_distill_over_distill": timings["distilled_padded"]["seconds"] / cached,
     }
-    write_json(pipe.run.bench_dir / "train_speed.json", result)
+    write_json(ctx.run.bench_dir / "train_speed.json", result)
     print(render(result))
     return result
 
@@ -86,14 +88,11 @@ def render(r: dict) -> str:
              "| recipe | seconds | examples/s |", "|---|---:|---:|"]
     names = {"baseline_dynamic": "baseline (dynamic padding, length-grouped)",
              "distilled_dynamic": "distilled, cached teacher logits (same batches)",
-             "baseline_seed": "baseline, seed's way (pad to max_length, random batches)",
-             "distilled_seed": "distilled, seed's way (+ teacher online every step)"}
+             "baseline_padded": "baseline (pad to max_length, random batches)",
+             "distilled_padded": "distilled, teacher online every step (pad to max_length, random batches)"}
     for key, label in names.items():
         lines.append(f"| {label} | {t[key]['seconds']:.1f} | {t[key]['examples_per_s']:.1f} |")
     lines += ["", f"distillation epoch / baseline epoch: {r['distill_over_baseline']:.3f}",
-              f"seed's-way distillation epoch / baseline epoch: {r['seed_distill_over_baseline']:.2f}",
-              f"seed's way / cached distillation: {r['seed_distill_over_distill']:.2f}x slower"]
+              f"online-teacher distillation epoch / baseline epoch: {r['online_distill_over_baseline']:.2f}",
+              f"online teacher / cached logits: {r['online_distill_over_distill']:.2f}x slower"]
     return "\n".join(lines)
-
-
-

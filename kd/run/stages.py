@@ -1,0 +1,126 @@
+"""A run is a table of stages: model name -> how to key it and how to make it. `train_all` walks the table in order:
+the teachers first (the run's fine-tuned `teacher`, then each teacher procedure a method learns from), then one
+student per method, then the report. A stage whose model finished with the same key is skipped.
+
+Adding a teacher procedure is one function (kd/run/teachers.py) and one row of TEACHERS (or of the `teachers`
+passed to train_all); a method with `teacher: <procedure>` learns from the model folder teacher-<procedure>
+(kd.methods.Method.teacher_model; a recipe file may name the procedures in kd.methods.TEACHERS).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kd import manifest
+from kd.errors import KdError
+from kd.report import write_report
+from kd.run.context import RunContext
+from kd.run.keys import is_current, student_key, teacher_key
+from kd.run.students import train_student
+from kd.run.teachers import SELF_TRAINED, check_self_train, fine_tune, self_train, self_train_key
+
+
+def no_check(ctx: RunContext, need_teacher: bool) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the model folder it makes: models/<name>
+    key: Callable[[RunContext], str]  # what its model depends on (kd/run/keys.py)
+    make: Callable[[RunContext, str], dict]  # (run, key) -> its metrics: trains, tests and saves the model
+    check: Callable[[RunContext, bool], None] = no_check  # (run, need_teacher): raises on a mistake, before writes
+
+
+# The teacher procedures, in the order a run makes them; the first is the run's own teacher and always runs.
+TEACHERS: tuple[Stage, ...] = (
+    Stage("teacher", teacher_key, fine_tune),
+    Stage(SELF_TRAINED, self_train_key, self_train, check_self_train),
+)
+
+
+def stages(ctx: RunContext, teachers: tuple[Stage, ...] = TEACHERS) -> dict[str, Stage]:
+    """The run's stages by model name, in the order it makes them: the teacher, the teachers its methods learn
+    from, then a student per method."""
+    wanted = {m.teacher_model for m in ctx.methods}
+    table = {t.name: t for t in teachers if t.name == teachers[0].name or t.name in wanted}
+    unknown = sorted(wanted - set(table) - {None})
+    if unknown:
+        raise KdError(f"config methods={ctx.cfg.methods}: no teacher procedure makes {unknown[0]!r} (known: "
+                      f"{', '.join(t.name for t in teachers)})")
+    for m in ctx.methods:
+        table[m.model_name] = Stage(m.model_name, functools.partial(student_key, method=m),
+                                    functools.partial(train_student, method=m))
+    return table
+
+
+def check_inputs(ctx: RunContext, table: dict[str, Stage], need_teacher: bool = True,
+                 need_student: bool = True) -> None:
+    """Load everything a stage will need so that a user mistake stops the run before any write."""
+    ctx.check_run_folder()
+    _ = ctx.batch_plans
+    _ = ctx.fingerprints
+    _ = ctx.budget
+    if need_teacher:
+        _ = ctx.teacher
+    for stage in table.values():
+        stage.check(ctx, need_teacher)
+    if need_student:
+        ctx.new_student()
+    if ctx.state.is_main_process:
+        ctx.run.check_writable()  # last: a run stopped by a mistake above leaves no new folder behind
+
+
+def finished(ctx: RunContext, table: dict[str, Stage]) -> bool:
+    """Every model of the run finished with its current key (weights verified), and the report written."""
+    return all(is_current(ctx, name, stage.key(ctx)) for name, stage in table.items()) \
+        and ctx.run.results_json.is_file()
+
+
+def train_all(ctx: RunContext, force: bool = False, teachers: tuple[Stage, ...] = TEACHERS,
+              checked: bool = False) -> None:
+    """Every stage of the run not finished with its current key (all of them with `force`), then the report.
+    `checked`: the inputs were checked already (a study checks every cell before it runs any)."""
+    table = stages(ctx, teachers)
+    if not checked:
+        check_inputs(ctx, table)
+    # up front (each model's weights hashed once): a finished model whose weights changed stops the run
+    # before any write
+    current = {name: not force and is_current(ctx, name, stage.key(ctx)) for name, stage in table.items()}
+    if ctx.state.is_main_process:
+        manifest.start(ctx.run, "train-all", ctx.start_record())
+        ctx.run.update_manifest(models=list(table))
+    retrained = False
+    for name, stage in table.items():
+        if retrained and not force:
+            current[name] = is_current(ctx, name, stage.key(ctx))  # its key may hold a teacher's weights, retrained
+        if current[name]:
+            ctx.log(f"{name}: already done with this config, skipped ({ctx.run.model_dir(name)})")
+            continue
+        stage.make(ctx, stage.key(ctx))
+        retrained = True
+    if ctx.state.is_main_process:
+        write_report(ctx.run)
+
+
+# the single-stage verbs of the command line, and the model each makes
+VERB_STAGES = {"eval-teacher": "teacher", "train-teacher": "teacher", "train-baseline": "baseline",
+               "distill": "distilled"}
+
+
+def run_verb(ctx: RunContext, verb: str) -> dict:
+    """One stage of the run alone (`kd train-teacher`, ...): checked, recorded in the manifest, made."""
+    table = stages(ctx)
+    name = VERB_STAGES[verb]
+    if name not in table:
+        raise KdError(f"{name}: not a model of this run (its methods train: {', '.join(table)})")
+    check_inputs(ctx, table, need_teacher=verb in ("eval-teacher", "train-teacher"),
+                 need_student=verb in ("train-baseline", "distill"))
+    if ctx.state.is_main_process:
+        manifest.start(ctx.run, verb, ctx.start_record())
+    stage = table[name]
+    if verb == "eval-teacher":
+        return fine_tune(ctx, stage.key(ctx), allow_finetune=False)
+    return stage.make(ctx, stage.key(ctx))
