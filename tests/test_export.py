@@ -20,7 +20,7 @@ from transformers import (
 )
 
 import export.exporter as exporter
-from export.config import ExportConfig, Gates
+from export.config import ExportConfig, Gates, export_config
 from export.parity import ExportGateError
 from export.records import REPORT, ExportReport, RunExportReport
 from kd.errors import KdError
@@ -306,14 +306,16 @@ def test_kd_export_on_the_smoke_run(smoke_export, tmp_path, kd_here):
     summary = RunExportReport.read(smoke_export / "onnx/report.json")  # written from the record, read back whole
     assert summary.models == {m: ExportReport.read(smoke_export / "onnx" / m / REPORT) for m in summary.models}
     assert set(summary.models) == {"teacher", "baseline", "distilled"}
+    gates = export_config(smoke_export).gates  # the smoke preset's own (a looser int8 agreement for tiny models)
+    assert gates.int8_min_agreement == 0.98 and gates.int8_max_accuracy_drop == 0.005
     for name, r in summary.models.items():
         assert r.fp32.max_abs_diff <= 1e-4 and r.fp32.agreement == 1.0, name
-        assert r.int8.agreement >= 0.99 and r.fp32.accuracy - r.int8.accuracy <= 0.005 + 1e-9, name
+        assert r.int8.agreement >= gates.int8_min_agreement and r.fp32.accuracy - r.int8.accuracy <= 0.005 + 1e-9, name
         assert set(r.int8_candidates) == {"qint8-per-channel", "quint8-per-channel"}
         assert r.validation_rows == 400
         ov = r.openvino
         assert ov.fp32.max_abs_diff <= 1e-4 and ov.fp32.agreement == 1.0, name
-        assert ov.int8.agreement >= 0.99 and not ov.int8.failures, name
+        assert ov.int8.agreement >= gates.int8_min_agreement and not ov.int8.failures, name
         assert ov.int8.calibration_rows == 300 and ov.int8.size_mb < 0.5 * ov.fp32.size_mb, name
         # every int8 variant that passed is kept for the per-CPU choice; model_int8.onnx is the export's own, one
         # file on disk with its variant
