@@ -233,9 +233,12 @@ def test_one_bench_measurement_runs_alone_and_records_its_figure(smoke_export, t
     from bench.figures import FloorFigure, read_figure
 
     out = tmp_path / "one.json"
+    # a pytest session of its own, as a user starts it: pytest-benchmark disables every benchmark in a process that
+    # has $PYTEST_XDIST_WORKER, which this test's own xdist worker would hand down
+    env = {k: v for k, v in ENV.items() if not k.startswith("PYTEST_XDIST")}
     proc = subprocess.run([sys.executable, "-m", "pytest", "bench/test_bench.py", "-q", "-p", "no:cacheprovider",
                            "-k", "test_floor_again and onnxruntime", "--run-dir", str(smoke_export),
-                           f"--benchmark-json={out}", *QUICK_BENCH], cwd=REPO, env=ENV, capture_output=True,
+                           f"--benchmark-json={out}", *QUICK_BENCH], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     (bench,) = json.loads(out.read_text())["benchmarks"]
