@@ -6,14 +6,12 @@ schema, and a file of another version is refused in one line that names the comm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from bench.cpu import Theoretical
 from bench.yardstick import Efficiency, Peak
 from engines.cpu import CpuIdentity
-from kd.runfolder import write_json
-from kd.typed import read_json, to_data
+from kd.typed import Record
 
 THROUGHPUT, LATENCY = "throughput", "b1 p50 latency"
 
@@ -122,7 +120,7 @@ class VariantsSide:
 
 
 @dataclass
-class BenchSummary:
+class BenchSummary(Record):
     VERSION: ClassVar[int] = 3  # 2: the untyped summary with "format"
     FIX: ClassVar[str] = "run `make bench` (kd bench) on the run again"
 
@@ -152,13 +150,6 @@ class BenchSummary:
     def row(self, row_id: str) -> SummaryRow | None:
         return next((r for r in self.rows if r.row == row_id), None)
 
-    @classmethod
-    def read(cls, path: Path) -> BenchSummary:
-        return read_json(path, cls, cls.VERSION, cls.FIX)
-
-    def write(self, path: Path) -> None:
-        write_json(path, to_data(self))
-
 
 @dataclass(frozen=True)
 class BaselineRow:
@@ -180,7 +171,7 @@ class GateConfig:
 
 
 @dataclass
-class Baseline:
+class Baseline(Record):
     VERSION: ClassVar[int] = 1
     FIX: ClassVar[str] = "record it again with `make bench-baseline` (kd bench-baseline)"
 
@@ -194,10 +185,3 @@ class Baseline:
     ratios: list[Ratio]
     gate: GateConfig | None = None  # limits of its own (a preset whose ratios swing more between sessions)
     version: int = VERSION
-
-    @classmethod
-    def read(cls, path: Path) -> Baseline:
-        return read_json(path, cls, cls.VERSION, cls.FIX)
-
-    def write(self, path: Path) -> None:
-        write_json(path, {k: v for k, v in to_data(self).items() if k != "gate" or v is not None})

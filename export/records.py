@@ -5,13 +5,11 @@ with the schema. Each file's check against PyTorch is parity.Check's fields, fla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from export.config import Gates
 from export.parity import Check
-from kd.runfolder import write_json
-from kd.typed import read_json, to_data
+from kd.typed import Record
 
 REPORT = "export_report.json"  # in each model's export folder
 
@@ -89,7 +87,7 @@ class OpenVinoRecord:
 
 
 @dataclass(kw_only=True)
-class ExportReport:
+class ExportReport(Record):
     VERSION: ClassVar[int] = 1
     FIX: ClassVar[str] = "export the run again with `make export` (kd export --force)"
 
@@ -114,16 +112,9 @@ class ExportReport:
     openvino_skipped: str | None = None  # why no OpenVINO IRs were written
     version: int = VERSION
 
-    @classmethod
-    def read(cls, path: Path) -> ExportReport:
-        return read_json(path, cls, cls.VERSION, cls.FIX)
-
-    def write(self, path: Path) -> None:
-        write_json(path, to_data(self))
-
 
 @dataclass
-class RunExportReport:
+class RunExportReport(Record):
     """onnx/report.json: every model's export report, in the run's order."""
 
     VERSION: ClassVar[int] = 1
@@ -131,10 +122,3 @@ class RunExportReport:
 
     models: dict[str, ExportReport]
     version: int = VERSION
-
-    @classmethod
-    def read(cls, path: Path) -> RunExportReport:
-        return read_json(path, cls, cls.VERSION, cls.FIX)
-
-    def write(self, path: Path) -> None:
-        write_json(path, to_data(self))

@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 from kd.errors import KdError  # noqa: E402
 from kd.metrics import ECE_BINS, gap_closed, holm, mcnemar  # noqa: E402
 from kd.results import DataSummary, Device, Distillation, McNemar, MethodTest, ModelRow, Results, model_row  # noqa: E402
-from kd.runfolder import RunFolder, write_bytes, write_json, write_text  # noqa: E402
-from kd.typed import read, to_data  # noqa: E402
+from kd.runfolder import RunFolder, write_bytes, write_text  # noqa: E402
+from kd.typed import read  # noqa: E402
 
 
 def load_metrics(run: RunFolder) -> dict[str, dict]:
@@ -179,7 +179,7 @@ def plot_losses(run: RunFolder, results: Results) -> bytes:
 
 def write_report(run: RunFolder) -> Results:
     results = build_results(run)
-    write_json(run.results_json, to_data(results))
+    results.write(run.results_json)
     write_text(run.root / "results.md", render_markdown(results))
     write_bytes(run.root / "confusion_matrices.png", plot_confusion(run, results))
     write_bytes(run.root / "loss_curves.png", plot_losses(run, results))

@@ -6,12 +6,9 @@ rebuilds it; a study reads every cell's. Light on purpose (no numpy, no matplotl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from kd.typed import KEY, REST, read, read_json
-
-VERSION = 1  # raise it when a field changes meaning or shape; an older file then asks to be rebuilt
+from kd.typed import KEY, REST, Record, read
 
 
 @dataclass
@@ -105,7 +102,10 @@ class Distillation:
 
 
 @dataclass
-class Results:
+class Results(Record):
+    VERSION: ClassVar[int] = 1
+    FIX: ClassVar[str] = "`kd report --run-dir {folder}` rebuilds it from the models"
+
     preset: str | None
     device: Device
     data: DataSummary
@@ -121,7 +121,4 @@ def model_row(metrics: dict, where: str) -> ModelRow:
     names = ModelRow.__dataclass_fields__
     return read(ModelRow, {k: v for k, v in metrics.items() if k in names}, where)
 
-
-def read_results(path: Path) -> Results:
-    return read_json(path, Results, VERSION, f"`kd report --run-dir {path.parent}` rebuilds it from the models")
 

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from kd.errors import KdError
 
@@ -128,6 +128,24 @@ def read_json(path: Path, cls: type, version: int, fix: str):
     if found != version:
         raise KdError(f"{path}: version={found!r}: expected {version}, the format this kd-bench writes; {fix}")
     return read(cls, raw, f"{path}:", fix=fix)
+
+
+class Record:
+    """A JSON file kd writes from its dataclass and reads back into it. A subclass is a dataclass with a field
+    `version: int = VERSION`; VERSION is the format this kd-bench writes (raise it when a field changes meaning or
+    shape) and FIX what to do about a file that does not read, formatted with the file's `folder`."""
+
+    VERSION: ClassVar[int] = 1
+    FIX: ClassVar[str] = ""
+
+    @classmethod
+    def read(cls, path: Path):
+        return read_json(path, cls, cls.VERSION, cls.FIX.format(folder=path.parent))
+
+    def write(self, path: Path) -> None:
+        from kd.runfolder import write_json  # atomic; it imports numpy, which a reader of records need not
+
+        write_json(path, to_data(self))
 
 
 def describe(hint) -> str:

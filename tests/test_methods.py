@@ -174,6 +174,22 @@ def test_a_bad_method_list_stops_before_anything_is_written(kd_here, tmp_path, m
     assert not run.exists()
 
 
+def test_a_recipe_whose_teacher_no_procedure_makes_stops_before_anything_is_written(kd_here, tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("teacher: self-trained\nterms:\n  - {term: kl}\n")  # the procedure is self-train
+    run = tmp_path / "run"
+    proc = kd_here(*train_all(run, ["baseline", str(recipe)]))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "method mine: teacher=self-trained: no teacher procedure makes 'teacher-self-trained' (expected one of "
+        "none, finetune, self-train)")
+    assert not run.exists()
+    recipe.write_text("teacher: Self Train\nterms:\n  - {term: kl}\n")
+    proc = kd_here(*train_all(run, ["baseline", str(recipe)]))
+    assert proc.returncode == 2 and "teacher='Self Train': expected none, finetune or a teacher procedure's name" \
+        in proc.stderr and not run.exists()
+
+
 def test_recipes_name_their_teacher_and_model():
     from kd.methods import load_method
 

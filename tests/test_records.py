@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kd.errors import KdError
-from kd.results import DataSummary, Device, Distillation, McNemar, MethodTest, ModelRow, Results, Rows, read_results
+from kd.results import DataSummary, Device, Distillation, McNemar, MethodTest, ModelRow, Results, Rows
 from kd.runfolder import RunFolder
 from kd.study.grid import Cell, StudyConfig
 from kd.study.record import finish, finished_entries, read_record, settings, write_cell_record, write_record_file
@@ -36,7 +36,7 @@ def write_results(folder, res: Results):
 def test_results_json_reads_back_equal_and_keeps_its_keys(tmp_path):
     res = results({"teacher": 0.9, "baseline": 0.8, "distilled": 0.82})
     path = write_results(tmp_path, res)
-    assert read_results(path) == res
+    assert Results.read(path) == res
     raw = json.loads(path.read_text())
     assert raw["version"] == 1 and raw["device"]["cpus_usable"] == 2 and raw["data"]["fingerprints"]
     assert raw["methods"]["distilled"]["significant_at_0.05"] is False  # the key results.json has always had
@@ -58,10 +58,10 @@ def test_an_older_or_malformed_results_json_names_the_file_and_field(tmp_path, c
     change(raw)
     path.write_text(json.dumps(raw))
     with pytest.raises(KdError, match=message):
-        read_results(path)
+        Results.read(path)
     path.write_text('{"version": 1, "pre')
     with pytest.raises(KdError, match=r"results.json: not readable JSON; `kd report"):
-        read_results(path)
+        Results.read(path)
 
 
 def finished_cell(root, seed: int, acc: dict[str, float]) -> CellRecord:

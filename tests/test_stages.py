@@ -1,6 +1,6 @@
 """A run is a table of stages (kd/run/stages.py): a teacher procedure is one function and one row. Shown by a toy
-procedure defined here, with no edit of kd/: a teacher used at its starting weights, which a student then learns
-from through the cached-logits path like any other."""
+procedure defined here, with no edit of kd/: a teacher used at its starting weights, which a student named in a
+recipe file (`teacher: untrained`) then learns from through the cached-logits path like any other."""
 
 import dataclasses
 import json
@@ -35,9 +35,9 @@ def toy_run(run):
     from kd.methods import load_method
     from kd.run import RunContext
 
-    kd = load_method("kd")
-    learner = dataclasses.replace(kd, name="kd-untrained", teacher="untrained", model="kd-untrained")
-    return RunContext(load_config("smoke", SMALL), run, methods=[load_method("baseline"), learner])
+    recipe = run.parent / "kd-untrained.yaml"  # kd's recipe, learning from the toy procedure
+    recipe.write_text("teacher: untrained\nrows: all\nterms:\n  - {term: ce}\n  - {term: kl}\n")
+    return RunContext(load_config("smoke", SMALL), run, methods=[load_method("baseline"), load_method(str(recipe))])
 
 
 def test_a_toy_teacher_procedure_is_one_function_and_one_row(tmp_path, capsys):
@@ -78,6 +78,7 @@ def test_a_toy_teacher_procedure_is_one_function_and_one_row(tmp_path, capsys):
                for name in ("teacher", TOY, "baseline", "kd-untrained")), out
     assert "training from the start" not in out
 
-    with pytest.raises(KdError, match=f"no teacher procedure makes '{TOY}'"):
+    with pytest.raises(KdError, match=f"method kd-untrained: teacher=untrained: no teacher procedure makes '{TOY}' "
+                       r"\(expected one of none, finetune, self-train\)"):
         train_all(toy_run(tmp_path / "without"))  # the table without the toy row
     assert not (tmp_path / "without").exists()

@@ -17,10 +17,12 @@ from kd.typed import NOT_READ, REST, Check, at_least, read
 
 METHOD_DIR = Path(__file__).parent
 # What the teacher is before it teaches (Method.teacher): none; fine-tuned on the labelled rows (the run's `teacher`);
-# or self-trained: fine-tuned again on the labelled rows plus its own confident labels on the pool, for `rounds`
-# rounds (the run's `teacher-self-train`). The pool's labels are never read. Each procedure is a row of
-# kd.run.stages.TEACHERS.
-TEACHERS = ("none", "finetune", "self-train")
+# or made by another procedure, such as self-train: fine-tuned again on the labelled rows plus its own confident
+# labels on the pool, for `rounds` rounds (the run's `teacher-self-train`). The pool's labels are never read. The
+# procedures are the rows of kd.run.stages.TEACHERS, which checks a recipe's name against them when a run starts:
+# a procedure added there needs no edit here.
+TEACHER = Check(lambda t: re.fullmatch(r"[a-z0-9][a-z0-9_-]*", t) is not None,
+                "none, finetune or a teacher procedure's name (kd/run/stages.py: TEACHERS), such as self-train")
 # Which of the students' train rows the student learns from (Method.rows): the labelled ones only; every row, the
 # pool's with their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the
 # teacher labels most confidently, with the teacher's labels (pseudo-labels).
@@ -68,7 +70,7 @@ class Method:
     terms: Annotated[tuple[TermSpec, ...], Check(bool, "a list of {term: NAME, weight: W, ...settings}")]
     name: str = field(default="", metadata={NOT_READ: True})  # its file's name
     description: str = ""
-    teacher: Literal[TEACHERS] = "finetune"
+    teacher: Annotated[str, TEACHER] = "finetune"
     rows: Literal[ROWS] = "all"
     # the model folder it trains (models/<model>); its name where empty
     model: Annotated[str, FOLDER] = ""

@@ -4,7 +4,7 @@ student per method, then the report. A stage whose model finished with the same 
 
 Adding a teacher procedure is one function (kd/run/teachers.py) and one row of TEACHERS (or of the `teachers`
 passed to train_all); a method with `teacher: <procedure>` learns from the model folder teacher-<procedure>
-(kd.methods.Method.teacher_model; a recipe file may name the procedures in kd.methods.TEACHERS).
+(kd.methods.Method.teacher_model), so a recipe file names it as `teacher: <procedure>`.
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ def stages(ctx: RunContext, teachers: tuple[Stage, ...] = TEACHERS) -> dict[str,
     from, then a student per method."""
     wanted = {m.teacher_model for m in ctx.methods}
     table = {t.name: t for t in teachers if t.name == teachers[0].name or t.name in wanted}
-    unknown = sorted(wanted - set(table) - {None})
-    if unknown:
-        raise KdError(f"config methods={ctx.cfg.methods}: no teacher procedure makes {unknown[0]!r} (known: "
-                      f"{', '.join(t.name for t in teachers)})")
+    for m in ctx.methods:
+        if m.teacher_model not in (*table, None):
+            known = ["none", "finetune", *(t.name.removeprefix("teacher-") for t in teachers[1:])]
+            raise KdError(f"method {m.name}: teacher={m.teacher}: no teacher procedure makes {m.teacher_model!r} "
+                          f"(expected one of {', '.join(known)})")
     for m in ctx.methods:
         table[m.model_name] = Stage(m.model_name, functools.partial(student_key, method=m),
                                     functools.partial(train_student, method=m))

@@ -11,11 +11,10 @@ import dataclasses
 from pathlib import Path
 
 from kd.manifest import cpu_model
-from kd.results import read_results
-from kd.runfolder import RunFolder, write_json
+from kd.results import Results
+from kd.runfolder import RunFolder
 from kd.study.grid import ALL, Cell, StudyConfig
-from kd.study.schema import METRICS, VERSION, CellRecord, Scores, StudyRecord, Times
-from kd.typed import read_json, to_data
+from kd.study.schema import METRICS, CellRecord, Scores, StudyRecord, Times
 
 
 def read_record(root: Path) -> StudyRecord | None:
@@ -23,8 +22,7 @@ def read_record(root: Path) -> StudyRecord | None:
     path = root / "study.json"
     if not path.is_file():
         return None
-    return read_json(path, StudyRecord, VERSION, "this study folder is damaged or older: delete study.json and "
-                     f"`kd study NAME --run-dir {root} --report` rebuilds it from the cells' records")
+    return StudyRecord.read(path)
 
 
 def cell_record_path(root: Path, cell: Cell) -> Path:
@@ -32,7 +30,7 @@ def cell_record_path(root: Path, cell: Cell) -> Path:
 
 
 def write_cell_record(root: Path, cell: Cell, entry: CellRecord) -> None:
-    write_json(cell_record_path(root, cell), to_data(entry))
+    entry.write(cell_record_path(root, cell))
 
 
 def finished_entries(root: Path, grid: list[Cell]) -> dict[str, CellRecord]:
@@ -43,8 +41,7 @@ def finished_entries(root: Path, grid: list[Cell]) -> dict[str, CellRecord]:
     for cell in grid:
         path = cell_record_path(root, cell)
         if path.is_file():
-            entries[cell.name] = read_json(path, CellRecord, VERSION, "delete it, and `kd study` writes it again "
-                                           "(a finished cell is not trained again)")
+            entries[cell.name] = CellRecord.read(path)
     return {c.name: entries[c.name] for c in grid if c.name in entries}
 
 
@@ -58,7 +55,7 @@ def settings(cell: Cell, previous: CellRecord | None = None) -> CellRecord:
 def finish(entry: CellRecord, run: RunFolder) -> CellRecord:
     """The cell finished: its record with the test scores per model from its results.json, the sizes of its label
     budget, each student's training times and the McNemar tests."""
-    results = read_results(run.results_json)
+    results = Results.read(run.results_json)
     rows, models = results.data.rows, results.models
     teacher_seconds = (models["teacher"].train_seconds or 0.0) if "teacher" in models else 0.0
     # the teacher it learns from (self-trained: the fine-tuned one first) and its own procedure
@@ -82,5 +79,5 @@ def write_record(root: Path, study: StudyConfig, grid: list[Cell]) -> StudyRecor
 
 
 def write_record_file(root: Path, record: StudyRecord) -> None:
-    write_json(root / "study.json", to_data(record))
+    record.write(root / "study.json")
 

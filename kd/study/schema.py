@@ -5,13 +5,13 @@ over seeds (Group), as dataclasses that kd.typed writes and reads back. Light on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from kd.intervals import Interval, PairedDifference
 from kd.results import McNemar, MethodTest
 from kd.study.grid import StudyConfig
+from kd.typed import Record
 
-VERSION = 1  # of study.json and of a cell's record; raise it when a field changes meaning or shape
 METRICS = ("accuracy", "f1_macro", "nll", "ece", "brier")  # the scores a study keeps of each model
 
 
@@ -36,7 +36,10 @@ class Times:
 
 
 @dataclass
-class CellRecord:
+class CellRecord(Record):
+    VERSION: ClassVar[int] = 1  # also study.json's cells
+    FIX: ClassVar[str] = "delete it, and `kd study` writes it again (a finished cell is not trained again)"
+
     """A cell: its settings (all a planned cell has), then what a finished one scored."""
 
     name: str
@@ -115,7 +118,11 @@ class Group:
 
 
 @dataclass
-class StudyRecord:
+class StudyRecord(Record):
+    VERSION: ClassVar[int] = 1
+    FIX: ClassVar[str] = ("this study folder is damaged or older: delete study.json and `kd study NAME --run-dir "
+                          "{folder} --report` rebuilds it from the cells' records")
+
     study: str
     config: StudyConfig
     cpu: str
