@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from engines import Engine, engine
-from kd.runfolder import write_bytes
+from kd.atomic import write_bytes
 
 INPUTS = ("input_ids", "attention_mask")  # what every model here takes (BERT adds token_type_ids)
 LABELS = 4

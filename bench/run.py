@@ -11,8 +11,9 @@ from pathlib import Path
 from bench.config import BenchConfig, SuitePlugin
 from bench.records import BenchSummary
 from bench.workload import Workload
+from kd.atomic import write_bytes, write_text
 from kd.errors import KdError
-from kd.runfolder import RunFolder, write_bytes, write_text
+from kd.runfolder import RunFolder
 
 SUITE = Path(__file__).resolve().parent
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
+from kd.atomic import write_json
 from kd.config import RunConfig
 from kd.device import resolve_precision
 from kd.run import RunContext, check_inputs, stages
 from kd.run.teachers import teacher_logits
-from kd.runfolder import write_json
 from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, PlainTrainer, parallel_arguments
 
 

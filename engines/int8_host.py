@@ -20,8 +20,8 @@ import numpy as np
 
 from engines.cpu import this_cpu_identity
 from engines.timing import faster
+from kd.atomic import write_json
 from kd.errors import KdError
-from kd.runfolder import write_json
 from kd.typed import read
 
 VARIANTS = "int8_variants"  # beside model_int8.onnx: <variant>.onnx for every variant that passed the gates

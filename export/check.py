@@ -13,9 +13,10 @@ from transformers import AutoTokenizer
 
 from engines import engine, load
 from engines.inference import logits_over
+from kd.atomic import write_json, write_text
 from kd.errors import KdError
 from kd.metrics import accuracy, agreement
-from kd.runfolder import RunFolder, write_json, write_text
+from kd.runfolder import RunFolder
 
 ONNX = engine("onnxruntime")
 OPENVINO = engine("openvino")

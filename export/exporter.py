@@ -29,10 +29,11 @@ from export.openvino_export import export_openvino, missing_packages
 from export.parity import ExportGateError, ParitySet, fp32_failures
 from export.quantize import check_candidates
 from export.records import REPORT, ExportReport
+from kd.atomic import atomic_dir, write_json
 from kd.digest import json_fingerprint
 from kd.errors import KdError
 from kd.metrics import accuracy
-from kd.runfolder import atomic_dir, sha256_file, write_json
+from kd.runfolder import sha256_file
 from kd.typed import read
 
 # Calibration texts go in length-sorted batches of 16: little padding, whose activations would enter the ranges,

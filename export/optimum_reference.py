@@ -26,8 +26,9 @@ from transformers import AutoTokenizer
 from engines import engine
 from engines.inference import length_sorted_batches
 from export.check import plain_logits
+from kd.atomic import write_bytes, write_json
 from kd.errors import KdError
-from kd.runfolder import RunFolder, write_bytes, write_json
+from kd.runfolder import RunFolder
 
 ONNX = engine("onnxruntime")
 PRECISIONS = ("fp32", "int8")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.records import REPORT, ExportReport, Int8Candidate, RunExportReport
-from kd.runfolder import RunFolder, write_text
+from kd.atomic import write_text
+from kd.runfolder import RunFolder
 
 
 def collect(onnx_root: Path) -> dict[str, ExportReport]:

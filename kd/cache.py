@@ -15,8 +15,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
+from kd.atomic import atomic_dir, write_json
 from kd.digest import json_fingerprint
-from kd.runfolder import atomic_dir, sha256_file, write_json
+from kd.runfolder import sha256_file
 
 T = TypeVar("T")
 

@@ -11,10 +11,11 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kd.atomic import write_bytes, write_text  # noqa: E402
 from kd.errors import KdError  # noqa: E402
 from kd.metrics import ECE_BINS, gap_closed, holm, mcnemar  # noqa: E402
 from kd.results import DataSummary, Device, Distillation, McNemar, MethodTest, ModelRow, Results, model_row  # noqa: E402
-from kd.runfolder import RunFolder, write_bytes, write_text  # noqa: E402
+from kd.runfolder import RunFolder  # noqa: E402
 from kd.typed import read  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from kd.runfolder import write_text
+from kd.atomic import write_text
 
 KEY_FILE = "stage_key"
 # what Trainer._save_checkpoint writes, trainer_state.json last

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
+from kd.atomic import write_json
 from kd.errors import KdError
 
 REST = "rest"  # field metadata: this field takes the keys that the dataclass's other fields do not name
@@ -143,8 +144,6 @@ class Record:
         return read_json(path, cls, cls.VERSION, cls.FIX.format(folder=path.parent))
 
     def write(self, path: Path) -> None:
-        from kd.runfolder import write_json  # atomic; it imports numpy, which a reader of records need not
-
         write_json(path, to_data(self))
 
 

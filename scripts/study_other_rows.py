@@ -22,10 +22,11 @@ def main(args: list[str]) -> int:
         return 2
     from engines.inference import logits_over
     from engines.predict import load
+    from kd.atomic import write_json, write_text
     from kd.config import RunConfig, build_dataclass
     from kd.data import load_splits, stratified_split
     from kd.metrics import classification_metrics
-    from kd.runfolder import RunFolder, write_json, write_text
+    from kd.runfolder import RunFolder
     from kd.study.aggregate import aggregate
     from kd.study.record import read_record
     from kd.study.report import render_methods

@@ -12,7 +12,7 @@ import pytest
 from conftest import ENV, REPO, kd
 
 from kd.resume import complete_checkpoints, resume_point, start_afresh
-from kd.runfolder import atomic_dir, write_json
+from kd.atomic import atomic_dir, write_json
 
 TIMINGS = ("train_seconds",)  # wall-clock: the one thing two runs may not share
 
@@ -122,12 +122,12 @@ def test_atomic_writes_leave_the_old_file_or_folder_when_interrupted(tmp_path, m
 
 
 def test_no_module_writes_a_file_in_place():
-    """Every file a stage leaves goes through kd.runfolder (write aside, fsync, rename) or into an atomic_dir
+    """Every file a stage leaves goes through kd.atomic (write aside, fsync, rename) or into an atomic_dir
     scratch folder; a direct write of a final file would be a half-file after a kill."""
     direct = ("write_text(", "write_bytes(", ".savefig(", "np.save(", "json.dump(", "torch.save(", "open(")
-    # scripts/optimum_check.py runs in optimum's own environment, where kd (and kd.runfolder) cannot be imported;
+    # scripts/optimum_check.py runs in optimum's own environment, where kd (and kd.atomic) cannot be imported;
     # it has its own write-aside-then-rename helper
-    allowed = {"kd/runfolder.py", "scripts/optimum_check.py"}
+    allowed = {"kd/atomic.py", "scripts/optimum_check.py"}
     offenders = []
     for path in sorted(REPO.glob("*/*.py")):
         rel = str(path.relative_to(REPO))
@@ -136,7 +136,7 @@ def test_no_module_writes_a_file_in_place():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#")[0]
             calls = [c for c in direct if c in code and f"def {c}" not in code]
-            if any(c in ("write_text(", "write_bytes(") for c in calls) and "runfolder" not in code \
+            if any(c in ("write_text(", "write_bytes(") for c in calls) and "kd.atomic" not in code \
                     and not code.lstrip().startswith(("write_text(", "write_bytes(")):
                 offenders.append(f"{rel}:{number}: {line.strip()}")
             elif any(c in (".savefig(", "np.save(", "json.dump(", "torch.save(") for c in calls) \

@@ -16,13 +16,14 @@ import numpy as np
 from transformers import DataCollatorWithPadding
 
 from kd import manifest
+from kd.atomic import atomic_dir, write_json
 from kd.device import resolve_precision
 from kd.features import length_order
 from kd.metrics import classification_metrics
 from kd.models import count_params
 from kd.resume import resume_point, start_afresh
 from kd.run.context import RunContext
-from kd.runfolder import atomic_dir, sha256_file, write_json, write_npy
+from kd.runfolder import sha256_file, write_npy
 from kd.trainer import (
     KD_TERMS,
     BatchPlan,

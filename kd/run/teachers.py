@@ -15,6 +15,7 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from kd import manifest
+from kd.atomic import write_json
 from kd.cache import cached
 from kd.errors import KdError
 from kd.features import tokenizer_fingerprint
@@ -25,7 +26,7 @@ from kd.run.context import RunContext
 from kd.run.fit import Trained, predict, score_test_and_save, train
 from kd.run.keys import teacher_key
 from kd.run.rows import teacher_rows
-from kd.runfolder import write_json, write_npy
+from kd.runfolder import write_npy
 from kd.trainer import PlainTrainer
 
 SELF_TRAINED = "teacher-self-train"  # the model folder of a self-trained teacher (kd.methods.Method.teacher_model)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kd.atomic import atomic_dir
 from kd.config import RunConfig
 from kd.errors import KdError
-from kd.runfolder import RunFolder, atomic_dir
+from kd.runfolder import RunFolder
 from kd.study.grid import Cell
 from kd.study.record import CellRecord, finish, finished_entries, settings, write_cell_record
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kd.atomic import write_bytes, write_text
 from kd.config import RunConfig, build_dataclass
 from kd.errors import KdError
 from kd.intervals import Interval, PairedDifference
-from kd.runfolder import DEFAULT_MODELS, RunFolder, write_bytes, write_text
+from kd.runfolder import DEFAULT_MODELS, RunFolder
 from kd.study.aggregate import BASELINE, KD, Group, aggregate
 from kd.study.grid import ALL
 from kd.study.record import StudyRecord, read_record, write_record_file
