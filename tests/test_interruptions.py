@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import ENV, REPO, kd
 
-from kd.resume import complete_checkpoints, resume_point, start_afresh
 from kd.atomic import atomic_dir, write_json
+from kd.resume import complete_checkpoints, resume_point, start_afresh
 
 TIMINGS = ("train_seconds",)  # wall-clock: the one thing two runs may not share
 
@@ -38,10 +38,15 @@ def same_run(a, b) -> None:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
-    """`make train-all PRESET=smoke`, killed with SIGKILL once the distilled stage has written its first
-    checkpoint (mid-epoch), then the same command again."""
+def killed_and_resumed(smoke_run, tmp_path_factory):
+    """`make train-all PRESET=smoke` on a copy of the session's smoke run without its distilled student and report,
+    killed with SIGKILL once the distilled stage has written its first checkpoint (mid-epoch), then the same
+    command again. (That separate processes train the same bits from scratch, the study shows: its cells run in
+    Ray workers and shards equal the sequential ones.)"""
     run = tmp_path_factory.mktemp("killed") / "smoke"
+    shutil.copytree(smoke_run, run)
+    for made in ("models/distilled", "results.json", "results.md"):
+        (shutil.rmtree if (run / made).is_dir() else os.remove)(run / made)
     first = subprocess.Popen(["make", "train-all", "PRESET=smoke", f"RUN={run}"], cwd=REPO, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -61,8 +66,6 @@ def killed_and_resumed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(killed_and_resumed, smoke_run):
-    """Also the same-seed check: the killed process trained its teacher and baseline from scratch, and they
-    equal the session's smoke run bit for bit."""
     run, out, killed_state = killed_and_resumed
     checkpoint = min(name for name in killed_state if name.startswith("checkpoint-"))
     assert "teacher: already done with this config, skipped" in out
