@@ -27,9 +27,15 @@ LONGEST_FIRST = ("test_interruptions.py", "test_study.py", "test_methods.py", "t
                  "test_optimum.py", "test_pipeline.py", "test_export.py")
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: the order of what runs
 def pytest_collection_modifyitems(items):
+    """Longest files first, except that one worker makes the session's smoke run (in the first file that needs it)
+    while the other works through the files that need none; the files that would wait for it come after those."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+    waits = [item.path.name for item in items if "smoke_run" in item.fixturenames]
+    later = set(waits[1:]) - set(waits[:1])
+    items.sort(key=lambda item: item.path.name in later)
 
 
 def pytest_configure(config):
