@@ -20,7 +20,7 @@ def main(args: list[str]) -> int:
     if len(args) != 1:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    from engines.inference import logits_over
+    from engines.inference import length_sorted_batches, logits_of
     from engines.predict import load
     from kd.atomic import write_json, write_text
     from kd.config import RunConfig, build_dataclass
@@ -47,13 +47,17 @@ def main(args: list[str]) -> int:
     other = stratified_split(full, share, len(full) - share, cfg.data.seed)["test"]  # the complement of the share
     texts, labels = other["text"][:], np.asarray(other["label"][:])
     print(f"{len(texts)} test rows outside the study's {share}", flush=True)
-    rescored = []
+    rescored, batches = [], {}
     for cell in cells:
         run = RunFolder(root / cell.run_dir)
         scores = {}
         for name in run.model_names():
             loaded = load(run.model_dir(name))
-            logits = logits_over(loaded.engine.run, loaded.tokenizer, texts, loaded.max_length, 64)
+            # the rows tokenized once per tokenizer (a study's models usually share one), not once per model
+            key = (loaded.tokenizer.backend_tokenizer.to_str(), loaded.max_length)
+            if key not in batches:
+                batches[key] = list(length_sorted_batches(loaded.tokenizer, texts, loaded.max_length, 64))
+            logits = logits_of(batches[key], loaded.engine.run)
             m = classification_metrics(logits, labels, splits.label_names)
             scores[name] = Scores(**{k: m[k] for k in METRICS})
         rescored.append(replace(cell, scores=scores))
