@@ -23,8 +23,8 @@ def kd(*args, cwd=REPO, timeout=600):
 
 # The files that take longest, first: the workers take files in this order, so that none ends with a long file
 # started late while the other has nothing left (xdist's own order is by test count, not by time).
-LONGEST_FIRST = ("test_interruptions.py", "test_study.py", "test_methods.py", "test_ddp.py", "test_bench_suite.py",
-                 "test_optimum.py", "test_pipeline.py", "test_export.py")
+LONGEST_FIRST = ("test_study.py", "test_interruptions.py", "test_bench_suite.py", "test_export.py", "test_ddp.py",
+                 "test_methods.py", "test_pipeline.py", "test_optimum.py")
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: the order of what runs
