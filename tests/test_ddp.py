@@ -1,8 +1,7 @@
-"""Two processes run the same experiment as one: the smoke preset under `--nproc 2` against the session's
-one-process smoke run, stage by stage on the same inputs."""
+"""Two processes run the same experiment as one: the smoke preset under `--nproc 2` against one process, stage by
+stage on the same inputs."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -11,33 +10,23 @@ from conftest import kd
 pytestmark = pytest.mark.slow
 
 STAGES = ("teacher", "baseline", "distilled")
-
-
-# The teacher's stage compared over its first epoch (of the preset's 5), with one process and with two: two
-# processes on the one CPU a test worker has take several times as long as one, and what DDP could break (the
-# batches, the steps, the loss's scale) shows in the first epoch.
-TEACHER_EPOCH = ("--set", "teacher.train.epochs=1")
+# Each stage trained for an epoch, with one process and with two: two processes on the one CPU a test worker has
+# take several times as long as one, and what DDP could break (the batches, the steps, the loss's scale, the
+# order of the teacher's logits gathered from both) shows in the first epoch.
+FIRST_EPOCH = ("--set", "teacher.train.epochs=1", "--set", "student.train.epochs=1")
 
 
 @pytest.fixture(scope="module")
-def two_process(smoke_run, tmp_path_factory):
-    """{stage: (one-process run folder, two-process run folder)}. The teachers are trained afresh for an epoch; the
-    students train in a copy of the one-process smoke run, so that the distilled one learns from the same teacher as
-    there (its logits over the students' rows are computed again, the two processes sharing the rows)."""
+def runs(tmp_path_factory):
+    """{processes: run folder}: `kd train-all --preset smoke`, an epoch per stage, with one process and with two."""
     root = tmp_path_factory.mktemp("ddp")
-    teachers = []
+    out = {}
     for nproc in (1, 2):
-        teachers.append(root / f"teacher-{nproc}")
-        proc = kd("train-teacher", "--preset", "smoke", *TEACHER_EPOCH, "--run-dir", teachers[-1], "--nproc", nproc)
+        out[nproc] = root / f"nproc{nproc}"
+        proc = kd("train-all", "--preset", "smoke", *FIRST_EPOCH, "--run-dir", out[nproc], "--nproc", nproc)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    students = root / "students"
-    shutil.copytree(smoke_run, students)
-    for done in ("models/baseline", "models/distilled", "cache/teacher_logits"):
-        shutil.rmtree(students / done)
-    proc = kd("train-all", "--preset", "smoke", "--run-dir", students, "--nproc", "2")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (students / "train-all.log").write_text(proc.stdout + proc.stderr)
-    return {"teacher": tuple(teachers), "baseline": (smoke_run, students), "distilled": (smoke_run, students)}
+        (out[nproc] / "train-all.log").write_text(proc.stdout + proc.stderr)
+    return out
 
 
 def trained(run, stage) -> dict:
@@ -52,8 +41,9 @@ def trained(run, stage) -> dict:
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_two_processes_train_the_same_experiment(two_process, stage):
-    one, two = (trained(run, stage) for run in two_process[stage])
+def test_two_processes_train_the_same_experiment(runs, stage):
+    """The distilled students learn from their own run's teacher, so they also carry the teachers' difference."""
+    one, two = trained(runs[1], stage), trained(runs[2], stage)
     assert one["batch"] == {"world_size": 1, "global_batch": 32, "per_process_batch": 32, "global_eval_batch": 128}
     assert two["batch"] == {"world_size": 2, "global_batch": 32, "per_process_batch": 16, "global_eval_batch": 128}
     assert two["steps"] == one["steps"], "the same global batches give the same optimizer steps"
@@ -63,22 +53,31 @@ def test_two_processes_train_the_same_experiment(two_process, stage):
     assert abs(two["accuracy"] - one["accuracy"]) <= 0.03
 
 
-def test_two_processes_record_their_batches_and_write_once(smoke_run, two_process):
-    run = two_process["distilled"][1]
+def test_two_processes_record_their_batches_and_write_once(runs):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from engines.inference import logits_over
+    from engines.sessions.pytorch import PyTorchEngine
+    from kd.runfolder import RunFolder
+
+    run = runs[2]
     log = (run / "train-all.log").read_text()
     assert log.count("distilled: test accuracy") == 1, "only the main process reports and writes"
     assert log.count("teacher: logits for 2000 rows") == 1
     assert "global batch 32 = 2 x 16" in log
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["device"]["processes"] == 2
-    assert manifest["batches"]["student"] == {"world_size": 2, "global_batch": 32, "per_process_batch": 16,
-                                              "global_eval_batch": 128}
+    for role in ("teacher", "student"):
+        assert manifest["batches"][role] == {"world_size": 2, "global_batch": 32, "per_process_batch": 16,
+                                             "global_eval_batch": 128}
     results = json.loads((run / "results.json").read_text())
-    assert results["models"]["distilled"]["batch"]["per_process_batch"] == 16
-    assert results["models"]["teacher"]["batch"]["per_process_batch"] == 32, "the teacher came from one process"
+    assert [results["models"][m]["batch"]["per_process_batch"] for m in STAGES] == [16, 16, 16]
     assert "distilled 32 = 2 x 16" in (run / "results.md").read_text()
-    # the two processes' shares of the teacher's logits come back in row order: the one-process logits (fp32,
-    # sums in another order); a shuffled order would be far off
+    # the two processes' shares of the teacher's logits come back in row order: the same teacher's logits over
+    # the students' rows in one process here (fp32, sums in another order); a shuffled order would be far off
     (ddp,) = (run / "cache/teacher_logits").glob("*/logits.npy")
-    (single,) = (smoke_run / "cache/teacher_logits").glob("*/logits.npy")
-    np.testing.assert_allclose(np.load(ddp), np.load(single), atol=1e-4)
+    texts, _, max_length = RunFolder(run).split(None, "train")
+    teacher = run / "models/teacher"
+    model = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+    single = logits_over(PyTorchEngine(model).run, AutoTokenizer.from_pretrained(teacher), texts, max_length, 128)
+    np.testing.assert_allclose(np.load(ddp), single, atol=1e-4)
