@@ -57,22 +57,17 @@ help:
 
 setup: $(STAMP) $(if $(RAY),$(RAY_STAMP))
 
-# pip byte-compiles every module of every package it installs (about a minute of a 2-core machine, most of it torch's
-# modules that kd never imports); --no-compile leaves that to Python, which compiles a module when a process first
-# imports it (seconds) and keeps the result.
-PIP_INSTALL = pip install --no-compile
-
 ifndef KD_IMAGE
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
-	$(BIN)/$(PIP_INSTALL) -r requirements-dev.txt
-	$(BIN)/$(PIP_INSTALL) --no-deps -e .
+	$(BIN)/pip install -r requirements-dev.txt
+	$(BIN)/pip install --no-deps -e .
 	touch $@
 
 $(RAY_STAMP): requirements-ray.txt $(STAMP)
-	$(BIN)/$(PIP_INSTALL) -r requirements-ray.txt
+	$(BIN)/pip install -r requirements-ray.txt
 	touch $@
 endif
 
@@ -106,7 +101,7 @@ OPTIMUM_VENV := $(VENV)/optimum
 $(OPTIMUM_VENV)/.installed: requirements-optimum.txt | $(BIN)/python
 	rm -rf $(OPTIMUM_VENV)
 	$(PYTHON) -m venv $(OPTIMUM_VENV)
-	$(OPTIMUM_VENV)/bin/$(PIP_INSTALL) -r requirements-optimum.txt
+	$(OPTIMUM_VENV)/bin/pip install -r requirements-optimum.txt
 	touch $@
 
 # kd's side (main environment) prints the folder it wrote; the optimum side reads it.
