@@ -37,10 +37,10 @@ class Times:
 
 @dataclass
 class CellRecord(Record):
+    """A cell: its settings (all a planned cell has), then what a finished one scored."""
+
     VERSION: ClassVar[int] = 1  # also study.json's cells
     FIX: ClassVar[str] = "delete it, and `kd study` writes it again (a finished cell is not trained again)"
-
-    """A cell: its settings (all a planned cell has), then what a finished one scored."""
 
     name: str
     budget: int | Literal["all"]
