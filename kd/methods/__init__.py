@@ -16,19 +16,20 @@ from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build, know
 from kd.typed import NOT_READ, REST, Check, at_least, read
 
 METHOD_DIR = Path(__file__).parent
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a procedure's or a model folder's name: lower-case letters, digits, - and _
 # What the teacher is before it teaches (Method.teacher): none; fine-tuned on the labelled rows (the run's `teacher`);
 # or made by another procedure, such as self-train: fine-tuned again on the labelled rows plus its own confident
 # labels on the pool, for `rounds` rounds (the run's `teacher-self-train`). The pool's labels are never read. The
 # procedures are the rows of kd.run.stages.TEACHERS, which checks a recipe's name against them when a run starts:
 # a procedure added there needs no edit here.
-TEACHER = Check(lambda t: re.fullmatch(r"[a-z0-9][a-z0-9_-]*", t) is not None,
+TEACHER = Check(lambda t: NAME.fullmatch(t) is not None,
                 "none, finetune or a teacher procedure's name (kd/run/stages.py: TEACHERS), such as self-train")
 # Which of the students' train rows the student learns from (Method.rows): the labelled ones only; every row, the
 # pool's with their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the
 # teacher labels most confidently, with the teacher's labels (pseudo-labels).
 ROWS = ("labelled", "all", "pseudo-labelled")
 COUNTS = "folds >= 2, rounds >= 1 and per_class >= 1"
-FOLDER = Check(lambda m: not m or (re.fullmatch(r"[a-z0-9][a-z0-9_-]*", m) is not None and not m.startswith("teacher")),
+FOLDER = Check(lambda m: not m or (NAME.fullmatch(m) is not None and not m.startswith("teacher")),
                "a folder name of lower-case letters, digits, - and _, not starting with 'teacher'")
 
 
