@@ -63,7 +63,7 @@ class BenchConfig:
         from kd.errors import KdError
 
         if not self.models:
-            self.models = RunFolder(Path(self.run_dir)).model_names() or ["teacher"]
+            self.models = RunFolder(Path(self.run_dir)).model_names(with_weights=True) or ["teacher"]
         if self.order not in ORDERS:
             raise KdError(f"{flag('order')} {self.order!r}: expected {' or '.join(ORDERS)}")
         unknown = [d for d in self.devices if d not in DEVICES]

@@ -23,6 +23,8 @@ VERBS = {
     "train-baseline": "train the baseline student on hard labels only",
     "distill": "train the distilled student on cached teacher logits mixed with hard labels",
     "report": "write results.json, results.md and the plots from the run's models",
+    "teacher-logits": "write a teacher's logits over the students' train rows to a file (csv, jsonl, parquet) that "
+                      "methods with teacher: file read back (--teacher-logits)",
     "bench-train": "time one training epoch: baseline vs distillation (cached logits) vs the teacher run online",
     "study": "runs over label budget x seed x student depth: means and confidence intervals, paired tests, plots",
 }
@@ -95,8 +97,16 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--nproc", type=int, default=1, metavar="N",
                            help="processes on this machine: N > 1 runs the command under torchrun (DDP); batch "
                            "sizes stay global and are split across them (default: 1)")
+        if verb in ("train-all", "distill", "train-baseline"):
+            p.add_argument("--teacher-logits", metavar="FILE", help="soft labels that methods with teacher: file "
+                           "learn from (csv, jsonl, parquet: a text column, one logit:<label> or prob:<label> column "
+                           "per class); sets config teacher_logits")
         if verb == "train-all":
             p.add_argument("--force", action="store_true", help="re-run stages that are already done")
+        if verb == "teacher-logits":
+            p.add_argument("--out", type=Path, required=True, help="the file to write (.csv, .jsonl or .parquet)")
+            p.add_argument("--model", default="teacher", help="the run's teacher to write (default: teacher; or "
+                           "teacher-ensemble, teacher-self-train, ...)")
         if verb == "bench-train":
             p.add_argument("--rows", type=int, default=2000, help="training rows per timed epoch")
     return top
@@ -189,6 +199,8 @@ def run(args) -> int:
     cfg = load_config(choose_preset(args.preset), args.overrides, SECTIONS)
     if args.data:
         cfg.data.source = args.data  # as written: a path or a hub id is not YAML
+    if getattr(args, "teacher_logits", None):
+        cfg.teacher_logits = args.teacher_logits  # as written, like --data
     run_dir = args.run_dir or default_run_dir(cfg.preset)
     if args.verb == "report":
         from kd.report import write_report
@@ -212,6 +224,11 @@ def run(args) -> int:
     from kd.run import RunContext, run_verb, train_all
 
     ctx = RunContext(cfg, run_dir)
+    if args.verb == "teacher-logits":
+        from kd.run.teachers import write_teacher_logits
+
+        write_teacher_logits(ctx, args.model, args.out)
+        return 0
     if args.verb == "train-all":
         train_all(ctx, force=args.force)
     else:

@@ -106,6 +106,9 @@ class RunConfig:
     # The students this run trains, one per method (recipes in kd/methods/, by name or YAML path), beside the
     # teacher; the report tests each against `baseline`.
     methods: list[str] = field(default_factory=lambda: ["baseline", "kd"])
+    # Soft labels from a file (csv, jsonl or parquet; kd/teacherfile.py) that methods with `teacher: file` learn
+    # from: an LLM's or an API's labels, or another run's teacher (`kd teacher-logits --out FILE`). `--teacher-logits`.
+    teacher_logits: str | None = None
     # Settings of `kd export` (fields of export/config.py's ExportConfig): a preset may pin them, and
     # `kd export --set key=value` overrides them.
     export: dict[str, Any] = field(default_factory=dict)

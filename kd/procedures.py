@@ -50,3 +50,14 @@ def folds(rows: int, k: int, seed: int) -> list[np.ndarray]:
     if not 2 <= k <= rows:
         raise ValueError(f"cross-fitting {rows} rows in {k} folds: expected 2 <= k <= rows")
     return [np.sort(part) for part in np.array_split(np.random.default_rng(seed).permutation(rows), k)]
+
+
+def pool_probabilities(logits: list[np.ndarray]) -> np.ndarray:
+    """An ensemble's logits: the log of its members' mean probability, so that softmax of them is that mean (the
+    pooling of Hinton et al. 2015 and Lakshminarayanan et al. 2017). Averaging logits instead would let the most
+    confident member decide; the mean of probabilities is also what the ensemble is scored by (accuracy,
+    calibration). A term at temperature T then softens the pooled distribution as it softens any teacher's."""
+    from scipy.special import logsumexp
+
+    stacked = np.stack([log_softmax(np.asarray(z, dtype=np.float64), axis=-1) for z in logits])
+    return (logsumexp(stacked, axis=0) - np.log(len(logits))).astype(np.float32)

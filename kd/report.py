@@ -93,6 +93,18 @@ def render_markdown(results: Results) -> str:
               "", "| model | NLL | ECE | Brier |", "|---|---:|---:|---:|"]
     for name, m in results.models.items():
         lines.append(f"| {name} | {_fmt(m.nll, '.4f')} | {_fmt(m.ece, '.4f')} | {_fmt(m.brier, '.4f')} |")
+    for name, m in results.models.items():
+        if m.teacher_file:
+            lines += ["", f"{name} learnt from the soft labels of `{m.teacher_file}` (sha256 "
+                      f"{m.teacher_file_sha256}), not from a model of this run."]
+        if m.members:
+            mean = m.members_mean or {}
+            named = zip(m.members, m.member_models or [None] * len(m.members))
+            models = ", ".join(f"{n} ({x})" if x else n for n, x in named)
+            lines += ["", f"{name} pools {len(m.members)} teachers by the mean of their probabilities: {models}. "
+                      f"Pooled: accuracy {100 * m.accuracy:.2f} %, ECE {_fmt(m.ece, '.4f')}, NLL {_fmt(m.nll, '.4f')}; "
+                      f"its members' mean: accuracy {100 * mean.get('accuracy', float('nan')):.2f} %, ECE "
+                      f"{mean.get('ece', float('nan')):.4f}, NLL {mean.get('nll', float('nan')):.4f}."]
     plans = [f"{name} {b['global_batch']} = {b['world_size']} x {b['per_process_batch']}"
              for name, m in results.models.items() if (b := m.batch)]
     if plans:

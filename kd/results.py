@@ -73,6 +73,11 @@ class ModelRow:
     method: str | None = None  # the recipe that trained it (kd/methods/); None: the teacher
     teacher: str | None = None  # the model folder of the teacher it learnt from
     procedure_seconds: float | None = None  # its teacher's own procedure (self-training rounds, calibration folds)
+    teacher_file: str | None = None  # a student taught by soft labels from a file (teacher: file): that file
+    teacher_file_sha256: str | None = None
+    members: list[str] | None = None  # an ensemble: its members' model folders (its scores: their pooled probabilities)
+    member_models: list[str | None] | None = None  # an ensemble: each member's teacher.model
+    members_mean: dict[str, float] | None = None  # an ensemble: its members' mean scores (accuracy, nll, ece, ...)
 
 
 @dataclass

@@ -4,7 +4,10 @@ runs/<name>/
   manifest.json                      config, versions, git commit, device, data fingerprints, timings
   models/<model>/                    save_pretrained (safetensors) + tokenizer + metrics.json
                                      + test_logits.npy + log_history.json; <model>: teacher, a self-trained
-                                     teacher-self-train, and one student per method (baseline, distilled, ...)
+                                     teacher-self-train, an ensemble's members teacher-member<i>, and one
+                                     student per method (baseline, distilled, ...); an ensemble teacher
+                                     (teacher-ensemble) holds metrics.json and test_logits.npy only: its
+                                     weights are its members' (metrics.json "members")
   cache/<kind>/<key>/                one entry (kd.cache.cached) + kd_cache.json, the record of what made it:
                                      tokenized/ a split (datasets save_to_disk); teacher_logits/ logits.npy, a
                                      teacher's over the students' train rows; calibration/ calibration.json, a
@@ -127,9 +130,18 @@ class RunFolder:
         """The sha256 of its weights that a finished stage recorded in its metrics.json."""
         return self.model_metrics(name).get("weights_sha256")
 
+    def members(self, name: str) -> list[str]:
+        """The member models of an ensemble (their predictions pooled; it has no weights of its own); [] for a model."""
+        return list(self.model_metrics(name).get("members") or [])
+
     def verified_model(self, name: str) -> Path:
-        """The model folder of a finished stage, after checking its weights are the ones it saved."""
+        """The model folder of a finished stage, after checking its weights are the ones it saved (an ensemble's:
+        each member's)."""
         folder = self.model_dir(name)
+        for member in self.members(name):
+            self.verified_model(member)
+        if self.members(name):
+            return folder
         weights = folder / "model.safetensors"
         recorded = self.recorded_sha256(name)
         if not weights.is_file():
@@ -139,18 +151,21 @@ class RunFolder:
                           "(truncated or changed since); remove the folder or pass --force to train it again")
         return folder
 
-    def model_names(self) -> list[str]:
+    def model_names(self, with_weights: bool = False) -> list[str]:
         """The run's finished models in its own order: the list train-all recorded (teachers first, then a student
-        per method), then any other finished model folder."""
+        per method), then any other finished model folder. `with_weights`: only those that are one model (export
+        and bench take them), not an ensemble's pooled predictions."""
         recorded = self.read_manifest().get("models") or list(DEFAULT_MODELS)
         folder = self.root / "models"
         found = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
                        and (p / "metrics.json").is_file()) if folder.is_dir() else []
+        if with_weights:
+            found = [m for m in found if not self.members(m)]
         return [m for m in recorded if m in found] + [m for m in found if m not in recorded]
 
     def trained_models(self, wanted: list[str] | None = None) -> list[str]:
         """The run's finished models (wanted ones only, when given), each checked against its recorded sha256."""
-        found = self.model_names()  # (a clear error for a damaged folder or one of another format)
+        found = self.model_names(with_weights=True)  # (a clear error for a damaged folder or one of another format)
         if not found:
             raise KdError(f"{self.root}: no trained models in {self.root / 'models'}; run make train-all first "
                           "(or pass the run folder with RUN=... / --run-dir)")

@@ -26,10 +26,11 @@ def main(args: list[str]) -> int:
     from kd.config import RunConfig, build_dataclass
     from kd.data import load_splits, stratified_split
     from kd.metrics import classification_metrics
+    from kd.procedures import pool_probabilities
     from kd.runfolder import RunFolder
     from kd.study.aggregate import aggregate
     from kd.study.record import read_record
-    from kd.study.report import render_methods
+    from kd.study.report import render_methods, render_teachers
     from kd.study.schema import METRICS, Scores
     from kd.typed import to_data
 
@@ -50,14 +51,20 @@ def main(args: list[str]) -> int:
     rescored, batches = [], {}
     for cell in cells:
         run = RunFolder(root / cell.run_dir)
-        scores = {}
+        scores, logits_of_model = {}, {}
         for name in run.model_names():
+            members = run.members(name)
+            if members:  # an ensemble: its members' logits pooled (they come first in the run's order)
+                logits = pool_probabilities([logits_of_model[m] for m in members])
+                m = classification_metrics(logits, labels, splits.label_names)
+                scores[name] = Scores(**{k: m[k] for k in METRICS})
+                continue
             loaded = load(run.model_dir(name))
             # the rows tokenized once per tokenizer (a study's models usually share one), not once per model
             key = (loaded.tokenizer.backend_tokenizer.to_str(), loaded.max_length)
             if key not in batches:
                 batches[key] = list(length_sorted_batches(loaded.tokenizer, texts, loaded.max_length, 64))
-            logits = logits_of(batches[key], loaded.engine.run)
+            logits = logits_of_model[name] = logits_of(batches[key], loaded.engine.run)
             m = classification_metrics(logits, labels, splits.label_names)
             scores[name] = Scores(**{k: m[k] for k in METRICS})
         rescored.append(replace(cell, scores=scores))
@@ -66,7 +73,7 @@ def main(args: list[str]) -> int:
     write_json(root / "other_rows.json", {"rows": len(texts), "share": share, "cells": to_data(rescored),
                                           "groups": to_data(groups)})
     text = "\n".join([f"# {record.study}: the same models on the {len(texts):,} other test rows", *render_methods(
-        groups, cfg, always=True)]) + "\n"
+        groups, cfg, always=True), *render_teachers(groups)]) + "\n"
     write_text(root / "other_rows.md", text)
     print(text)
     return 0

@@ -7,6 +7,7 @@ without the other.
 """
 
 import contextlib
+import functools
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from conftest import REPO, sample_rows, tree_state, write_csv
 
 from cli.main import main
 from kd import models
+from kd.config import AG_NEWS_LABELS
 
 
 @dataclass
@@ -133,6 +135,31 @@ def small_vocab_student(tmp: Path, run: Path) -> list:
                      "--set", "student.tokenizer=bundled:all-MiniLM-L6-v2")(tmp, run)
 
 
+@functools.cache
+def student_texts() -> tuple[str, ...]:
+    """The smoke preset's student rows' texts, which a teacher-logits file must cover."""
+    from kd.config import load_config
+    from kd.run import RunContext
+
+    return tuple(RunContext(load_config("smoke"), Path("unused")).student_train["text"][:])
+
+
+def teacher_file(change: Callable[[list, list], tuple[list, list]]) -> Callable[[Path, Path], list]:
+    """train-all of a file-taught student on a teacher-logits file of every student row, changed by `change`."""
+    def argv(tmp: Path, run: Path) -> list:
+        header = ["text", *(f"logit:{n}" for n in AG_NEWS_LABELS)]
+        header, rows = change(header, [[t, "0.5", "-1.0", "2.0", "0.0"] for t in student_texts()])
+        write_csv(tmp / "teacher.csv", rows, header)
+        return train_all("--teacher-logits", tmp / "teacher.csv", "--set", "methods=[file-kd]")(tmp, run)
+
+    return argv
+
+
+def probabilities_off(header: list, rows: list) -> tuple[list, list]:
+    return ["text", *(h.replace("logit:", "prob:") for h in header[1:])], [[r[0], "0.5", "0.3", "0.1", "0.05"]
+                                                                         for r in rows]
+
+
 def edit_manifest(change: Callable[[Path], None], verb="train-all") -> Callable[[Path, Path], list]:
     def argv(tmp, run):
         change(run / "manifest.json")
@@ -214,6 +241,23 @@ CATALOGUE = [
          "run code when loaded", teacher(pickled_only)),
     Case("model that needs its own code (auto_map)", "contains custom code",
          teacher(remote_code)),
+    # soft labels from a file (--teacher-logits; kd/teacherfile.py)
+    Case("teacher-logits file without a row for a student text", "no row for the students' train row 2000",
+         teacher_file(lambda h, rows: (h, rows[:-1]))),
+    Case("teacher-logits file with a text twice", "rows 1 and 2001 have the same text",
+         teacher_file(lambda h, rows: (h, rows + rows[:1]))),
+    Case("teacher-logits file with the wrong number of classes", "3 logit columns (World, Sports, Business), "
+         "expected 4: one per class (World, Sports, Business, Sci/Tech)",
+         teacher_file(lambda h, rows: (h[:-1], [r[:-1] for r in rows]))),
+    Case("teacher-logits probabilities that do not sum to 1", "row 1: the prob columns sum to 0.95, expected 1 "
+         "(within 0.001)", teacher_file(probabilities_off)),
+    Case("teacher-logits value not finite (NaN, inf)", "row 3, column logit:Sports: 'nan'; expected a finite number",
+         teacher_file(lambda h, rows: (h, [*rows[:2], [rows[2][0], "0.5", "nan", "2.0", "0.0"], *rows[3:]]))),
+    Case("teacher-logits columns in another order than the data's labels", "the logit columns name the classes in "
+         "the order Sports, World, Business, Sci/Tech, but the data's order is World, Sports, Business, Sci/Tech",
+         teacher_file(lambda h, rows: ([h[0], h[2], h[1], *h[3:]], rows))),
+    Case("teacher: file without a file", "a method has teacher=file, but the run names no file of soft labels: "
+         "pass --teacher-logits FILE", train_all("--set", "methods=[file-kd]")),
     # run folder
     Case("run folder of another preset", "holds a 'smoke' run, not 'cpu'",
          lambda tmp, run: ["train-all", "--preset", "cpu", "--run-dir", run]),
@@ -235,11 +279,13 @@ CATALOGUE = [
          train_all("--set", "teacher.train.learning_rate=fast")),
     Case("unknown preset", "preset 'tiny' not found: expected one of",
          lambda tmp, run: ["train-all", "--preset", "tiny", "--run-dir", run]),
-    Case("unknown method", "method 'nope' not found: expected one of ['baseline', 'kd', 'kd-attention', "
-         "'kd-calibrated', 'kd-hidden', 'pseudo-label', 'self-train-kd'] or a .yaml file",
+    Case("unknown method", "method 'nope' not found: expected one of ['baseline', 'ensemble-kd', 'file-kd', 'kd', "
+         "'kd-attention', 'kd-calibrated', 'kd-hidden', 'pseudo-label', 'self-train-ensemble-kd', 'self-train-kd'] "
+         "or a .yaml file",
          lambda tmp, run: ["train-all", "--preset", "smoke", "--set", "methods=[baseline,nope]", "--run-dir", run]),
     Case("unknown study",
-         "study 'tiny' not found: expected one of ['study-cpu', 'study-full', 'study-methods', 'study-smoke']",
+         "study 'tiny' not found: expected one of ['study-cpu', 'study-full', 'study-methods', 'study-smoke', "
+         "'study-teachers']",
          lambda tmp, run: ["study", "tiny", "--run-dir", run]),
     Case("a study with a seed listed twice", "seeds=[1, 1]: expected a list of different integers",
          study_file("base: smoke\nseeds: [1, 1]\n")),

@@ -244,15 +244,24 @@ def test_foreign_or_damaged_tokenized_caches_are_rebuilt(smoke_copy, capsys):
 @pytest.mark.slow
 def test_no_pool_label_reaches_any_model_under_a_label_budget(tmp_path):
     """data.labelled_rows=200 of the smoke students' 2,000 rows: the pool's labels shuffled and shifted give the
-    very same teacher, baseline and distilled weights (the positive control, a changed labelled row, is in
-    test_losses.py). One epoch per model: what is checked is that no pool label reaches a gradient."""
+    very same teacher, baseline and distilled weights, and the same ensemble of two teachers and its student (the
+    positive control, a changed labelled row, is in test_losses.py). One epoch per model: what is checked is that
+    no pool label reaches a gradient. The ensemble's soft targets are its members' mean probability."""
+    from scipy.special import softmax
+
     from kd.config import load_config
+    from kd.methods import load_method
     from kd.run import RunContext, train_all
+    from kd.run.teachers import teacher_logits
 
     cfg = load_config("smoke", ["data.labelled_rows=200", "teacher.train.epochs=1", "student.train.epochs=1"])
+    recipe = tmp_path / "ensemble-2.yaml"
+    recipe.write_text((REPO / "kd/methods/ensemble-kd.yaml").read_text().replace("members: 5", "members: 2"))
+    methods = [load_method("baseline"), load_method("kd"), load_method(str(recipe))]
+    models = ("teacher", "teacher-member2", "teacher-ensemble", "baseline", "distilled", "ensemble-2")
     weights = []
     for run, hide in ((tmp_path / "plain", False), (tmp_path / "hidden", True)):
-        ctx = RunContext(cfg, run)
+        ctx = RunContext(cfg, run, methods)
         labelled = ctx.budget.labelled_rows  # chosen from the real labels, then kept
         assert len(labelled) == 200
         if hide:
@@ -265,8 +274,12 @@ def test_no_pool_label_reaches_any_model_under_a_label_budget(tmp_path):
                 "label", labels.tolist()).cast_column("label", ds.features["label"])
         train_all(ctx)
         weights.append({m: json.loads((run / f"models/{m}/metrics.json").read_text())["weights_sha256"]
-                        for m in ("teacher", "baseline", "distilled")})
-    assert weights[0] == weights[1]
+                        for m in models})
+        pooled, _ = teacher_logits(ctx, "teacher-ensemble")
+        members = [teacher_logits(ctx, m)[0] for m in ("teacher", "teacher-member2")]
+        np.testing.assert_allclose(softmax(pooled.astype(np.float64), -1),
+                                   np.mean([softmax(z.astype(np.float64), -1) for z in members], 0), atol=1e-6)
+    assert weights[0] == weights[1] and weights[0]["teacher"] != weights[0]["teacher-member2"]
 
 
 def test_the_length_grouped_order_depends_on_the_seed_and_the_epoch_only():

@@ -183,7 +183,7 @@ def test_a_recipe_whose_teacher_no_procedure_makes_stops_before_anything_is_writ
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith(
         "method mine: teacher=self-trained: no teacher procedure makes 'teacher-self-trained' (expected one of "
-        "none, finetune, self-train)")
+        "none, finetune, file, ensemble, self-train, self-train-ensemble)")
     assert not run.exists()
     recipe.write_text("teacher: Self Train\nterms:\n  - {term: kl}\n")
     proc = kd_here(*train_all(run, ["baseline", str(recipe)]))

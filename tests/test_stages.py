@@ -79,6 +79,6 @@ def test_a_toy_teacher_procedure_is_one_function_and_one_row(tmp_path, capsys):
     assert "training from the start" not in out
 
     with pytest.raises(KdError, match=f"method kd-untrained: teacher=untrained: no teacher procedure makes '{TOY}' "
-                       r"\(expected one of none, finetune, self-train\)"):
+                       r"\(expected one of none, finetune, file, ensemble, self-train, self-train-ensemble\)"):
         train_all(toy_run(tmp_path / "without"))  # the table without the toy row
     assert not (tmp_path / "without").exists()

@@ -352,3 +352,32 @@ def test_shards_split_the_grid_and_keep_the_cells_that_share_a_teacher_together(
         full = [i for i, part in enumerate(parts) for j in part if j.cell.budget is None]
         assert len(set(full)) == 1  # the full budget's three cells, and their one teacher, in one shard
     assert [len(shard(jobs, (i, 7))) for i in range(1, 8)] == [1, 1, 1, 1, 1, 1, 3]
+
+
+def test_teachers_a_procedure_made_are_compared_with_the_fine_tuned_teacher_paired_by_seed():
+    """An ensemble (and its members) in the cells' scores: the ensemble against the fine-tuned teacher, paired by
+    seed (its members are no comparison of their own), and the report's Teachers table with the members' mean."""
+    from kd.study.aggregate import aggregate
+    from kd.study.report import render_teachers
+    from kd.study.schema import CellRecord, Scores
+
+    rng = np.random.default_rng(0)
+    cells, acc = [], {m: [] for m in ("teacher", "teacher-member2", "teacher-ensemble", "baseline", "distilled")}
+    for seed in range(1, 6):
+        scores = {}
+        for m in acc:
+            acc[m].append(float(0.8 + 0.05 * rng.random()))
+            scores[m] = Scores(accuracy=acc[m][-1], f1_macro=acc[m][-1], nll=0.5, ece=0.05 + 0.01 * seed, brier=0.2)
+        cells.append(CellRecord(name=f"labels100-seed{seed}", budget=100, seed=seed, depth=None, run_dir="x",
+                                overrides=[], state="finished", labelled_rows=100, scores=scores))
+    (group,) = aggregate(cells)
+    assert set(group.comparisons["teacher-ensemble"]) == {"teacher"}
+    assert "teacher-member2" not in group.comparisons and "teacher" not in group.comparisons
+    diff = group.comparisons["teacher-ensemble"]["teacher"].differences["accuracy"]
+    assert diff.difference.mean == pytest.approx(np.mean(np.subtract(acc["teacher-ensemble"], acc["teacher"])))
+    assert diff.p_value == pytest.approx(stats.ttest_rel(acc["teacher-ensemble"], acc["teacher"]).pvalue)
+    assert group.students == ["baseline", "distilled"]
+    text = "\n".join(render_teachers([group]))
+    assert "## Teachers" in text and "| teacher-ensemble |" in text and "| teacher-member2 |" in text
+    members_mean = 100 * np.mean([np.mean(acc["teacher"]), np.mean(acc["teacher-member2"])])
+    assert f"| members' mean (2) | {members_mean:.2f} |" in text

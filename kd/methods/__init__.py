@@ -28,6 +28,11 @@ TEACHER = Check(lambda t: NAME.fullmatch(t) is not None,
 # pool's with their labels withheld (the teacher's terms teach there); or the labelled rows plus the pool rows the
 # teacher labels most confidently, with the teacher's labels (pseudo-labels).
 ROWS = ("labelled", "all", "pseudo-labelled")
+# `teacher: file`: the soft labels of the run's teacher_logits file (kd/teacherfile.py), not a model of the run
+FILE_TEACHER = "teacher-file"
+# The teacher procedures that pool an ensemble of teachers (Method.members, Method.teachers): the members fine-tuned
+# on the labelled rows, or those members each fine-tuned again with the ensemble's confident pool labels.
+ENSEMBLES = ("ensemble", "self-train-ensemble")
 COUNTS = "folds >= 2, rounds >= 1 and per_class >= 1"
 FOLDER = Check(lambda m: not m or (NAME.fullmatch(m) is not None and not m.startswith("teacher")),
                "a folder name of lower-case letters, digits, - and _, not starting with 'teacher'")
@@ -80,6 +85,11 @@ class Method:
     rounds: Annotated[int, at_least(1, COUNTS)] = 1
     per_class: Annotated[int, at_least(1, COUNTS)] = 500
     min_confidence: Annotated[float, Check(lambda c: 0 <= c < 1, "0 <= value < 1")] = 0.0
+    # An ensemble teacher's members (teacher: ensemble or self-train-ensemble): `members` fine-tunes of the run's
+    # teacher (seeds teacher.train.seed, +1, +2, ...; the first is the run's `teacher` itself) and one member for each
+    # model of `teachers` (hub id, folder or bundled name, each with its own tokenizer and architecture).
+    members: Annotated[int, at_least(0, "members >= 0")] = 5
+    teachers: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "min_confidence", float(self.min_confidence))  # one recipe, one stage key
@@ -94,13 +104,21 @@ class Method:
         teacher-<procedure> when another procedure makes it (teacher-self-train)."""
         if self.teacher == "none":
             return None
-        return "teacher" if self.teacher == "finetune" else f"teacher-{self.teacher}"
+        return "teacher" if self.teacher == "finetune" else f"teacher-{self.teacher}"  # file: FILE_TEACHER
 
     def recipe(self) -> dict:
         """What the trained student depends on, for its stage key (the description aside)."""
         out = dataclasses.asdict(self)
         out.pop("description")
+        if not self.ensemble:  # settings it does not read stay out of its key (keys from before they existed hold)
+            out.pop("members")
+            out.pop("teachers")
         return out
+
+    @property
+    def ensemble(self) -> bool:
+        """True when it learns from an ensemble of teachers (its members pooled)."""
+        return self.teacher in ENSEMBLES
 
     @property
     def needs(self) -> frozenset[str]:
@@ -160,9 +178,21 @@ def load_method(name: str) -> Method:
     needs_teacher = bool(method.needs) or method.rows == "pseudo-labelled"
     if method.teacher == "none" and (needs_teacher or method.calibrate):
         raise KdError(f"{path}: teacher=none, but its terms, rows or calibration need a teacher")
+    if method.teacher == "file" and method.online:
+        raise KdError(f"{path}: teacher=file gives logits only, but its terms read a live teacher's hidden states or "
+                      "attention: use logit terms (kl, reverse_kl, ce)")
     if method.calibrate and method.teacher != "finetune":
         raise KdError(f"{path}: calibrate=true needs teacher=finetune (cross-fitting trains the teacher's procedure "
                       "once per fold; a self-trained teacher would repeat its rounds per fold)")
+    if method.ensemble and method.members + len(method.teachers) < 2:
+        raise KdError(f"{path}: teacher={method.teacher} pools members + teachers models: expected at least two, got "
+                      f"members={method.members} and {len(method.teachers)} teachers")
+    if method.ensemble and method.online:
+        raise KdError(f"{path}: its terms run a live teacher on the student's tokens (hidden states, attention), but "
+                      f"teacher={method.teacher} pools several teachers: use logit terms (kl, reverse_kl, ce)")
+    if not method.ensemble and (method.members != Method.members or method.teachers):
+        raise KdError(f"{path}: members and teachers are settings of an ensemble teacher (teacher: "
+                      f"{' or '.join(ENSEMBLES)}), not of teacher={method.teacher}")
     if method.teacher != "none" and not needs_teacher:
         raise KdError(f"{path}: teacher={method.teacher}, but no term or row set reads the teacher: use teacher=none")
     return method

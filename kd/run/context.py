@@ -12,6 +12,7 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 from accelerate import PartialState
 
 from kd.config import RunConfig
@@ -20,10 +21,11 @@ from kd.device import detect_device, resolve_precision
 from kd.errors import KdError
 from kd.features import tokenized
 from kd.manifest import RunStart
-from kd.methods import Method, load_method
+from kd.methods import FILE_TEACHER, Method, load_method
 from kd.models import build_student, load_teacher
 from kd.run.rows import LabelBudget
-from kd.runfolder import RunFolder
+from kd.runfolder import RunFolder, sha256_file
+from kd.teacherfile import read_teacher_file
 from kd.trainer import BatchPlan, batch_plans
 
 
@@ -86,6 +88,17 @@ class RunContext:
             raise KdError(f"config methods={self.cfg.methods}: two of them train the model {twice!r}")
         return found
 
+    @functools.cached_property
+    def file_teacher(self) -> tuple[np.ndarray, str]:
+        """The run's teacher_logits file (methods with teacher: file): its logits over the students' rows, checked,
+        and its sha256."""
+        if not self.cfg.teacher_logits:
+            raise KdError("a method has teacher=file, but the run names no file of soft labels: pass "
+                          "--teacher-logits FILE (config teacher_logits)")
+        path = Path(self.cfg.teacher_logits)
+        logits = read_teacher_file(path, self.student_train["text"][:], self.splits.label_names)
+        return logits, sha256_file(path)
+
     def drop_teacher(self) -> None:
         """Let go of the loaded teacher; it loads again when a stage needs it (a study holds every cell's run from
         planning to running, and a model per cell would add up)."""
@@ -133,7 +146,10 @@ class RunContext:
                          self.run.cache_dir("tokenized"), self.state)
 
     def weights_sha(self, name: str) -> str:
-        """The sha256 a finished model recorded for its weights ("" when it has not finished)."""
+        """The sha256 a finished model recorded for its weights ("" when it has not finished); a file teacher's:
+        the file's."""
+        if name == FILE_TEACHER:
+            return self.file_teacher[1]
         metrics = self.run.model_dir(name) / "metrics.json"
         return json.loads(metrics.read_text()).get("weights_sha256", "") if metrics.is_file() else ""
 
@@ -148,6 +164,11 @@ class RunContext:
     def verified_model(self, name: str) -> Path:
         """A finished model's folder, its weights checked against their recorded sha256: hashed once per run, and
         again only if its files were replaced since."""
+        found = self.run.members(name) if (self.run.model_dir(name) / "metrics.json").is_file() else []
+        if found:  # an ensemble: its members' weights
+            for member in found:
+                self.verified_model(member)
+            return self.run.model_dir(name)
         seen = self._files_stat(name)
         if seen is None or self._verified.get(name) != seen:
             self.run.verified_model(name)

@@ -15,8 +15,26 @@ from dataclasses import dataclass
 
 from kd import manifest
 from kd.errors import KdError
+from kd.features import tokenizer_fingerprint
+from kd.methods import FILE_TEACHER
 from kd.report import write_report
 from kd.run.context import RunContext
+from kd.run.ensemble import (
+    ENSEMBLE,
+    SELF_TRAINED_ENSEMBLE,
+    check_ensemble,
+    check_self_trained_ensemble,
+    ensemble_key,
+    member_key,
+    members,
+    pool,
+    pool_self_trained,
+    retrain_member,
+    retrained,
+    retrained_key,
+    self_trained_ensemble_key,
+    train_member,
+)
 from kd.run.keys import is_current, student_key, teacher_key
 from kd.run.students import train_student
 from kd.run.teachers import SELF_TRAINED, check_self_train, fine_tune, self_train, self_train_key
@@ -32,23 +50,48 @@ class Stage:
     key: Callable[[RunContext], str]  # what its model depends on (kd/run/keys.py)
     make: Callable[[RunContext, str], dict]  # (run, key) -> its metrics: trains, tests and saves the model
     check: Callable[[RunContext, bool], None] = no_check  # (run, need_teacher): raises on a mistake, before writes
+    # the stages it needs made before it, beyond the run's teacher (an ensemble's members), given the run
+    before: Callable[[RunContext], list[Stage]] = lambda ctx: []
 
 
-# The teacher procedures, in the order a run makes them; the first is the run's own teacher and always runs.
+def member_stages(ctx: RunContext) -> list[Stage]:
+    """An ensemble's members, each a stage (the first, the run's teacher, is the teacher's own stage)."""
+    return [Stage(m.name, functools.partial(member_key, member=m), functools.partial(train_member, member=m))
+            for m in members(ctx) if m.name != "teacher"]
+
+
+ENSEMBLE_STAGE = Stage(ENSEMBLE, ensemble_key, pool, check_ensemble, before=member_stages)
+# The teacher procedures, in the order a run makes them; the first is the run's own teacher and always runs (but where
+# soft labels come from a file and no method learns from a model).
 TEACHERS: tuple[Stage, ...] = (
     Stage("teacher", teacher_key, fine_tune),
+    ENSEMBLE_STAGE,
     Stage(SELF_TRAINED, self_train_key, self_train, check_self_train),
+    Stage(SELF_TRAINED_ENSEMBLE, self_trained_ensemble_key, pool_self_trained, check_self_trained_ensemble,
+          before=lambda ctx: [*member_stages(ctx), ENSEMBLE_STAGE, *retrained_stages(ctx)]),
 )
+
+
+def retrained_stages(ctx: RunContext) -> list[Stage]:
+    """A self-trained ensemble's members, each retrained on the ensemble's confident pool labels."""
+    return [Stage(r.name, functools.partial(retrained_key, member=r), functools.partial(retrain_member, member=r))
+            for r in retrained(ctx)]
 
 
 def stages(ctx: RunContext, teachers: tuple[Stage, ...] = TEACHERS) -> dict[str, Stage]:
     """The run's stages by model name, in the order it makes them: the teacher, the teachers its methods learn
     from, then a student per method."""
     wanted = {m.teacher_model for m in ctx.methods}
-    table = {t.name: t for t in teachers if t.name == teachers[0].name or t.name in wanted}
+    # the run's teacher always, unless its soft labels come from a file and no method learns from a model
+    own = not (ctx.cfg.teacher_logits and wanted <= {None, FILE_TEACHER})
+    table = {}
+    for t in teachers:
+        if (own and t.name == teachers[0].name) or t.name in wanted:
+            table.update({s.name: s for s in t.before(ctx)})
+            table[t.name] = t
     for m in ctx.methods:
-        if m.teacher_model not in (*table, None):
-            known = ["none", "finetune", *(t.name.removeprefix("teacher-") for t in teachers[1:])]
+        if m.teacher_model not in (*table, None, FILE_TEACHER):
+            known = ["none", "finetune", "file", *(t.name.removeprefix("teacher-") for t in teachers[1:])]
             raise KdError(f"method {m.name}: teacher={m.teacher}: no teacher procedure makes {m.teacher_model!r} "
                           f"(expected one of {', '.join(known)})")
     for m in ctx.methods:
@@ -66,12 +109,29 @@ def check_inputs(ctx: RunContext, table: dict[str, Stage], need_teacher: bool = 
     _ = ctx.budget
     if need_teacher:
         _ = ctx.teacher
+    if any(m.teacher_model == FILE_TEACHER for m in ctx.methods):
+        _ = ctx.file_teacher  # read and checked whole
     for stage in table.values():
         stage.check(ctx, need_teacher)
     if need_student:
-        ctx.new_student()
+        _, tokenizer = ctx.new_student()
+        if need_teacher:
+            check_live_teacher(ctx, tokenizer)
     if ctx.state.is_main_process:
         ctx.run.check_writable()  # last: a run stopped by a mistake above leaves no new folder behind
+
+
+def check_live_teacher(ctx: RunContext, tokenizer) -> None:
+    """A method whose terms read the teacher's hidden states or attention runs the teacher on the student's own
+    tokens: the two must share a tokenizer. Logit terms read cached logits, which the teacher computed from its own
+    tokens, and fit any pair."""
+    length = ctx.cfg.data.max_length
+    theirs = ctx.teacher.tokenizer
+    for m in ctx.methods:
+        if m.online and tokenizer_fingerprint(tokenizer, length) != tokenizer_fingerprint(theirs, length):
+            raise KdError(f"method {m.name}: its terms run the teacher on the student's tokens, but the student's "
+                          f"tokenizer ({tokenizer.name_or_path}) is not the teacher's ({theirs.name_or_path}): use "
+                          "logit terms (kl, reverse_kl, ce), which fit any tokenizer")
 
 
 def finished(ctx: RunContext, table: dict[str, Stage]) -> bool:

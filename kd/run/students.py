@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from kd.methods import Method
+from kd.methods import FILE_TEACHER, Method
 from kd.run.context import RunContext
 from kd.run.fit import fit
 from kd.run.teachers import calibration, teacher_logits
@@ -24,8 +24,13 @@ def train_student(ctx: RunContext, key: str, method: Method) -> dict:
     logits = None
     if method.teacher_model:
         logits, extra["teacher_logits"] = teacher_logits(ctx, method.teacher_model)
-        extra["procedure_seconds"] = ctx.run.model_metrics(method.teacher_model).get("train_seconds") \
-            if method.teacher_model != "teacher" else 0.0
+        if method.teacher_model in ("teacher", FILE_TEACHER):  # (a file's labels cost the run nothing)
+            extra["procedure_seconds"] = 0.0
+            if method.teacher_model == FILE_TEACHER:
+                extra.update(teacher_file=ctx.cfg.teacher_logits, teacher_file_sha256=ctx.weights_sha(FILE_TEACHER))
+        else:  # what its teacher's procedure cost beyond the run's teacher (an ensemble: its other members)
+            made = ctx.run.model_metrics(method.teacher_model)
+            extra["procedure_seconds"] = made.get("procedure_seconds", made.get("train_seconds"))
         if method.calibrate:
             cal = calibration(ctx, method.folds)
             logits = logits / np.float32(cal["temperature"])

@@ -17,34 +17,38 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from kd import manifest
 from kd.atomic import write_json
 from kd.cache import cached
+from kd.config import TrainConfig
 from kd.errors import KdError
 from kd.features import tokenizer_fingerprint
-from kd.methods import Method
-from kd.models import load_teacher
-from kd.procedures import fit_temperature, folds, nll
+from kd.methods import FILE_TEACHER, Method
+from kd.models import Teacher, load_teacher
+from kd.procedures import fit_temperature, folds, nll, pool_probabilities
 from kd.run.context import RunContext
 from kd.run.fit import Trained, predict, score_test_and_save, train
 from kd.run.keys import teacher_key
 from kd.run.rows import teacher_rows
 from kd.runfolder import write_npy
+from kd.teacherfile import write_teacher_file
 from kd.trainer import PlainTrainer
 
 SELF_TRAINED = "teacher-self-train"  # the model folder of a self-trained teacher (kd.methods.Method.teacher_model)
 
 
-def fine_tune(ctx: RunContext, key: str, allow_finetune: bool = True) -> dict:
-    """The run's teacher: fine-tuned on its rows when it needs it (teacher.finetune), else used as trained; then
-    tested and saved."""
-    t = ctx.teacher
-    ctx.log(f"teacher: {ctx.cfg.teacher.model or 'built from teacher.arch'}; labels: {t.label_match}")
+def fine_tune(ctx: RunContext, key: str, allow_finetune: bool = True, teacher: Teacher | None = None,
+              name: str = "teacher", tc: TrainConfig | None = None, extra: dict | None = None) -> dict:
+    """The run's teacher (or another, `teacher`, saved as `name`, trained with `tc`: an ensemble's member):
+    fine-tuned on its rows when it needs it (teacher.finetune), else used as trained; then tested and saved."""
+    t = teacher or ctx.teacher
+    ctx.log(f"{name}: {(extra or {}).get('model', ctx.cfg.teacher.model) or 'built from teacher.arch'}; "
+            f"labels: {t.label_match}")
     if t.needs_finetune and not allow_finetune:
         raise KdError(f"teacher {ctx.cfg.teacher.model}: not trained for these labels; run `kd train-teacher`")
     trained = Trained(t.model, "teacher")
     if t.needs_finetune:
-        trained = train(ctx, "teacher", key, "teacher", PlainTrainer, t.model, t.tokenizer,
-                        teacher_rows(ctx, t.tokenizer), DataCollatorWithPadding(t.tokenizer))
-    return score_test_and_save(ctx, "teacher", key, trained, t.tokenizer,
-                               {"label_match": t.label_match, "fine_tuned": t.needs_finetune})
+        trained = train(ctx, name, key, "teacher", PlainTrainer, t.model, t.tokenizer,
+                        teacher_rows(ctx, t.tokenizer), DataCollatorWithPadding(t.tokenizer), tc=tc)
+    return score_test_and_save(ctx, name, key, trained, t.tokenizer,
+                               {"label_match": t.label_match, "fine_tuned": t.needs_finetune, **(extra or {})})
 
 
 # ---- self-training ------------------------------------------------------------------------------
@@ -102,9 +106,17 @@ def self_train(ctx: RunContext, key: str) -> dict:
 # ---- what students read of a teacher ------------------------------------------------------------
 
 def teacher_logits(ctx: RunContext, name: str = "teacher") -> tuple[np.ndarray, str]:
-    """A teacher's logits over the students' train rows, cached and bound to its weights + data + tokenizer; and
-    a note: reused, or how long they took."""
+    """A teacher's logits over the students' train rows, cached and bound to its weights + data + tokenizer (an
+    ensemble's: its members' pooled; a file teacher's: read from the file); and a note: reused, or how long they
+    took."""
+    if name == FILE_TEACHER:
+        return ctx.file_teacher[0], f"read from {ctx.cfg.teacher_logits}"
     folder = ctx.verified_model(name)
+    found = ctx.run.members(name)
+    if found:
+        parts = [teacher_logits(ctx, member) for member in found]
+        return pool_probabilities([logits for logits, _ in parts]), "; ".join(
+            f"{member}: {note}" for member, (_, note) in zip(found, parts))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     made_from = {"teacher_weights": ctx.weights_sha(name), "data": ctx.fingerprints["student_train"],
                  "tokenizer": tokenizer_fingerprint(tokenizer, ctx.cfg.data.max_length),
@@ -128,6 +140,18 @@ def teacher_logits(ctx: RunContext, name: str = "teacher") -> tuple[np.ndarray, 
         ctx.log(f"{name}: logits reused from the cache")
         return logits, "reused"
     return logits, f"computed in {took['seconds']:.0f} s"
+
+
+def write_teacher_logits(ctx: RunContext, name: str, out) -> None:
+    """`kd teacher-logits`: a finished teacher's logits over the students' train rows, written as a file that a
+    method with teacher: file reads back (kd/teacherfile.py)."""
+    if not name.startswith("teacher") or name == FILE_TEACHER:
+        raise KdError(f"--model {name}: expected a teacher of the run (teacher, teacher-ensemble, ...)")
+    if not (ctx.run.model_dir(name) / "metrics.json").is_file():
+        raise KdError(f"--model {name}: not trained in {ctx.run.root} (run `kd train-all` first)")
+    logits, _ = teacher_logits(ctx, name)
+    rows = write_teacher_file(out, ctx.student_train["text"][:], logits, ctx.splits.label_names)
+    ctx.log(f"{name}: logits of {rows} student rows written to {out}")
 
 
 def calibration(ctx: RunContext, folds_k: int) -> dict:

@@ -8,6 +8,7 @@ from kd.study.schema import METRICS, CellRecord, Comparison, Cost, Group, SeedTe
 
 # scipy and statsmodels (kd.metrics) are imported by the functions that aggregate: `kd study --help` needs neither
 BASELINE, KD = "baseline", "distilled"  # the model folders of the baseline and kd recipes
+TEACHER, MEMBER = "teacher", "teacher-member"  # the fine-tuned teacher's folder; an ensemble member's (kd.run.ensemble)
 CONFIDENCE = 0.95
 
 
@@ -15,10 +16,20 @@ def _score(cell: CellRecord, model: str, metric: str) -> float:
     return getattr(cell.scores[model], metric)
 
 
-def compare(part: list[CellRecord], models: list[str], reference: str) -> dict[str, Comparison]:
+def teacher_procedures(models: list[str]) -> list[str]:
+    """The teachers made by a procedure (an ensemble, self-training), not the fine-tuned teacher or an ensemble's
+    member: those compared with the fine-tuned teacher."""
+    return [m for m in models if m.startswith("teacher-") and "-member" not in m]
+
+
+def compare(part: list[CellRecord], models: list[str], reference: str,
+            others: list[str] | None = None) -> dict[str, Comparison]:
+    """Each of `others` (default: every method's student but the baseline) against `reference`, paired by seed,
+    Holm-adjusted over them."""
     from kd.metrics import holm, paired_difference
 
-    others = [m for m in models if not m.startswith("teacher") and m not in (BASELINE, reference)]
+    if others is None:
+        others = [m for m in models if not m.startswith("teacher") and m not in (BASELINE, reference)]
     if reference not in models or not others:
         return {}
     diffs = {m: {k: paired_difference([_score(c, reference, k) for c in part], [_score(c, m, k) for c in part])
@@ -72,6 +83,8 @@ def aggregate(cells: list[CellRecord]) -> list[Group]:
         for reference in (BASELINE, KD):
             for m, comp in compare(part, models, reference).items():
                 comparisons.setdefault(m, {})[reference] = comp
+        for m, comp in compare(part, models, TEACHER, teacher_procedures(models)).items():
+            comparisons.setdefault(m, {})[TEACHER] = comp
         kd_vs_base = comparisons.get(KD, {}).get(BASELINE)
         groups.append(Group(budget, depth, part[0].labelled_rows, [c.seed for c in part], means,
                             kd_vs_base.differences if kd_vs_base else {},

@@ -9,7 +9,7 @@ from kd.config import RunConfig, build_dataclass
 from kd.errors import KdError
 from kd.intervals import Interval, PairedDifference
 from kd.runfolder import DEFAULT_MODELS, RunFolder
-from kd.study.aggregate import BASELINE, KD, Group, aggregate
+from kd.study.aggregate import BASELINE, KD, MEMBER, TEACHER, Group, aggregate, teacher_procedures
 from kd.study.grid import ALL
 from kd.study.record import StudyRecord, read_record, write_record_file
 
@@ -111,6 +111,7 @@ def render_study(record: StudyRecord, cfg: RunConfig) -> str:
                      f"{_ci(d['ece'].difference, 1, '+.4f')} | {_ci(d['brier'].difference, 1, '+.4f')} |")
     lines += ["", "## In words", ""] + in_words(groups, cfg)
     lines += render_methods(groups, cfg)
+    lines += render_teachers(groups)
     models = list(dict.fromkeys(m for c in cells_done for m in c.scores))
     lines += ["", "## Cells", "", "Test accuracy (%) of each model; McNemar p: distilled against baseline.", "",
               "| cell | labelled | seed | " + " | ".join(models) + " | McNemar p | time (s) |",
@@ -170,6 +171,39 @@ def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) ->
         out.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {best} | {_ci(g.means[best]['accuracy'], 100)} | "
                    + (f"{_ci(vb.adjusted, 100, '+.2f')} | {_p(vb.p_holm)}" if vb else "– | –")
                    + f" | {verdict} |")
+    return out
+
+
+def render_teachers(groups: list[Group]) -> list[str]:
+    """The teachers a procedure made (an ensemble, self-training) against the fine-tuned teacher, paired by seed,
+    with each ensemble member's scores and their mean (the fine-tuned teacher is the first member)."""
+    if not any(teacher_procedures(list(g.means)) for g in groups):
+        return []
+    out = ["", "## Teachers", "",
+           "The teachers that a procedure made, against the fine-tuned teacher, paired by seed (p: paired t-test on "
+           "accuracy, Holm-adjusted over the teachers compared); and each ensemble member alone. ECE and NLL: lower is "
+           "better.", ""]
+    for g in groups:
+        made = teacher_procedures(list(g.means))
+        if not made:
+            continue
+        out += [f"### {_label(g)} labelled rows, {len(g.seeds)} seed(s)", "",
+                "| teacher | accuracy (%) | − teacher (pt) | p (Holm) | ECE | − teacher ECE | NLL | − teacher NLL |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        members = [m for m in g.means if m == TEACHER or m.startswith(MEMBER)]
+        for m in [TEACHER, *made, *(x for x in members if x != TEACHER)]:
+            mean, vt = g.means[m], g.comparisons.get(m, {}).get(TEACHER)
+            row = [m, _ci(mean["accuracy"], 100)]
+            row += [_ci(vt.differences["accuracy"].difference, 100, "+.2f"), _p(vt.p_holm)] if vt else ["–"] * 2
+            for k in ("ece", "nll"):
+                row += [_ci(mean[k], 1, ".4f"), _ci(vt.differences[k].difference, 1, "+.4f") if vt else "–"]
+            out.append("| " + " | ".join(row) + " |")
+        if len(members) > 1:
+            out.append(f"| members' mean ({len(members)}) | "
+                       f"{100 * sum(g.means[m]['accuracy'].mean for m in members) / len(members):.2f} | – | – | "
+                       f"{sum(g.means[m]['ece'].mean for m in members) / len(members):.4f} | – | "
+                       f"{sum(g.means[m]['nll'].mean for m in members) / len(members):.4f} | – |")
+        out.append("")
     return out
 
 
