@@ -206,9 +206,10 @@ class DistillationTrainer(PlainTrainer):
 
     - `method`: a recipe's name or YAML path (kd/methods/), or the weighted terms themselves, [(weight, Term)];
       `temperature` and `alpha` fill in what a recipe leaves out (kd.config.DistillConfig's defaults otherwise).
-    - `teacher_model`: a live teacher, run on every training batch, frozen, in the Trainer's precision. Without
-      it, the training rows carry the teacher's cached logits in a `teacher_logits` column (the fast path for
-      logit-only methods); a term that needs hidden states or attention needs the live teacher.
+    - `teacher_model`: a live teacher, run on every training batch, frozen, in the Trainer's precision, or a list (an
+      ensemble: the mean of their probabilities; logit terms only). Without it, the training rows carry cached
+      logits in a `teacher_logits` column (logit-only methods; any teacher tokenizer); hidden states and
+      attention need the live teacher. `temp` is `temperature` as many distillation scripts spell it.
     - Rows labelled -100 (a pool without labels) get no cross-entropy, only the teacher's terms.
 
     Terms with parameters of their own (a projection between widths) hang on the student as `KD_TERMS`, so that
@@ -218,16 +219,24 @@ class DistillationTrainer(PlainTrainer):
     """
 
     def __init__(self, *args, method="kd", teacher_model=None, temperature: float | None = None,
-                 alpha: float | None = None, **kwargs):
+                 alpha: float | None = None, temp: float | None = None, **kwargs):
         from kd.methods import resolve_terms
         from kd.terms import ATTENTION, HIDDEN
 
+        if None not in (temp, temperature) and temp != temperature:
+            raise KdError(f"DistillationTrainer: temp={temp} and temperature={temperature}: give one of them")
+        temperature = temp if temperature is None else temperature
         model = kwargs["model"] if "model" in kwargs else args[0]  # (the Trainer's first parameter)
         train = kwargs.get("train_dataset")
+        given = teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model]
+        teachers = [t for t in given if t is not None]
         terms = method if isinstance(method, list) else resolve_terms(
-            method, model.config, teacher_model.config if teacher_model is not None else None, temperature, alpha)
+            method, model.config, teachers[0].config if teachers else None, temperature, alpha)
         needs = frozenset().union(*(term.needs for _, term in terms))
-        if needs and teacher_model is None and train is not None and TEACHER_LOGITS not in train.column_names:
+        if len(teachers) > 1 and needs & {HIDDEN, ATTENTION}:
+            raise KdError(f"DistillationTrainer: {len(teachers)} teachers are pooled by their probabilities, but the "
+                          "method's terms read one teacher's hidden states or attention: pass one teacher_model")
+        if needs and not teachers and train is not None and TEACHER_LOGITS not in train.column_names:
             raise KdError(f"DistillationTrainer: the method needs the teacher ({', '.join(sorted(needs))}): pass "
                           f"teacher_model=, or a train_dataset with a {TEACHER_LOGITS!r} column of cached logits")
         if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
@@ -238,9 +247,10 @@ class DistillationTrainer(PlainTrainer):
         super().__init__(*args, **kwargs)
         self.terms = terms
         self.needs_hidden, self.needs_attention = HIDDEN in needs, ATTENTION in needs
-        self.teacher = teacher_model.to(self.args.device).eval() if teacher_model is not None else None
-        for parameter in self.teacher.parameters() if self.teacher is not None else ():
-            parameter.requires_grad_(False)  # frozen: the teacher's weights stay as they were
+        self.teachers = [t.to(self.args.device).eval() for t in teachers]
+        self.teacher = self.teachers[0] if self.teachers else None
+        for parameter in (p for t in self.teachers for p in t.parameters()):
+            parameter.requires_grad_(False)  # frozen: the teachers' weights stay as they were
         self._parts: dict[str, list[float]] = {f"loss_{term.name}": [] for _, term in terms}
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -260,7 +270,11 @@ class DistillationTrainer(PlainTrainer):
         if self.teacher is not None:
             with torch.no_grad(), self.autocast_smart_context_manager():
                 teacher, _ = self.side(self.teacher, self.teacher, inputs)
+                others = [t(**inputs).logits.float() for t in self.teachers[1:]]
             teacher.logits = teacher.logits.float() if teacher_logits is None else teacher_logits
+            if others and teacher_logits is None:  # an ensemble: the log of the members' mean probability
+                log_probs = torch.stack([torch.log_softmax(z, -1) for z in (teacher.logits, *others)])
+                teacher.logits = torch.logsumexp(log_probs, 0) - math.log(len(self.teachers))
         batch = Batch(labels, inputs["attention_mask"], student, teacher)
         loss = 0.0
         for weight, term in self.terms:
