@@ -217,3 +217,35 @@ def _args(tmp_path):
     from transformers import TrainingArguments
 
     return TrainingArguments(str(tmp_path / "args"), report_to="none", use_cpu=True)
+
+
+@pytest.mark.slow
+def test_self_training_an_ensemble_retrains_each_member_on_the_ensembles_confident_pool_labels(tmp_path):
+    """self-train-ensemble with two members at a 200-label budget: each member is retrained on the labelled rows plus
+    the pool rows the ensemble labels most confidently (per_class of each class), and the retrained members are
+    pooled as the student's teacher."""
+    from kd.config import load_config
+    from kd.methods import load_method
+    from kd.procedures import confident_rows
+    from kd.run import RunContext, train_all
+    from kd.run.teachers import teacher_logits
+
+    recipe = tmp_path / "st-ens.yaml"
+    recipe.write_text((REPO / "kd/methods/self-train-ensemble-kd.yaml").read_text()
+                      .replace("members: 5", "members: 2").replace("per_class: 500", "per_class: 50"))
+    cfg = load_config("smoke", ["data.labelled_rows=200", "teacher.train.epochs=1", "student.train.epochs=1"])
+    run = tmp_path / "run"
+    ctx = RunContext(cfg, run, [load_method(str(recipe))])
+    train_all(ctx)
+    names = json.loads((run / "manifest.json").read_text())["models"]
+    retrained = ["teacher-self-train-ensemble-member1", "teacher-self-train-ensemble-member2"]
+    assert names == ["teacher", "teacher-member2", "teacher-ensemble", *retrained, "teacher-self-train-ensemble",
+                     "st-ens"]
+    pooled, _ = teacher_logits(ctx, "teacher-ensemble")
+    rows, _ = confident_rows(pooled[ctx.budget.pool_rows], 50)
+    for name, seed in zip(retrained, (cfg.teacher.train.seed, cfg.teacher.train.seed + 1)):
+        metrics = json.loads((run / "models" / name / "metrics.json").read_text())
+        assert metrics["pseudo_labelled_rows"] == len(rows) <= 4 * 50 and metrics["seed"] == seed
+    made = json.loads((run / "models/teacher-self-train-ensemble/metrics.json").read_text())
+    assert made["members"] == retrained
+    assert json.loads((run / "models/st-ens/metrics.json").read_text())["teacher"] == "teacher-self-train-ensemble"
