@@ -55,6 +55,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     warmup: float = 0.06  # a float < 1 is a fraction of the steps, an integer >= 1 a step count
     weight_decay: float = 0.01
+    # Re-initialise the top k transformer layers (and a pooler) before training: with few labels the top layers'
+    # pretrained weights can hinder more than help (Zhang et al., "Revisiting Few-sample BERT Fine-tuning", 2021).
+    reinit_layers: int = 0
     evals_per_epoch: int = 4  # validation passes per epoch; the best one is kept (0: none, with select=last)
     # validation passes without a better accuracy before training stops; None: every epoch runs (the best
     # validation checkpoint is still the one kept)
@@ -118,9 +121,25 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The settings as a stage key reads them: fields added since runs were keyed are left out while they hold
+        their default (KEY_NEUTRAL), so that a run finished before they existed stays current."""
+        return key_settings(self.to_dict())
+
     def section_hash(self, *names: str) -> str:
         """A short fingerprint of some sections, to tell whether a finished stage is still current."""
-        return json_fingerprint({n: _get(self.to_dict(), n) for n in names})
+        return json_fingerprint({n: _get(self.identity(), n) for n in names})
+
+
+# field name -> the default at which a stage key leaves it out (RunConfig.identity)
+KEY_NEUTRAL: dict[str, Any] = {"reinit_layers": 0, "teacher_logits": None}
+
+
+def key_settings(d: Any) -> Any:
+    """A config mapping (or a manifest's) without the KEY_NEUTRAL fields that hold their default."""
+    if not isinstance(d, dict):
+        return d
+    return {k: key_settings(v) for k, v in d.items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
 
 
 def yaml_names(folder: Path) -> list[str]:

@@ -155,27 +155,17 @@ def retrained_key(ctx: RunContext, member: Member) -> str:
 def retrain_member(ctx: RunContext, key: str, member: Member) -> dict:
     """One member fine-tuned anew from its starting weights on the labelled rows plus the pool rows the ensemble
     labels most confidently, with the ensemble's labels (no pool label is read)."""
-    from kd.run.fit import score_test_and_save, train
-    from kd.run.rows import teacher_rows
-    from kd.run.teachers import teacher_logits
-    from kd.trainer import PlainTrainer
+    from kd.run.fit import score_test_and_save
+    from kd.run.teachers import fine_tune_with_pool_labels, teacher_logits  # (kd.run.teachers pools ensembles)
 
-    m = self_train_settings(ctx)
     logits, _ = teacher_logits(ctx, ENSEMBLE)
     cfg = member_config(ctx.cfg, member)
     t = load_teacher(cfg, ctx.splits.label_names)
-    rows, chosen = ctx.budget.labelled_and_pseudo_labelled(teacher_rows(ctx, t.tokenizer),
-                                                           ctx.tokenized("student_train", t.tokenizer), logits,
-                                                           m.per_class, m.min_confidence)
-    ctx.log(f"{member.name}: {len(chosen)} pool rows with the ensemble's labels beside {len(rows) - len(chosen)} "
-            "labelled ones")
-    from transformers import DataCollatorWithPadding
-
-    trained = train(ctx, member.name, key, "teacher", PlainTrainer, t.model, t.tokenizer, rows,
-                    DataCollatorWithPadding(t.tokenizer), tc=cfg.teacher.train)
+    trained, chosen = fine_tune_with_pool_labels(ctx, member.name, key, t, logits, self_train_settings(ctx),
+                                                 "the ensemble's", tc=cfg.teacher.train)
     return score_test_and_save(ctx, member.name, key, trained, t.tokenizer,
                                {"label_match": t.label_match, "fine_tuned": True, "model": member.model,
-                                "seed": member.seed, "pseudo_labelled_rows": len(chosen)})
+                                "seed": member.seed, "pseudo_labelled_rows": chosen})
 
 
 def self_trained_ensemble_key(ctx: RunContext) -> str:

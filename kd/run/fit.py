@@ -18,6 +18,7 @@ from transformers import DataCollatorWithPadding
 from kd import manifest
 from kd.atomic import atomic_dir, write_json
 from kd.device import resolve_precision
+from kd.errors import KdError
 from kd.features import length_order
 from kd.metrics import classification_metrics
 from kd.models import count_params
@@ -58,6 +59,8 @@ def train(ctx: RunContext, name: str, key: str, role: str, trainer_cls, model, t
     if checkpoint is None and ctx.state.is_main_process:
         start_afresh(work, key)
     ctx.state.wait_for_everyone()
+    if tc.reinit_layers and checkpoint is None:
+        reinit_top_layers(model, tc.reinit_layers, tc.seed, f"{role}.train.reinit_layers")
     args = training_arguments(tc, plan, work, len(train_ds), ctx.device, resolve_precision(tc.precision, ctx.device))
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train_ds, eval_dataset=ctx.tokenized("validation", tokenizer),
@@ -83,6 +86,23 @@ def train(ctx: RunContext, name: str, key: str, role: str, trainer_cls, model, t
         delattr(model, KD_TERMS)
     return Trained(model, role, seconds, trainer.state.log_history, plan,
                    checkpoint.name if checkpoint else None)
+
+
+def reinit_top_layers(model, k: int, seed: int, what: str) -> None:
+    """The top `k` transformer layers, and the pooler where the model has one, drawn again from the model's own
+    initialiser, seeded by the training seed so that a run gives the same weights whenever it starts."""
+    import torch
+
+    base = model.base_model
+    stack = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    layers = getattr(stack, "layer", None)
+    if layers is None or not 0 < k <= len(layers):
+        have = f"{len(layers)} layers" if layers is not None else "no encoder.layer or transformer.layer stack"
+        raise KdError(f"{what}={k}: expected 0 to the model's layer count ({type(model).__name__} has {have})")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in [*layers[-k:], *([base.pooler] if getattr(base, "pooler", None) is not None else [])]:
+            module.apply(model._init_weights)
 
 
 def score_test_and_save(ctx: RunContext, name: str, key: str, trained: Trained, tokenizer,

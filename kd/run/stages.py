@@ -60,8 +60,8 @@ def member_stages(ctx: RunContext) -> list[Stage]:
 
 
 ENSEMBLE_STAGE = Stage(ENSEMBLE, ensemble_key, pool, check_ensemble, before=member_stages)
-# The teacher procedures, in the order a run makes them; the first is the run's own teacher and always runs (but where
-# soft labels come from a file and no method learns from a model).
+# The teacher procedures, in the order a run makes them; the first is the run's own teacher, made where any method
+# learns from a model.
 TEACHERS: tuple[Stage, ...] = (
     Stage("teacher", teacher_key, fine_tune),
     ENSEMBLE_STAGE,
@@ -81,8 +81,9 @@ def stages(ctx: RunContext, teachers: tuple[Stage, ...] = TEACHERS) -> dict[str,
     """The run's stages by model name, in the order it makes them: the teacher, the teachers its methods learn
     from, then a student per method."""
     wanted = {m.teacher_model for m in ctx.methods}
-    # the run's teacher always, unless its soft labels come from a file and no method learns from a model
-    own = not (ctx.cfg.teacher_logits and wanted <= {None, FILE_TEACHER})
+    # the run's teacher where a method learns from a model (every teacher procedure starts from it); a run of
+    # methods without a teacher (the baseline alone) or taught by a file trains none
+    own = not wanted <= {None, FILE_TEACHER}
     table = {}
     for t in teachers:
         if (own and t.name == teachers[0].name) or t.name in wanted:
@@ -106,6 +107,7 @@ def check_inputs(ctx: RunContext, table: dict[str, Stage], need_teacher: bool = 
     _ = ctx.batch_plans
     _ = ctx.fingerprints
     _ = ctx.budget
+    need_teacher = need_teacher and "teacher" in table
     if need_teacher:
         _ = ctx.teacher
     if any(m.teacher_model == FILE_TEACHER for m in ctx.methods):

@@ -86,13 +86,8 @@ def self_train(ctx: RunContext, key: str) -> dict:
         last = r == method.rounds
         name = SELF_TRAINED if last else f"{SELF_TRAINED}-round{r}"
         t = load_teacher(ctx.cfg, ctx.splits.label_names)
-        base, students = teacher_rows(ctx, t.tokenizer), ctx.tokenized("student_train", t.tokenizer)
-        rows, chosen = ctx.budget.labelled_and_pseudo_labelled(base, students, logits, method.per_class,
-                                                               method.min_confidence)
-        ctx.log(f"{name}: round {r} of {method.rounds}: {len(chosen)} pool rows with the teacher's labels "
-                f"beside {len(rows) - len(chosen)} labelled ones")
-        trained = train(ctx, name, key if last else self_train_key(ctx, name), "teacher", PlainTrainer, t.model,
-                        t.tokenizer, rows, DataCollatorWithPadding(t.tokenizer))
+        trained, chosen = fine_tune_with_pool_labels(ctx, name, key if last else self_train_key(ctx, name), t,
+                                                     logits, method, "the teacher's", f"round {r} of {method.rounds}: ")
         seconds_total += trained.seconds
         if not last:
             logits = predict(ctx, trained.model.eval(), t.tokenizer, ctx.tokenized("student_train", t.tokenizer),
@@ -100,7 +95,24 @@ def self_train(ctx: RunContext, key: str) -> dict:
             shutil.rmtree(ctx.run.work_dir(name), ignore_errors=True)
     return score_test_and_save(ctx, SELF_TRAINED, key, dataclasses.replace(trained, seconds=seconds_total),
                                t.tokenizer, {"label_match": ctx.teacher.label_match, "fine_tuned": True,
-                                             "rounds": method.rounds, "pseudo_labelled_rows": len(chosen)})
+                                             "rounds": method.rounds, "pseudo_labelled_rows": chosen})
+
+
+def fine_tune_with_pool_labels(ctx: RunContext, name: str, key: str, t: Teacher, logits: np.ndarray,
+                               method: Method, whose: str, note: str = "",
+                               tc: TrainConfig | None = None) -> tuple[Trained, int]:
+    """Teacher `t` (its starting weights) fine-tuned on the labelled rows plus the pool rows that `logits` (a
+    teacher's over the students' rows) label most confidently, with those labels (method.per_class of each class at
+    least method.min_confidence; no pool label is read): self-training's round, and an ensemble member's retraining.
+    The model as trained and how many pool rows it took."""
+    base, students = teacher_rows(ctx, t.tokenizer), ctx.tokenized("student_train", t.tokenizer)
+    rows, chosen = ctx.budget.labelled_and_pseudo_labelled(base, students, logits, method.per_class,
+                                                           method.min_confidence)
+    ctx.log(f"{name}: {note}{len(chosen)} pool rows with {whose} labels beside {len(rows) - len(chosen)} labelled "
+            "ones")
+    trained = train(ctx, name, key, "teacher", PlainTrainer, t.model, t.tokenizer, rows,
+                    DataCollatorWithPadding(t.tokenizer), tc=tc)
+    return trained, len(chosen)
 
 
 # ---- what students read of a teacher ------------------------------------------------------------
