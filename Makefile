@@ -1,6 +1,7 @@
 # The verbs users type. Variables: PRESET (smoke|cpu|full; empty = full with CUDA/MPS, else cpu),
 # DATA (data folder or hub id), RUN (run folder, default runs/<preset>), NPROC (processes for DDP),
-# STUDY (make study: a name in kd/studies/ or a YAML file).
+# STUDY (make study: a name in kd/studies/ or a YAML file), SEEDS (make train-all: the students at that many
+# training seeds, paired; default 1).
 PRESET ?=
 STUDY ?= study-cpu
 EXECUTOR ?= local
@@ -10,6 +11,7 @@ RAY ?=
 DATA ?=
 RUN ?=
 NPROC ?= 1
+SEEDS ?= 1
 BENCH_ARGS ?=
 REPEAT ?= 3
 PYTHON ?= python3
@@ -24,6 +26,7 @@ RAY_STAMP := $(if $(KD_IMAGE),,$(VENV)/.ray-installed)
 KD_ARGS := $(if $(PRESET),--preset $(PRESET)) $(if $(DATA),--data '$(DATA)') $(if $(RUN),--run-dir $(RUN))
 # NPROC > 1: kd checks the config, then runs itself under torchrun (one node, DDP; batch sizes stay global).
 NPROC_ARG := $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC))
+SEEDS_ARG := $(if $(filter-out 1,$(SEEDS)),--seeds $(SEEDS))
 
 # Containers. The engine: docker where a docker daemon answers, else podman (CONTAINER_ENGINE= overrides).
 # IMAGE picks the image the docker-* verbs run (cpu|cuda); HOST_RUNS is mounted at /app/runs, HOST_DATA
@@ -40,7 +43,8 @@ RUN_FLAGS ?=
 GPUS ?= auto
 CONTAINER_VERBS := train-all report export export-check bench bench-check gpu-check
 VERB_ARGS = $(if $(PRESET),PRESET=$(PRESET)) $(if $(DATA),DATA=$(DATA)) $(if $(RUN),RUN=$(RUN)) \
-	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC)) $(if $(BENCH_ARGS),'BENCH_ARGS=$(BENCH_ARGS)')
+	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC)) $(if $(filter-out 1,$(SEEDS)),SEEDS=$(SEEDS)) \
+	$(if $(BENCH_ARGS),'BENCH_ARGS=$(BENCH_ARGS)')
 
 .PHONY: help setup train-all bench-train report study export export-check optimum-check bench bench-check \
 	bench-baseline gpu-check test test-all lint clean image-cpu image-cuda docker-shell \
@@ -72,7 +76,7 @@ $(RAY_STAMP): requirements-ray.txt $(STAMP)
 endif
 
 train-all: $(STAMP)
-	$(BIN)/kd train-all $(KD_ARGS) $(NPROC_ARG)
+	$(BIN)/kd train-all $(KD_ARGS) $(NPROC_ARG) $(SEEDS_ARG)
 
 report: $(STAMP)
 	$(BIN)/kd report $(KD_ARGS)

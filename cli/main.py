@@ -73,6 +73,15 @@ def parser() -> argparse.ArgumentParser:
                            help="local: cell after cell in this process (default); ray: each cell a Ray task")
             p.add_argument("--address", help="with --executor ray: the Ray head (HOST:PORT, 'auto' or "
                            "ray://HOST:PORT; default: a Ray started on this machine)")
+            p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="a run-config setting for every cell, added to the study's `set` (repeatable)")
+            p.add_argument("--plan", action="store_true", help="print the seeds each primary comparison needs, "
+                           "from a finished pilot study (--pilot, default: --run-dir); runs nothing")
+            p.add_argument("--pilot", type=Path, help="with --plan: the finished study folder to read")
+            p.add_argument("--precision", type=float, help="with --plan: the interval half-width in points "
+                           "(default: the study's precision, else 1.5)")
+            p.add_argument("--effect", type=float, help="with --plan: the difference in points to detect "
+                           "(default: the pilot's)")
             p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the grid (cells sharing a "
                            "teacher stay together), e.g. a Slurm array task; then --report merges")
             continue
@@ -103,6 +112,9 @@ def parser() -> argparse.ArgumentParser:
                            "per class); sets config teacher_logits")
         if verb == "train-all":
             p.add_argument("--force", action="store_true", help="re-run stages that are already done")
+            p.add_argument("--seeds", type=int, default=1, metavar="N", help="train the students at N seeds "
+                           "(student.train.seed, +1, ...; the teachers shared), paired, and report the interval over "
+                           "them (default: 1)")
         if verb == "teacher-logits":
             p.add_argument("--out", type=Path, required=True, help="the file to write (.csv, .jsonl or .parquet)")
             p.add_argument("--model", default="teacher", help="the run's teacher to write (default: teacher; or "
@@ -184,14 +196,24 @@ def run(args) -> int:
     if args.verb in BENCH_VERBS:
         return run_bench_verb(args)
     if args.verb == "study":
-        from kd.study import load_study, parse_shard, report_study, run_study
+        from kd.study import load_study, parse_shard, report_study, run_study, with_settings
 
         shard = parse_shard(args.shard)
         if args.address and args.executor != "ray":
             raise KdError(f"--address {args.address}: only with --executor ray")
-        study = load_study(args.study)
+        study = with_settings(load_study(args.study), args.overrides)
         root = args.run_dir or default_run_dir(study.name)
-        if args.report:
+        if args.plan:
+            from kd.study.plan import plan_rows, render_plan
+            from kd.study.record import read_record
+
+            pilot = args.pilot or root
+            record = read_record(pilot)
+            if record is None or not record.finished:
+                raise KdError(f"--plan: {pilot}: no finished study cells to read (give a study folder: --pilot)")
+            target = args.precision or study.precision or 1.5
+            print(render_plan(study, plan_rows(study, record.finished, target, args.effect), str(pilot), 0.8))
+        elif args.report:
             report_study(study, root)
         else:
             run_study(study, root, args.data, SECTIONS, args.executor, args.address, shard)
@@ -221,7 +243,7 @@ def run(args) -> int:
         train_speed(cfg, run_dir, args.rows)
         return 0
 
-    from kd.run import RunContext, run_verb, train_all
+    from kd.run import RunContext, run_verb
 
     ctx = RunContext(cfg, run_dir)
     if args.verb == "teacher-logits":
@@ -230,7 +252,10 @@ def run(args) -> int:
         write_teacher_logits(ctx, args.model, args.out)
         return 0
     if args.verb == "train-all":
-        train_all(ctx, force=args.force)
+        from kd.run.seeds import seeds_of, train_seeds
+
+        seeds_of(cfg, args.seeds)  # a wrong count stops here, before any work
+        train_seeds(ctx, args.seeds, force=args.force)
     else:
         run_verb(ctx, args.verb)
     return 0

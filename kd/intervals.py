@@ -29,3 +29,4 @@ class PairedDifference:
     difference: Interval
     t_statistic: float
     p_value: float  # two-sided paired t-test
+    sd: float = float("nan")  # of the per-seed differences: what the seeds a question needs depend on

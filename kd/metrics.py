@@ -1,17 +1,13 @@
 """Every score kd-bench reports, defined once: accuracy and F1 of predictions (training's model selection,
-the run's results, export gates and checks, the bench), calibration of the probabilities, the paired
-comparison of two models on one test split, and means and paired differences over seeds with their
-confidence intervals."""
+the run's results, export gates and checks, the bench), calibration of the probabilities and the paired
+comparison of two models on one test split. Statistics over seeds: kd/seeds.py."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 from scipy.special import log_softmax
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score
-
-from kd.intervals import Interval, PairedDifference
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -97,39 +93,7 @@ def mcnemar(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray) -> dic
     return {"only_a_right": only_a, "only_b_right": only_b, "p_value": p}
 
 
-def holm(p_values) -> list[float]:
-    """Holm-adjusted p-values of a family of tests (each method against the baseline): a family-wise error rate of
-    at most alpha when each adjusted p is compared with alpha."""
-    from statsmodels.stats.multitest import multipletests
-
-    p_values = list(p_values)
-    return [float(p) for p in multipletests(p_values, method="holm")[1]] if p_values else []
-
-
 def gap_closed(teacher: float, baseline: float, distilled: float) -> float | None:
     """Share of the teacher-baseline accuracy gap that distillation closed (None when there is no gap)."""
     gap = teacher - baseline
     return None if gap <= 0 else (distilled - baseline) / gap
-
-
-def mean_interval(values, confidence: float = 0.95) -> Interval:
-    """The mean of per-seed values and its t-interval; with one value the interval is unknown (NaN)."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return Interval(mean, float("nan"), float("nan"), len(values), confidence)
-    spread = float(stats.sem(values))
-    if spread == 0:  # every value equal: the interval is the mean itself
-        return Interval(mean, mean, mean, len(values), confidence)
-    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=spread)
-    return Interval(mean, float(low), float(high), len(values), confidence)
-
-
-def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values differ in number: {a.shape} and {b.shape}")
-    test = stats.ttest_rel(b, a) if len(a) > 1 else None
-    return PairedDifference(mean_interval(b - a, confidence),
-                            float("nan") if test is None else float(test.statistic),
-                            float("nan") if test is None else float(test.pvalue))

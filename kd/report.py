@@ -13,9 +13,21 @@ import numpy as np  # noqa: E402
 
 from kd.atomic import write_bytes, write_text  # noqa: E402
 from kd.errors import KdError  # noqa: E402
-from kd.metrics import ECE_BINS, gap_closed, holm, mcnemar  # noqa: E402
-from kd.results import DataSummary, Device, Distillation, McNemar, MethodTest, ModelRow, Results, model_row  # noqa: E402
+from kd.metrics import ECE_BINS, gap_closed, mcnemar  # noqa: E402
+from kd.results import (  # noqa: E402
+    DataSummary,
+    Device,
+    Distillation,
+    McNemar,
+    MethodTest,
+    ModelRow,
+    OverSeeds,
+    Results,
+    SeedComparison,
+    model_row,
+)
 from kd.runfolder import RunFolder  # noqa: E402
+from kd.seeds import holm  # noqa: E402
 from kd.typed import read  # noqa: E402
 
 
@@ -43,7 +55,7 @@ def build_results(run: RunFolder) -> Results:
             gap_closed=gap_closed(acc["teacher"], acc["baseline"], acc["distilled"]) if "teacher" in acc else None,
             distilled_over_teacher=acc["distilled"] / acc["teacher"] if "teacher" in acc else None,
             mcnemar=test, significant=test.p_value < 0.05)
-    return Results(preset=manifest.get("config", {}).get("preset"),
+    return Results(preset=manifest.get("config", {}).get("preset"), over_seeds=over_seeds(run, models),
                    device=read(Device, manifest.get("device"), where, ("device",)),
                    data=read(DataSummary, manifest.get("data"), where, ("data",)),
                    models=models, methods=methods, distillation=distillation,
@@ -66,6 +78,69 @@ def method_tests(run: RunFolder, models: dict[str, ModelRow]) -> dict[str, Metho
                           gain_pt=100 * (models[n].accuracy - models["baseline"].accuracy), mcnemar=t, p_holm=p,
                           significant=p < 0.05, compared=len(others))
             for (n, t), p in zip(tests.items(), adjusted)}
+
+
+def over_seeds(run: RunFolder, models: dict[str, ModelRow]) -> OverSeeds | None:
+    """This run's students and those of its seeds/ runs (kd/run/seeds.py) whose settings are this run's but for the
+    students' seed: each student's accuracy over the seeds, and each against the baseline, paired by seed."""
+    others = run.seed_runs()
+    if not others:
+        return None
+    from kd.seeds import mean_interval, paired_difference, share_won, sign_flip_p
+
+    def settings(cfg: dict) -> dict:
+        return {**cfg, "student": {**cfg["student"], "train": {**cfg["student"]["train"], "seed": None}}}
+
+    mine = run.read_manifest()["config"]
+    runs, skipped = [(mine["student"]["train"]["seed"], models)], []
+    for other in others:
+        cfg = other.read_manifest().get("config")
+        if not cfg or settings(cfg) != settings(mine):
+            skipped.append(str(other.root.relative_to(run.root)))
+            continue
+        runs.append((cfg["student"]["train"]["seed"], Results.read(other.results_json).models))
+    students = [n for n in models if not n.startswith("teacher") and all(n in m for _, m in runs)]
+    accuracy = {n: [m[n].accuracy for _, m in runs] for n in students}
+    versus = {}
+    for n in (x for x in students if x != "baseline" and "baseline" in accuracy):
+        d = np.subtract(accuracy[n], accuracy["baseline"])
+        pair = paired_difference(accuracy["baseline"], accuracy[n])
+        versus[n] = SeedComparison(pair.difference, pair.p_value, sign_flip_p(d), share_won(d))
+    return OverSeeds([s for s, _ in runs], accuracy, {n: mean_interval(a) for n, a in accuracy.items()}, versus,
+                     sum(m[n].train_seconds or 0.0 for _, m in runs for n in students), skipped)
+
+
+def render_over_seeds(o: OverSeeds | None, one_run: bool) -> list[str]:
+    """What one seed can say, and where the run has more, what they say together."""
+    if o is None or len(o.seeds) < 2:
+        return ["", "These tests cover which test rows were drawn, for one training run of each student: not training "
+                "randomness (data order, initialisation), which can move a student by as much as a method's gain. "
+                "`make train-all SEEDS=3` (`kd train-all --seeds 3`) trains the students at 3 seeds, paired, and "
+                "gives the interval over them; `make study` varies the labelled rows too."] if one_run else []
+    k = len(o.seeds)
+    out = ["", f"## Over training seeds ({k}: {', '.join(map(str, o.seeds))})", "",
+           f"Every student trained once per seed (data order and head initialisation; the teacher shared), scored on "
+           f"the same test rows: the mean with its 95 % t-interval over seeds, and each against the baseline paired by "
+           f"seed (paired t-test; exact sign-flip test, whose smallest p with {k} seeds is {2 / 2 ** k:.2g}). "
+           f"Students' training over all seeds: {(o.train_seconds or 0) / 60:.0f} min.", "",
+           "| model | accuracy per seed (%) | mean (%) [95 % CI] | − baseline (pt) [95 % CI] | p (t) | p (sign-flip) | "
+           "seeds won | |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for n, acc in o.accuracy.items():
+        m, v = o.means[n], o.versus_baseline.get(n)
+        row = [n, ", ".join(f"{100 * a:.2f}" for a in acc),
+               f"{100 * m.mean:.2f} [{100 * m.low:.2f}, {100 * m.high:.2f}]"]
+        if v:
+            d = v.difference
+            verdict = ("**better over seeds**" if d.low > 0 else "**worse over seeds**" if d.high < 0
+                       else "noise (the interval includes 0)")
+            row += [f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]", f"{v.p_value:.2g}",
+                    f"{v.p_permutation:.2g}", f"{v.won:.2f}", verdict]
+        else:
+            row += ["–"] * 5
+        out.append("| " + " | ".join(row) + " |")
+    if o.other_settings:
+        out += ["", f"Left out, their settings not this run's: {', '.join(o.other_settings)}."]
+    return out
 
 
 def _fmt(value, spec: str) -> str:
@@ -130,15 +205,17 @@ def render_markdown(results: Results) -> str:
             lines.append(f"- Distilled student reaches {100 * d.distilled_over_teacher:.1f} % of the teacher's "
                          "accuracy.")
     if results.methods:
-        lines += ["", f"## Each method against the baseline ({len(results.methods)} compared; McNemar p "
-                  "Holm-adjusted)", "",
+        lines += ["", f"## Each method against the baseline on these test rows ({len(results.methods)} compared; "
+                  "McNemar p Holm-adjusted; one training run each)", "",
                   "| model | method | teacher | gain (pt) | alone right: baseline / it | p | p (Holm) | |",
                   "|---|---|---|---:|---:|---:|---:|---|"]
         for name, t in results.methods.items():
             m = t.mcnemar
-            verdict = ("**better**" if t.gain_pt > 0 else "**worse**") if t.significant else "noise"
+            verdict = ("**better** on these rows" if t.gain_pt > 0 else "**worse** on these rows") \
+                if t.significant else "noise"
             lines.append(f"| {name} | {t.method or '–'} | {t.teacher or '–'} | {t.gain_pt:+.2f} | "
                          f"{m.only_a_right} / {m.only_b_right} | {m.p_value:.3g} | {t.p_holm:.3g} | {verdict} |")
+    lines += render_over_seeds(results.over_seeds, bool(d or results.methods))
     if results.teacher_label_match:
         lines += ["", f"Teacher labels: {results.teacher_label_match}."]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from kd.intervals import Interval
 from kd.typed import KEY, REST, Record, read
 
 
@@ -107,6 +108,28 @@ class Distillation:
 
 
 @dataclass
+class SeedComparison:
+    """A student against the baseline over training seeds, paired by seed (the same seed: the same data order)."""
+
+    difference: Interval  # accuracy, student - baseline, with its 95 % t-interval over seeds
+    p_value: float  # paired t-test
+    p_permutation: float  # exact sign-flip test (its smallest p with k seeds is 2 / 2^k)
+    won: float  # the share of seeds on which the student beat the baseline (ties half)
+
+
+@dataclass
+class OverSeeds:
+    """The run's students at several training seeds (kd train-all --seeds N): the run's own and its seeds/ runs."""
+
+    seeds: list[int]
+    accuracy: dict[str, list[float]]  # model -> test accuracy per seed
+    means: dict[str, Interval]  # model -> mean accuracy with its 95 % t-interval over seeds
+    versus_baseline: dict[str, SeedComparison] = field(default_factory=dict)
+    train_seconds: float | None = None  # every student's training over every seed
+    other_settings: list[str] = field(default_factory=list)  # seeds/ runs left out: settings not this run's
+
+
+@dataclass
 class Results(Record):
     VERSION: ClassVar[int] = 1
     FIX: ClassVar[str] = "`kd report --run-dir {folder}` rebuilds it from the models"
@@ -118,6 +141,7 @@ class Results(Record):
     methods: dict[str, MethodTest] = field(default_factory=dict)  # each method's student against the baseline
     distillation: Distillation | None = None
     teacher_label_match: str | None = None  # how the teacher's label names met the data's
+    over_seeds: OverSeeds | None = None  # the students at more training seeds, where the run trained them
     version: int = VERSION
 
 

@@ -14,6 +14,9 @@ runs/<name>/
                                      teacher's fitted temperature (calibrated methods)
   work/<stage>/                      Trainer checkpoints while a stage runs (removed when it finishes)
   results.json, results.md, confusion_matrices.png, loss_curves.png
+  seeds/seed<k>/                     `kd train-all --seeds N`: the students again with student.train.seed k, each
+                                     a run folder of its own that shares this run's teachers; results.md here
+                                     gives every student's accuracy over the seeds
   onnx/<model>/                      `kd export`: model.onnx, model_int8.onnx, export_report.json, tokenizer
   onnx/report.{json,md}, onnx/test_check.{json,md}
   bench/                             `kd bench`: summary.{json,md}, pareto.png, pytest-benchmark.json;
@@ -27,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from kd.atomic import write_bytes, write_json
+from kd.atomic import atomic_dir, write_bytes, write_json
 from kd.errors import KdError
 
 # the models of a run without a recorded list (train-all records it in the manifest's "models")
@@ -64,6 +68,14 @@ class RunFolder:
 
     def cache_dir(self, kind: str) -> Path:
         return self.root / "cache" / kind
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / "seeds" / f"seed{seed}"
+
+    def seed_runs(self) -> list[RunFolder]:
+        """The runs of this run's students at other seeds that have a report (kd/run/seeds.py)."""
+        found = [RunFolder(p.parent) for p in (self.root / "seeds").glob("seed*/results.json")]
+        return sorted(found, key=lambda r: int(r.root.name.removeprefix("seed")))
 
     @property
     def results_json(self) -> Path:
@@ -229,3 +241,23 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
     write_bytes(path, buf.getvalue())
+
+
+def share_teachers(donor: RunFolder, run: RunFolder) -> None:
+    """Give `run` the teachers `donor` trained (the fine-tuned one and every teacher-* a procedure made), their
+    cached logits and fitted temperatures, as hard links (both folders only ever replace files whole, never write
+    into them), falling back to copies where links cannot be made. The run checks them like its own before using
+    them."""
+    def place(src: Path, dst: Path) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    entries = [f for kind in ("teacher_logits", "calibration") for f in sorted(donor.cache_dir(kind).glob("[!.]*"))]
+    for folder in [f for f in sorted(donor.root.glob("models/teacher*")) if (f / "metrics.json").is_file()] + entries:
+        mine = run.root / folder.relative_to(donor.root)
+        if folder.is_dir() and not mine.exists():
+            with atomic_dir(mine) as tmp:
+                for src in folder.iterdir():
+                    place(src, tmp / src.name)

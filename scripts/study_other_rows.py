@@ -30,8 +30,8 @@ def main(args: list[str]) -> int:
     from kd.runfolder import RunFolder
     from kd.study.aggregate import aggregate
     from kd.study.record import read_record
-    from kd.study.report import render_methods, render_teachers
     from kd.study.schema import METRICS, Scores
+    from kd.study.tables import render_methods, render_teachers
     from kd.typed import to_data
 
     root = Path(args[0])
@@ -69,7 +69,7 @@ def main(args: list[str]) -> int:
             scores[name] = Scores(**{k: m[k] for k in METRICS})
         rescored.append(replace(cell, scores=scores))
         print(f"{cell.name}: " + ", ".join(f"{n} {100 * s.accuracy:.2f}" for n, s in scores.items()), flush=True)
-    groups = aggregate(rescored)
+    groups = aggregate(rescored, record.config.primary_models())
     write_json(root / "other_rows.json", {"rows": len(texts), "share": share, "cells": to_data(rescored),
                                           "groups": to_data(groups)})
     text = "\n".join([f"# {record.study}: the same models on the {len(texts):,} other test rows", *render_methods(

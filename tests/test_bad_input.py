@@ -284,8 +284,8 @@ CATALOGUE = [
          "or a .yaml file",
          lambda tmp, run: ["train-all", "--preset", "smoke", "--set", "methods=[baseline,nope]", "--run-dir", run]),
     Case("unknown study",
-         "study 'tiny' not found: expected one of ['study-cpu', 'study-full', 'study-methods', 'study-smoke', "
-         "'study-teachers']",
+         "study 'tiny' not found: expected one of ['dev-recipe', 'study-cpu', 'study-full', 'study-lowlabel', "
+         "'study-methods', 'study-smoke', 'study-teachers']",
          lambda tmp, run: ["study", "tiny", "--run-dir", run]),
     Case("a study with a seed listed twice", "seeds=[1, 1]: expected a list of different integers",
          study_file("base: smoke\nseeds: [1, 1]\n")),
@@ -293,6 +293,11 @@ CATALOGUE = [
          "rows or 'all'", study_file("base: smoke\nbudgets: [0, all]\n")),
     Case("a study setting that is not a run setting", "mine.yaml: config: unknown key student.train.epoch",
          study_file("base: smoke\nset: {student.train.epoch: 2}\n")),
+    Case("a study's primary comparison of a method it does not train", "primary: ['kd-hidden', 'baseline']: "
+         "expected two of the study's methods ['baseline', 'kd']",
+         study_file("base: smoke\nprimary: [[kd-hidden, baseline]]\n")),
+    Case("a study's precision without a most seeds", "precision: 1.0: needs primary comparisons whose intervals "
+         "it bounds and max_seeds", study_file("base: smoke\nprimary: [[kd, baseline]]\nprecision: 1.0\n")),
     Case("a study shard outside its count", "--shard 3/2: expected i/N with 1 <= i <= N",
          lambda tmp, run: ["study", "study-smoke", "--run-dir", run, "--shard", "3/2"]),
     Case("a Ray address where no head answers", "--address 127.0.0.1:1: no Ray head answers there (Connection "

@@ -67,7 +67,8 @@ def test_a_run_trains_one_student_per_method_and_tests_each_against_the_baseline
     assert all(t["p_holm"] >= t["mcnemar"]["p_value"] for t in tests.values())
     assert all(t["significant_at_0.05"] == (t["p_holm"] < 0.05) for t in tests.values())
     text = (methods_run / "results.md").read_text()
-    assert "## Each method against the baseline (6 compared; McNemar p Holm-adjusted)" in text
+    assert "## Each method against the baseline on these test rows (6 compared; McNemar p Holm-adjusted; " \
+           "one training run each)" in text
     for name in students:
         metrics = json.loads((methods_run / f"models/{name}/metrics.json").read_text())
         assert metrics["method"] == ("kd" if name == "distilled" else name)

@@ -28,7 +28,10 @@ def test_make_train_all_smoke_writes_the_run_folder(smoke_run):
     assert 0 <= d["mcnemar_baseline_vs_distilled"]["p_value"] <= 1
     assert d["gain_pt"] == pytest.approx(
         100 * (results["models"]["distilled"]["accuracy"] - results["models"]["baseline"]["accuracy"]))
-    assert "| model | NLL | ECE | Brier |" in (smoke_run / "results.md").read_text()
+    text = (smoke_run / "results.md").read_text()
+    assert "| model | NLL | ECE | Brier |" in text
+    # one training run: the report says what its McNemar test covers, and how to ask about training randomness
+    assert "not training randomness" in text and "`make train-all SEEDS=3`" in text and "on these test rows" in text
     for f in ("results.md", "confusion_matrices.png", "loss_curves.png", "manifest.json", "test_labels.npy"):
         assert (smoke_run / f).stat().st_size > 0, f
     assert (smoke_run / "confusion_matrices.png").read_bytes()[:4] == b"\x89PNG"
@@ -70,6 +73,40 @@ def test_rerun_skips_done_stages_and_reuses_caches(smoke_copy, kd_here):
     assert "tokenize" not in proc.stderr, "tokenized splits come from the cache"
     assert (smoke_copy / "models/baseline/model.safetensors").stat().st_mtime_ns == before
     assert json.loads((smoke_copy / "models/distilled/metrics.json").read_text())["temperature"] == 4
+
+
+@pytest.mark.slow
+def test_train_all_over_two_seeds_pairs_the_students_and_shares_the_teacher(smoke_copy, kd_here):
+    """--seeds 2: the run as it was, its students again at the next seed in seeds/, the teacher hard-linked (not
+    trained again), and the report's interval over seeds from the two runs' own scores."""
+    from kd.seeds import paired_difference, sign_flip_p
+
+    proc = kd_here("train-all", "--preset", "smoke", "--run-dir", smoke_copy, "--seeds", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seed = json.loads((smoke_copy / "manifest.json").read_text())["config"]["student"]["train"]["seed"]
+    other = smoke_copy / "seeds" / f"seed{seed + 1}"
+    assert "baseline: already done with this config, skipped" in proc.stdout  # the run's own students kept
+    assert (other / "models/teacher/model.safetensors").stat().st_ino == \
+        (smoke_copy / "models/teacher/model.safetensors").stat().st_ino
+    assert json.loads((other / "manifest.json").read_text())["config"]["student"]["train"]["seed"] == seed + 1
+
+    def acc(run, m):
+        return json.loads((run / "models" / m / "metrics.json").read_text())["accuracy"]
+
+    def sha(run, m):
+        return json.loads((run / "models" / m / "metrics.json").read_text())["weights_sha256"]
+
+    assert sha(other, "distilled") != sha(smoke_copy, "distilled")  # another seed, other weights
+    o = json.loads((smoke_copy / "results.json").read_text())["over_seeds"]
+    assert o["seeds"] == [seed, seed + 1]
+    for m in ("baseline", "distilled"):
+        assert o["accuracy"][m] == pytest.approx([acc(smoke_copy, m), acc(other, m)])
+    base, dist = o["accuracy"]["baseline"], o["accuracy"]["distilled"]
+    vs = o["versus_baseline"]["distilled"]
+    assert vs["difference"]["mean"] == pytest.approx(paired_difference(base, dist).difference.mean)
+    assert vs["p_permutation"] == pytest.approx(sign_flip_p(np.subtract(dist, base)))
+    assert f"## Over training seeds (2: {seed}, {seed + 1})" in (smoke_copy / "results.md").read_text()
+    assert kd_here("train-all", "--preset", "smoke", "--run-dir", smoke_copy, "--seeds", "0").returncode == 2
 
 
 def test_bench_train_times_cached_and_online_distillation_on_the_same_rows(smoke_copy, kd_here):

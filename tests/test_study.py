@@ -96,6 +96,29 @@ def test_a_killed_study_resumes_without_redoing_finished_cells(smoke_study):
 
 
 @pytest.mark.slow
+def test_finished_cells_are_taken_as_recorded_without_building_their_runs(smoke_study, monkeypatch):
+    """Planning a finished study builds no cell's run (no data, teacher or student loaded); a changed setting
+    plans every cell in full again, and none of them counts as finished."""
+    import kd.run
+    from cli.main import SECTIONS
+    from kd.study import load_study, with_settings
+    from kd.study.run import plan
+
+    root, _, _ = smoke_study
+    study, data = load_study("study-smoke"), None  # as `make study` ran it: no --data
+
+    def built(*args, **kwargs):
+        raise AssertionError("a finished cell's run was built")
+
+    with monkeypatch.context() as m:
+        m.setattr(kd.run, "RunContext", built)
+        jobs = plan(study, root, data, SECTIONS)
+    assert [j.finished for j in jobs] == [True] * 4 and all(j.context is None for j in jobs)
+    changed = plan(with_settings(study, ["student.train.learning_rate=0.001"]), root, data, SECTIONS)
+    assert not any(j.finished for j in changed) and all(j.context is not None for j in changed)
+
+
+@pytest.mark.slow
 def test_every_seed_at_the_full_budget_shares_one_teacher_and_its_logits(smoke_study):
     root, out, _ = smoke_study
     one, two = (root / "cells" / f"labelsall-seed{s}" for s in (1, 2))
@@ -358,8 +381,8 @@ def test_teachers_a_procedure_made_are_compared_with_the_fine_tuned_teacher_pair
     """An ensemble (and its members) in the cells' scores: the ensemble against the fine-tuned teacher, paired by
     seed (its members are no comparison of their own), and the report's Teachers table with the members' mean."""
     from kd.study.aggregate import aggregate
-    from kd.study.report import render_teachers
     from kd.study.schema import CellRecord, Scores
+    from kd.study.tables import render_teachers
 
     rng = np.random.default_rng(0)
     cells, acc = [], {m: [] for m in ("teacher", "teacher-member2", "teacher-ensemble", "baseline", "distilled")}
@@ -381,3 +404,19 @@ def test_teachers_a_procedure_made_are_compared_with_the_fine_tuned_teacher_pair
     assert "## Teachers" in text and "| teacher-ensemble |" in text and "| teacher-member2 |" in text
     members_mean = 100 * np.mean([np.mean(acc["teacher"]), np.mean(acc["teacher-member2"])])
     assert f"| members' mean (2) | {members_mean:.2f} |" in text
+
+
+def test_study_set_adds_run_settings_and_methods_but_not_the_grids_own_keys():
+    """`kd study NAME --set`: a run setting reaches every cell, `methods` replaces the study's methods (which its
+    cells set after `set`, so a plain setting would be overridden), and a key the grid sets per cell is refused."""
+    from kd.errors import KdError
+    from kd.study import cells, load_study, with_settings
+
+    study = with_settings(load_study("study-smoke"), ["student.train.learning_rate=0.001", "methods=[kd]"])
+    for cell in cells(study):
+        assert "student.train.learning_rate=0.001" in cell.overrides and 'methods=["kd"]' in cell.overrides
+    assert study.methods == ["kd"] and load_study("study-smoke").methods != ["kd"]
+    with pytest.raises(KdError, match=r"--set data.labelled_rows: set by the study's grid \(budgets\)"):
+        with_settings(study, ["data.labelled_rows=50"])
+    with pytest.raises(KdError, match="expected key=value"):
+        with_settings(study, ["student.train.learning_rate"])

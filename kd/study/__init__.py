@@ -21,9 +21,19 @@ shards (--shard i/N, one process each, e.g. a Slurm array) whose records --repor
 
 from __future__ import annotations
 
-from kd.study.grid import ALL, Cell, StudyConfig, available_studies, cell_config, cells, load_study, parse_shard
+from kd.study.grid import (
+    ALL,
+    Cell,
+    StudyConfig,
+    available_studies,
+    cell_config,
+    cells,
+    load_study,
+    parse_shard,
+    with_settings,
+)
 from kd.study.report import write_study_report
 from kd.study.run import report_study, run_study
 
 __all__ = ["ALL", "Cell", "StudyConfig", "available_studies", "cell_config", "cells", "load_study", "parse_shard",
-           "report_study", "run_study", "write_study_report"]
+           "report_study", "run_study", "with_settings", "write_study_report"]

@@ -1,12 +1,12 @@
 """A study's scores over seeds, per (label budget, student depth): each model's mean with its t-interval, and each
-method's student against the baseline and against kd (the `distilled` model), paired by seed, Holm-corrected for
-the number of methods compared."""
+method's student against the baseline and against kd (the `distilled` model), paired by seed, Holm-corrected over
+the study's declared primary comparisons (or, where it declares none, over the methods compared with a reference)."""
 
 from __future__ import annotations
 
-from kd.study.schema import METRICS, CellRecord, Comparison, Cost, Group, SeedTest
+from kd.study.schema import EXPLORATORY, METRICS, PRIMARY, CellRecord, Comparison, Cost, Group, SeedTest
 
-# scipy and statsmodels (kd.metrics) are imported by the functions that aggregate: `kd study --help` needs neither
+# scipy and statsmodels (kd.seeds) are imported by the functions that aggregate: `kd study --help` needs neither
 BASELINE, KD = "baseline", "distilled"  # the model folders of the baseline and kd recipes
 TEACHER, MEMBER = "teacher", "teacher-member"  # the fine-tuned teacher's folder; an ensemble member's (kd.run.ensemble)
 CONFIDENCE = 0.95
@@ -22,26 +22,48 @@ def teacher_procedures(models: list[str]) -> list[str]:
     return [m for m in models if m.startswith("teacher-") and "-member" not in m]
 
 
-def compare(part: list[CellRecord], models: list[str], reference: str,
-            others: list[str] | None = None) -> dict[str, Comparison]:
-    """Each of `others` (default: every method's student but the baseline) against `reference`, paired by seed,
-    Holm-adjusted over them."""
-    from kd.metrics import holm, paired_difference
+def pairs(models: list[str], primary: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(model, reference) of every comparison the report makes: each method's student against the baseline and
+    against kd, each teacher a procedure made against the fine-tuned teacher, and the primary ones."""
+    students = [m for m in models if not m.startswith("teacher")]
+    out = [(m, r) for r in (BASELINE, KD) if r in models for m in students if m not in (BASELINE, r)]
+    if TEACHER in models:
+        out += [(m, TEACHER) for m in teacher_procedures(models)]
+    return list(dict.fromkeys([*out, *((m, r) for m, r in primary if m in models and r in models)]))
 
-    if others is None:
-        others = [m for m in models if not m.startswith("teacher") and m not in (BASELINE, reference)]
-    if reference not in models or not others:
-        return {}
-    diffs = {m: {k: paired_difference([_score(c, reference, k) for c in part], [_score(c, m, k) for c in part])
-                 for k in METRICS} for m in others}
-    ps = [d["accuracy"].p_value for d in diffs.values()]
-    adjusted_p = holm(ps) if all(p == p for p in ps) else [float("nan")] * len(ps)  # NaN: one seed, no test
-    level = 1 - (1 - CONFIDENCE) / len(others)
-    out = {}
-    for (m, d), p in zip(diffs.items(), adjusted_p):
-        wide = paired_difference([_score(c, reference, "accuracy") for c in part],
-                                 [_score(c, m, "accuracy") for c in part], level).difference
-        out[m] = Comparison(reference, d, p, wide)
+
+def compare(part: list[CellRecord], models: list[str],
+            primary: list[tuple[str, str]] = ()) -> dict[str, dict[str, Comparison]]:
+    """Every comparison (`pairs`) paired by seed: model -> reference -> Comparison. With primary comparisons
+    declared, Holm adjusts over those alone and every other is exploratory (unadjusted); without, over the models
+    compared with the same reference. The t-test, the sign-flip permutation test and the BCa bootstrap interval
+    (on accuracy) are adjusted alike."""
+    import numpy as np
+
+    from kd.seeds import bootstrap_interval, holm, paired_difference, share_won, sign_flip_p
+
+    families: dict[str, list[tuple[str, str]]] = {}
+    for m, r in pairs(models, list(primary)):
+        family = (PRIMARY if (m, r) in primary else EXPLORATORY) if primary else r
+        families.setdefault(family if family != EXPLORATORY else f"{m} - {r}", []).append((m, r))
+    out: dict[str, dict[str, Comparison]] = {}
+    for family, members in families.items():
+        diffs = {(m, r): {k: paired_difference([_score(c, r, k) for c in part], [_score(c, m, k) for c in part])
+                          for k in METRICS} for m, r in members}
+        acc = {pair: np.subtract([_score(c, pair[0], "accuracy") for c in part],
+                                 [_score(c, pair[1], "accuracy") for c in part]) for pair in members}
+        level = 1 - (1 - CONFIDENCE) / len(members)
+        ps = [d["accuracy"].p_value for d in diffs.values()]
+        p_t = holm(ps) if all(p == p for p in ps) else [float("nan")] * len(ps)  # NaN: one seed, no test
+        perms = [sign_flip_p(acc[pair]) for pair in members]
+        p_perm = holm(perms) if all(p == p for p in perms) else perms
+        for pair, pt, pp in zip(members, p_t, p_perm):
+            m, r = pair
+            wide = paired_difference([_score(c, r, "accuracy") for c in part],
+                                     [_score(c, m, "accuracy") for c in part], level).difference
+            name = family if family in (PRIMARY, r) else EXPLORATORY
+            out.setdefault(m, {})[r] = Comparison(r, diffs[pair], pt, wide, name, pp,
+                                                  bootstrap_interval(acc[pair], level), share_won(acc[pair]))
     return out
 
 
@@ -49,7 +71,7 @@ def costs(part: list[CellRecord], models: list[str]) -> dict[str, Cost]:
     """Each student's training time over the baseline's, per seed: alone, and with what its teacher cost (the
     fine-tuned teacher, shared by every method that learns from it, plus its own procedure: self-training rounds
     or calibration folds)."""
-    from kd.metrics import mean_interval
+    from kd.seeds import mean_interval
 
     if BASELINE not in models:
         return {}
@@ -67,9 +89,10 @@ def costs(part: list[CellRecord], models: list[str]) -> dict[str, Cost]:
     return out
 
 
-def aggregate(cells: list[CellRecord]) -> list[Group]:
-    """The finished cells grouped by (budget, depth), in the order they first appear."""
-    from kd.metrics import mean_interval
+def aggregate(cells: list[CellRecord], primary: list[tuple[str, str]] = ()) -> list[Group]:
+    """The finished cells grouped by (budget, depth), in the order they first appear; `primary`: the study's
+    declared comparisons, (model, reference model)."""
+    from kd.seeds import mean_interval
 
     finished = [c for c in cells if c.finished]
     keys = list(dict.fromkeys((c.budget, c.depth) for c in finished))
@@ -79,12 +102,7 @@ def aggregate(cells: list[CellRecord]) -> list[Group]:
         order = list(dict.fromkeys(m for c in part for m in c.scores))
         models = [m for m in order if all(m in c.scores for c in part)]
         means = {m: {k: mean_interval([_score(c, m, k) for c in part]) for k in METRICS} for m in models}
-        comparisons: dict[str, dict[str, Comparison]] = {}
-        for reference in (BASELINE, KD):
-            for m, comp in compare(part, models, reference).items():
-                comparisons.setdefault(m, {})[reference] = comp
-        for m, comp in compare(part, models, TEACHER, teacher_procedures(models)).items():
-            comparisons.setdefault(m, {})[TEACHER] = comp
+        comparisons = compare(part, models, primary)
         kd_vs_base = comparisons.get(KD, {}).get(BASELINE)
         groups.append(Group(budget, depth, part[0].labelled_rows, [c.seed for c in part], means,
                             kd_vs_base.differences if kd_vs_base else {},

@@ -5,16 +5,14 @@ executor runs cells through `run_cell`: this process, a Ray task, a --shard."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kd.atomic import atomic_dir
 from kd.config import RunConfig
 from kd.errors import KdError
-from kd.runfolder import RunFolder
+from kd.runfolder import RunFolder, share_teachers
 from kd.study.grid import Cell
 from kd.study.record import CellRecord, finish, finished_entries, settings, write_cell_record
 
@@ -62,7 +60,7 @@ def run_cell(job: CellJob) -> CellRecord:
             donor = RunFolder(root / "cells" / job.donor)
             if not (donor.model_dir("teacher") / "metrics.json").is_file():
                 raise KdError(f"cell {cell.name}: the teacher it shares with cell {job.donor} is not trained yet")
-            share_teacher(donor, run)
+            share_teachers(donor, run)
             entry.teacher_from = job.donor
             print(f"kd: teacher and its logits taken from cell {job.donor} (same data, labelled rows and teacher "
                   "settings)", flush=True)
@@ -72,23 +70,3 @@ def run_cell(job: CellJob) -> CellRecord:
     entry = finish(entry, run)
     write_cell_record(root, cell, entry)
     return entry
-
-
-def share_teacher(donor: RunFolder, run: RunFolder) -> None:
-    """Give `run` the teachers `donor` trained (the fine-tuned one and a self-trained one), their cached logits and
-    fitted temperatures, as hard links (both folders only ever replace files whole, never write into them), falling
-    back to copies where links cannot be made. The run checks them like its own before using them."""
-    def place(src: Path, dst: Path) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    entries = [f for kind in ("teacher_logits", "calibration") for f in sorted(donor.cache_dir(kind).glob("[!.]*"))]
-    for folder in [f for f in sorted(donor.root.glob("models/teacher*")) if (f / "metrics.json").is_file()] + entries:
-        mine = run.root / folder.relative_to(donor.root)
-        if folder.is_dir() and not mine.exists():
-            with atomic_dir(mine) as tmp:
-                for src in folder.iterdir():
-                    place(src, tmp / src.name)
-

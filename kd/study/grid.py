@@ -3,6 +3,7 @@ settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -40,8 +41,26 @@ class StudyConfig:
     # runs it, and the CPUs a Ray task asks for. None: every CPU of the machine in one process, 1 per Ray task.
     cpus: Annotated[int | None, Check(lambda c: c is None or c >= 1,
                                       "a positive number of CPU threads per cell, or null")] = None
+    # The comparisons the study is for, each [method, reference method], e.g. [[ensemble-kd, kd]]: Holm corrects over
+    # these alone, and every other comparison is reported beside them as exploratory, unadjusted. None declared: each
+    # method against the baseline and against kd, Holm over the methods compared with the same reference.
+    primary: Annotated[list[Annotated[list[str], Check(lambda p: len(p) == 2 and p[0] != p[1],
+                                                         "a pair [method, reference method]")]],
+                       says("a list of [method, reference method] pairs")] = field(default_factory=list)
+    # Seeds added after `seeds`, one at a time, until every primary comparison's interval (the one Holm's family
+    # gives) is at most ±precision accuracy points, or the study has max_seeds seeds. The stop reads the intervals'
+    # widths, never a p-value or a difference (docs/study.md says why that keeps the intervals honest).
+    precision: Annotated[float | None, Check(lambda p: p is None or p > 0, "a half-width in points > 0, or null")] \
+        = None
+    max_seeds: Annotated[int | None, Check(lambda n: n is None or n >= 2, "a number of seeds >= 2, or null")] = None
     name: str = ""
     file: str = ""  # where it was read from (set on loading)
+
+    def primary_models(self) -> list[tuple[str, str]]:
+        """The primary comparisons as (model folder, reference model folder): kd's student is `distilled`."""
+        from kd.methods import load_method
+
+        return [(load_method(a).model_name, load_method(b).model_name) for a, b in self.primary]
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,40 @@ def load_study(name: str) -> StudyConfig:
     path, raw = read_named_yaml(name, STUDY_DIR, "study")
     study = read(StudyConfig, raw, f"{path}:")
     study.name, study.file = study.name or path.stem, str(path)
+    for pair in study.primary:
+        if not set(pair) <= set(study.methods):
+            raise KdError(f"{path}: primary: {pair}: expected two of the study's methods {study.methods}")
+    if study.precision is not None and not (study.primary and study.max_seeds):
+        raise KdError(f"{path}: precision: {study.precision}: needs primary comparisons whose intervals it bounds "
+                      "and max_seeds, the most seeds it may add up to")
+    if study.max_seeds is not None and study.max_seeds < len(study.seeds):
+        raise KdError(f"{path}: max_seeds: {study.max_seeds}: expected at least the {len(study.seeds)} seeds listed")
     return study
+
+
+# run-config keys that each cell sets from the grid: a study's --set cannot
+GRID_KEYS = {"student.train.seed": "seeds", "data.labelled_seed": "seeds", "data.labelled_rows": "budgets",
+             "student.init": "depths"}
+
+
+def with_settings(study: StudyConfig, overrides: list[str]) -> StudyConfig:
+    """The study with `--set key=value` run-config settings added to its `set` (a value parsed as YAML, as a run's
+    --set), for every cell; a key that is no run-config field stops the study when its cells are planned."""
+    import yaml
+
+    extra, methods = {}, study.methods
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise KdError(f"--set {item!r}: expected key=value, e.g. --set student.train.learning_rate=5e-5")
+        if key in GRID_KEYS:
+            raise KdError(f"--set {key}: set by the study's grid ({GRID_KEYS[key]}), not by --set")
+        if key == "methods":  # the study's own axis, which its cells set after `set`
+            methods = read(StudyConfig, {"methods": yaml.safe_load(value)}, "--set").methods
+        else:
+            extra[key] = yaml.safe_load(value)
+    return dataclasses.replace(study, set={**study.set, **extra}, methods=methods)
 
 
 def cells(study: StudyConfig) -> list[Cell]:

@@ -7,11 +7,11 @@ from pathlib import Path
 from kd.atomic import write_bytes, write_text
 from kd.config import RunConfig, build_dataclass
 from kd.errors import KdError
-from kd.intervals import Interval, PairedDifference
+from kd.intervals import PairedDifference
 from kd.runfolder import DEFAULT_MODELS, RunFolder
-from kd.study.aggregate import BASELINE, KD, MEMBER, TEACHER, Group, aggregate, teacher_procedures
-from kd.study.grid import ALL
+from kd.study.aggregate import BASELINE, KD, Group, aggregate
 from kd.study.record import StudyRecord, read_record, write_record_file
+from kd.study.tables import budget_label, fmt_ci, render_methods, render_primary, render_teachers
 
 # scikit-learn (kd.metrics) and matplotlib are imported by the functions that plot: `kd study --help` needs neither
 
@@ -21,7 +21,7 @@ def write_study_report(root: Path) -> StudyRecord:
     record = read_record(root)
     if record is None or not record.cells:
         raise KdError(f"{root}: no study.json with cells; run `kd study <name>` first")
-    record.groups = aggregate(record.cells)
+    record.groups = aggregate(record.cells, record.config.primary_models())
     write_record_file(root, record)
     first = record.finished[0]
     cfg = build_dataclass(RunConfig, RunFolder(root / first.run_dir).read_manifest()["config"])
@@ -35,24 +35,23 @@ def write_study_report(root: Path) -> StudyRecord:
     return record
 
 
-def _ci(d: Interval, scale: float = 1, spec: str = ".2f") -> str:
-    if d.n < 2:
-        return f"{scale * d.mean:{spec}}"
-    return f"{scale * d.mean:{spec}} [{scale * d.low:{spec}}, {scale * d.high:{spec}}]"
-
-
-def _verdict(diff: PairedDifference) -> str:
-    """The accuracy difference's verdict (higher is better)."""
+def _verdict(diff: PairedDifference, exploratory: bool) -> str:
+    """The accuracy difference's verdict (higher is better); `exploratory`: the study declares other comparisons
+    primary, so this one's unadjusted interval is a lead, not a finding."""
     d = diff.difference
     if d.n < 2:
         return "one seed: no interval"
     if not d.excludes_zero:
         return "noise (CI includes 0)"
-    return "**distilled better**" if d.mean > 0 else "**distilled worse**"
+    found = "**distilled better**" if d.mean > 0 else "**distilled worse**"
+    return f"exploratory: {found.strip('*')}" if exploratory else found
 
 
-def _label(g: Group) -> str:
-    return f"all ({g.labelled_rows:,})" if g.budget == ALL else f"{g.labelled_rows:,}"
+def exploratory(g: Group) -> bool:
+    """Whether distilled − baseline is an exploratory comparison of this group (others declared primary)."""
+    declared = any(c.primary for by in g.comparisons.values() for c in by.values())
+    kd = g.comparisons.get(KD, {}).get(BASELINE)
+    return declared and not (kd and kd.primary)
 
 
 def render_study(record: StudyRecord, cfg: RunConfig) -> str:
@@ -92,9 +91,10 @@ def render_study(record: StudyRecord, cfg: RunConfig) -> str:
     for g in groups:
         m, d = g.means, g.differences.get("accuracy")
         mc = ", ".join(f"{x.mcnemar.p_value:.2g}" for x in g.mcnemar if x.mcnemar)
-        row = [_label(g), g.depth or cfg.student.init, str(len(g.seeds))]
-        row += [_ci(m[k]["accuracy"], 100) if k in m else "–" for k in DEFAULT_MODELS]
-        row += [_ci(d.difference, 100, "+.2f"), f"{d.p_value:.2g}", mc, _verdict(d)] if d else ["–"] * 4
+        row = [budget_label(g), g.depth or cfg.student.init, str(len(g.seeds))]
+        row += [fmt_ci(m[k]["accuracy"], 100) if k in m else "–" for k in DEFAULT_MODELS]
+        row += [fmt_ci(d.difference, 100, "+.2f"), f"{d.p_value:.2g}", mc, _verdict(d, exploratory(g))] if d \
+            else ["–"] * 4
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Calibration (lower is better)", "",
               f"Negative log-likelihood (nats per row), expected calibration error ({ECE_BINS} equal-width bins) and "
@@ -105,11 +105,13 @@ def render_study(record: StudyRecord, cfg: RunConfig) -> str:
         if not g.differences:
             continue
         m, d = g.means, g.differences
-        lines.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {_ci(m['baseline']['nll'], 1, '.4f')} | "
-                     f"{_ci(m['distilled']['nll'], 1, '.4f')} | {_ci(d['nll'].difference, 1, '+.4f')} | "
-                     f"{_ci(m['baseline']['ece'], 1, '.4f')} | {_ci(m['distilled']['ece'], 1, '.4f')} | "
-                     f"{_ci(d['ece'].difference, 1, '+.4f')} | {_ci(d['brier'].difference, 1, '+.4f')} |")
+        lines.append(f"| {budget_label(g)} | {g.depth or cfg.student.init} | "
+                     f"{fmt_ci(m['baseline']['nll'], 1, '.4f')} | "
+                     f"{fmt_ci(m['distilled']['nll'], 1, '.4f')} | {fmt_ci(d['nll'].difference, 1, '+.4f')} | "
+                     f"{fmt_ci(m['baseline']['ece'], 1, '.4f')} | {fmt_ci(m['distilled']['ece'], 1, '.4f')} | "
+                     f"{fmt_ci(d['ece'].difference, 1, '+.4f')} | {fmt_ci(d['brier'].difference, 1, '+.4f')} |")
     lines += ["", "## In words", ""] + in_words(groups, cfg)
+    lines += render_primary(groups, cfg)
     lines += render_methods(groups, cfg)
     lines += render_teachers(groups)
     models = list(dict.fromkeys(m for c in cells_done for m in c.scores))
@@ -127,96 +129,12 @@ def render_study(record: StudyRecord, cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) -> list[str]:
-    """The method axis: every method's student per (budget, depth) against the baseline and against kd, paired by
-    seed and Holm-corrected; its calibration and what it costs; and the best method of each budget (`always`: even
-    for baseline and kd alone, whose comparison the report's other tables give)."""
-    if not always and not any(len(g.students) > 2 for g in groups):
-        return []
-    out = ["", "## Methods", "",
-           "Each method's student against the baseline and against kd (`distilled`), paired by seed. p: paired "
-           "t-test on accuracy, Holm-adjusted over the methods compared with the same reference; the adjusted "
-           "interval is the simultaneous (Bonferroni) one at 1 − 0.05/m, which excludes 0 only where the Holm test "
-           "rejects too. Time: the student's training time over the baseline's; with teacher: adding the teacher it "
-           "learns from (shared by the methods that use it) and its own procedure (self-training, calibration folds).",
-           ""]
-    for g in groups:
-        seeds = len(g.seeds)
-        out += [f"### {_label(g)} labelled rows, {g.depth or cfg.student.init}, {seeds} seed(s)", "",
-                "| method | accuracy (%) | − baseline (pt) | adjusted interval | p (Holm) | − kd (pt) | p (Holm) | "
-                "NLL | ECE | Brier | time × baseline | with teacher |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for m in g.students:
-            mean, comp, cost = g.means[m], g.comparisons.get(m, {}), g.cost.get(m)
-            vb, vk = comp.get(BASELINE), comp.get(KD)
-            row = [m, _ci(mean["accuracy"], 100)]
-            row += ([_ci(vb.differences["accuracy"].difference, 100, "+.2f"), _ci(vb.adjusted, 100, "+.2f"),
-                     _p(vb.p_holm)] if vb else ["–"] * 3)
-            row += ([_ci(vk.differences["accuracy"].difference, 100, "+.2f"), _p(vk.p_holm)] if vk
-                    else ["–"] * 2)
-            row += [_ci(mean[k], 1, ".4f") for k in ("nll", "ece", "brier")]
-            row += [f"{c.mean:.2f}" for c in (cost.alone, cost.with_teacher)] if cost else ["–"] * 2
-            out.append("| " + " | ".join(row) + " |")
-        out.append("")
-    out += ["### The best method per budget", "",
-            "| labels | depth | best method | accuracy (%) | − baseline (pt), adjusted interval | p (Holm) | verdict |",
-            "|---:|---|---|---:|---:|---:|---|"]
-    for g in groups:
-        best = g.best()
-        vb = g.comparisons.get(best, {}).get(BASELINE)
-        verdict = "no method beats the baseline" if best == BASELINE else "–" if not vb else (
-            "one seed: no interval" if vb.adjusted.n < 2 else
-            "**a gain** (the adjusted interval excludes 0)" if vb.adjusted.low > 0 else
-            "**a loss**" if vb.adjusted.high < 0 else "noise (the adjusted interval includes 0)")
-        out.append(f"| {_label(g)} | {g.depth or cfg.student.init} | {best} | {_ci(g.means[best]['accuracy'], 100)} | "
-                   + (f"{_ci(vb.adjusted, 100, '+.2f')} | {_p(vb.p_holm)}" if vb else "– | –")
-                   + f" | {verdict} |")
-    return out
-
-
-def render_teachers(groups: list[Group]) -> list[str]:
-    """The teachers a procedure made (an ensemble, self-training) against the fine-tuned teacher, paired by seed,
-    with each ensemble member's scores and their mean (the fine-tuned teacher is the first member)."""
-    if not any(teacher_procedures(list(g.means)) for g in groups):
-        return []
-    out = ["", "## Teachers", "",
-           "The teachers that a procedure made, against the fine-tuned teacher, paired by seed (p: paired t-test on "
-           "accuracy, Holm-adjusted over the teachers compared); and each ensemble member alone. ECE and NLL: lower is "
-           "better.", ""]
-    for g in groups:
-        made = teacher_procedures(list(g.means))
-        if not made:
-            continue
-        out += [f"### {_label(g)} labelled rows, {len(g.seeds)} seed(s)", "",
-                "| teacher | accuracy (%) | − teacher (pt) | p (Holm) | ECE | − teacher ECE | NLL | − teacher NLL |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        members = [m for m in g.means if m == TEACHER or m.startswith(MEMBER)]
-        for m in [TEACHER, *made, *(x for x in members if x != TEACHER)]:
-            mean, vt = g.means[m], g.comparisons.get(m, {}).get(TEACHER)
-            row = [m, _ci(mean["accuracy"], 100)]
-            row += [_ci(vt.differences["accuracy"].difference, 100, "+.2f"), _p(vt.p_holm)] if vt else ["–"] * 2
-            for k in ("ece", "nll"):
-                row += [_ci(mean[k], 1, ".4f"), _ci(vt.differences[k].difference, 1, "+.4f") if vt else "–"]
-            out.append("| " + " | ".join(row) + " |")
-        if len(members) > 1:
-            out.append(f"| members' mean ({len(members)}) | "
-                       f"{100 * sum(g.means[m]['accuracy'].mean for m in members) / len(members):.2f} | – | – | "
-                       f"{sum(g.means[m]['ece'].mean for m in members) / len(members):.4f} | – | "
-                       f"{sum(g.means[m]['nll'].mean for m in members) / len(members):.4f} | – |")
-        out.append("")
-    return out
-
-
-def _p(p: float) -> str:
-    return "–" if p != p else f"{p:.2g}"
-
-
 def in_words(groups: list[Group], cfg: RunConfig) -> list[str]:
     out = []
     for g in groups:
         if not g.differences:
             continue
-        where = f"With {_label(g)} labelled rows ({g.depth or cfg.student.init}, {len(g.seeds)} seeds)"
+        where = f"With {budget_label(g)} labelled rows ({g.depth or cfg.student.init}, {len(g.seeds)} seeds)"
         acc, nll, ece = (g.differences[k].difference for k in ("accuracy", "nll", "ece"))
         if acc.n < 2:
             out.append(f"- {where}: one seed, no interval; distilled − baseline {100 * acc.mean:+.2f} pt.")
@@ -233,7 +151,9 @@ def in_words(groups: list[Group], cfg: RunConfig) -> list[str]:
                 cal.append(f"{name} higher ({d.mean:+.4f}, CI excludes 0)")
             else:
                 cal.append(f"{name} {d.mean:+.4f} (noise)")
-        out.append(f"- {where}: {acc_words}; calibration: {', '.join(cal)}.")
+        lead = " (exploratory: the study's primary comparisons are others, so this interval is unadjusted)" \
+            if exploratory(g) else ""
+        out.append(f"- {where}: {acc_words}{lead}; calibration: {', '.join(cal)}.")
     return out
 
 

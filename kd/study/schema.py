@@ -13,6 +13,7 @@ from kd.study.grid import StudyConfig
 from kd.typed import Record
 
 METRICS = ("accuracy", "f1_macro", "nll", "ece", "brier")  # the scores a study keeps of each model
+PRIMARY, EXPLORATORY = "primary", "exploratory"  # Comparison.family of a study that declares primary comparisons
 
 
 @dataclass
@@ -68,14 +69,31 @@ class CellRecord(Record):
 
 @dataclass
 class Comparison:
-    """One method's student against a reference model (baseline or kd), paired by seed."""
+    """One model against a reference model (the baseline, kd, the fine-tuned teacher), paired by seed."""
 
     reference: str
-    differences: dict[str, PairedDifference]  # metric -> method - reference
-    p_holm: float  # the accuracy t-test's p, Holm-adjusted over the methods compared with this reference
-    # the accuracy difference's interval at 1 - 0.05 / m (m methods compared): Bonferroni's simultaneous interval,
-    # which excludes 0 only where Holm's first step would reject too, so it never overstates a gain
+    differences: dict[str, PairedDifference]  # metric -> model - reference
+    # the accuracy t-test's p, Holm-adjusted over the comparison's family: the study's declared primary comparisons
+    # (family "primary"); none for an exploratory one beside them (a family of one: unadjusted); or, in a study that
+    # declares none, every model compared with the same reference (family "<reference>")
+    p_holm: float
+    # the accuracy difference's interval at 1 - 0.05 / m (m comparisons in the family): Bonferroni's simultaneous
+    # interval, which excludes 0 only where Holm's first step would reject too, so it never overstates a gain
     adjusted: Interval
+    family: str = ""
+    p_permutation: float = float("nan")  # the sign-flip permutation test's p, Holm-adjusted like p_holm
+    bootstrap: Interval | None = None  # the BCa bootstrap interval at adjusted's confidence
+    won: float = float("nan")  # the share of seeds on which the model beat the reference (ties half)
+
+    @property
+    def primary(self) -> bool:
+        return self.family == PRIMARY
+
+    @property
+    def tests_disagree(self) -> bool:
+        """t and the permutation test on different sides of 0.05."""
+        return (self.p_holm < 0.05) != (self.p_permutation < 0.05) if self.p_permutation == self.p_permutation \
+            else False
 
 
 @dataclass
