@@ -114,7 +114,7 @@ def test_finished_cells_are_taken_as_recorded_without_building_their_runs(smoke_
         m.setattr(kd.run, "RunContext", built)
         jobs = plan(study, root, data, SECTIONS)
     assert [j.finished for j in jobs] == [True] * 4 and all(j.context is None for j in jobs)
-    changed = plan(with_settings(study, ["student.train.learning_rate=0.001"]), root, data, SECTIONS)
+    changed = plan(with_settings(study, ["student.train.learning_rate=0.002"]), root, data, SECTIONS)
     assert not any(j.finished for j in changed) and all(j.context is not None for j in changed)
 
 
