@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kd.atomic import write_bytes, write_text  # noqa: E402
+from kd.config import key_settings  # noqa: E402
 from kd.errors import KdError  # noqa: E402
 from kd.metrics import ECE_BINS, gap_closed, mcnemar  # noqa: E402
 from kd.results import (  # noqa: E402
@@ -88,7 +89,8 @@ def over_seeds(run: RunFolder, models: dict[str, ModelRow]) -> OverSeeds | None:
         return None
     from kd.seeds import mean_interval, paired_difference, share_won, sign_flip_p
 
-    def settings(cfg: dict) -> dict:
+    def settings(cfg: dict) -> dict:  # a run keyed before a field existed holds it as if at its default
+        cfg = key_settings(cfg)
         return {**cfg, "student": {**cfg["student"], "train": {**cfg["student"]["train"], "seed": None}}}
 
     mine = run.read_manifest()["config"]

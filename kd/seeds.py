@@ -22,11 +22,8 @@ def mean_interval(values, confidence: float = 0.95) -> Interval:
     mean = float(values.mean())
     if len(values) < 2:
         return Interval(mean, float("nan"), float("nan"), len(values), confidence)
-    spread = float(stats.sem(values))
-    if spread == 0:  # every value equal: the interval is the mean itself
-        return Interval(mean, mean, mean, len(values), confidence)
-    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=spread)
-    return Interval(mean, float(low), float(high), len(values), confidence)
+    h = half_width(float(np.std(values, ddof=1)), len(values), confidence)
+    return Interval(mean, mean - h, mean + h, len(values), confidence)
 
 
 def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
@@ -83,8 +80,14 @@ def share_won(differences) -> float:
     return float((np.sum(d > 0) + 0.5 * np.sum(d == 0)) / len(d)) if len(d) else float("nan")
 
 
+def family_confidence(m: int, confidence: float = 0.95) -> float:
+    """The level of each of m simultaneous intervals (Bonferroni's, as Holm's first step: alpha / m)."""
+    return 1 - (1 - confidence) / max(m, 1)
+
+
 def half_width(sd: float, n: int, confidence: float) -> float:
-    """The half-width of a t-interval of a mean over n seeds whose values have this sd."""
+    """The half-width of a t-interval of a mean over n seeds whose values have this sd: the one t formula that the
+    reports' intervals and the seed planning share."""
     return float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.inf
 
 

@@ -2,12 +2,15 @@
 # The few-label recipe's development protocol (docs/study.md, "The few-label recipe"): each candidate recipe at 100
 # labels over dev-recipe's seeds, the labelled rows drawn outside study-lowlabel's student rows and scored on
 # study-lowlabel's validation rows; then each recipe's mean and sd over the seeds.
-#   bash scripts/dev-recipes.sh ROOT [student|teacher]   (ROOT: a folder outside the checkout; a stopped run resumes)
+#   bash scripts/dev-recipes.sh ROOT [student|teacher] [RECIPE...]
+# ROOT: a folder outside the checkout; a stopped run resumes. RECIPE: run only these (the table shows every recipe
+# with finished cells).
 # student: the baseline student under each recipe (no teacher is trained). teacher: the fine-tuned teacher under
 # each recipe, beside a kd student cut to a few steps on 500 rows, there only because a run needs a method.
 set -euo pipefail
 root=${1:?usage: bash scripts/dev-recipes.sh ROOT [student|teacher]}
 role=${2:-student}
+only=" ${*:3} "
 kd=${KD:-.venv/bin/kd}
 py=${PY:-.venv/bin/python}
 [ -f "$root/data/test.csv" ] || $py scripts/development_split.py study-lowlabel "$root/data"
@@ -30,6 +33,7 @@ else
   recipes=(
     "teacher-old|"
     "teacher-random|$t.group_by_length=false"
+    "teacher-lr5e-5-120|$t.learning_rate=5e-5 $t.min_steps=120 $t.warmup=0.1"
   )
   common=(--set "methods=[kd]" --set student.train_rows=500 --set student.train.min_steps=1
           --set student.train.epochs=0.01)
@@ -37,17 +41,21 @@ else
 fi
 for r in "${recipes[@]}"; do
   name=${r%%|*}; sets=()
+  [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || continue
   for x in ${r#*|}; do sets+=(--set "$x"); done
   $kd study dev-recipe --data "$root/data" --run-dir "$root/$name" "${common[@]}" "${sets[@]}" > "$root/$name.log" 2>&1
 done
 $py - "$root" "$model" "${recipes[@]%%|*}" <<'PY'
 # each recipe's mean and sd over the dev seeds, and its difference from the first recipe paired by seed (the same
 # seed: the same labelled rows)
-import json, statistics, sys
+import json, os, statistics, sys
 from kd.seeds import mean_interval
 root, model, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 acc, secs = {}, {}
-for name in names:
+for name in list(names):
+    if not os.path.isfile(f"{root}/{name}/study.json"):
+        names.remove(name)
+        continue
     cells = {c["seed"]: c for c in json.load(open(f"{root}/{name}/study.json"))["cells"] if c["state"] == "finished"}
     acc[name] = {s: 100 * c["scores"][model]["accuracy"] for s, c in cells.items()}
     times = [c["times"]["distilled" if model == "teacher" else model] for c in cells.values()]

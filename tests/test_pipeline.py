@@ -108,6 +108,19 @@ def test_train_all_over_two_seeds_pairs_the_students_and_shares_the_teacher(smok
     assert f"## Over training seeds (2: {seed}, {seed + 1})" in (smoke_copy / "results.md").read_text()
     assert kd_here("train-all", "--preset", "smoke", "--run-dir", smoke_copy, "--seeds", "0").returncode == 2
 
+    # a seed run made before a key-neutral field existed (no reinit_layers) still counts; one of other settings not
+    manifest = other / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["config"]["student"]["train"]["reinit_layers"], m["config"]["teacher"]["train"]["reinit_layers"]
+    manifest.write_text(json.dumps(m))
+    assert kd_here("report", "--run-dir", smoke_copy).returncode == 0
+    assert json.loads((smoke_copy / "results.json").read_text())["over_seeds"]["seeds"] == [seed, seed + 1]
+    m["config"]["distill"]["temperature"] += 1
+    manifest.write_text(json.dumps(m))
+    assert kd_here("report", "--run-dir", smoke_copy).returncode == 0
+    o = json.loads((smoke_copy / "results.json").read_text())["over_seeds"]
+    assert (o["seeds"], o["other_settings"]) == ([seed], [f"seeds/seed{seed + 1}"])
+
 
 def test_bench_train_times_cached_and_online_distillation_on_the_same_rows(smoke_copy, kd_here):
     """bench-train's four epochs, the last with the teacher run online by the same DistillationTrainer that the

@@ -32,37 +32,45 @@ def pairs(models: list[str], primary: list[tuple[str, str]]) -> list[tuple[str, 
     return list(dict.fromkeys([*out, *((m, r) for m, r in primary if m in models and r in models)]))
 
 
+def families(models: list[str], primary: list[tuple[str, str]] = ()) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The families Holm adjusts over, (label, comparisons): with primary comparisons declared, those together and
+    every other comparison alone (exploratory, unadjusted); without, the comparisons with one reference together,
+    labelled by the reference."""
+    every = pairs(models, list(primary))
+    if primary:
+        return [(f, ps) for f, ps in [(PRIMARY, [p for p in every if p in primary])] if ps] + \
+            [(EXPLORATORY, [p]) for p in every if p not in primary]
+    by_reference: dict[str, list[tuple[str, str]]] = {}
+    for m, r in every:
+        by_reference.setdefault(r, []).append((m, r))
+    return list(by_reference.items())
+
+
 def compare(part: list[CellRecord], models: list[str],
             primary: list[tuple[str, str]] = ()) -> dict[str, dict[str, Comparison]]:
-    """Every comparison (`pairs`) paired by seed: model -> reference -> Comparison. With primary comparisons
-    declared, Holm adjusts over those alone and every other is exploratory (unadjusted); without, over the models
-    compared with the same reference. The t-test, the sign-flip permutation test and the BCa bootstrap interval
-    (on accuracy) are adjusted alike."""
-    import numpy as np
+    """Every comparison (`pairs`) paired by seed, Holm-adjusted within its family (`families`): model -> reference
+    -> Comparison. The t-test, the sign-flip permutation test and the BCa bootstrap interval (on accuracy) are
+    adjusted alike; a family of m comparisons has intervals at 1 - 0.05/m."""
+    from kd.seeds import bootstrap_interval, family_confidence, holm, paired_difference, share_won, sign_flip_p
 
-    from kd.seeds import bootstrap_interval, holm, paired_difference, share_won, sign_flip_p
+    def per_seed(model: str, metric: str) -> list[float]:
+        return [_score(c, model, metric) for c in part]
 
-    families: dict[str, list[tuple[str, str]]] = {}
-    for m, r in pairs(models, list(primary)):
-        family = (PRIMARY if (m, r) in primary else EXPLORATORY) if primary else r
-        families.setdefault(family if family != EXPLORATORY else f"{m} - {r}", []).append((m, r))
     out: dict[str, dict[str, Comparison]] = {}
-    for family, members in families.items():
-        diffs = {(m, r): {k: paired_difference([_score(c, r, k) for c in part], [_score(c, m, k) for c in part])
-                          for k in METRICS} for m, r in members}
-        acc = {pair: np.subtract([_score(c, pair[0], "accuracy") for c in part],
-                                 [_score(c, pair[1], "accuracy") for c in part]) for pair in members}
-        level = 1 - (1 - CONFIDENCE) / len(members)
+    for family, members in families(models, primary):
+        level = family_confidence(len(members), CONFIDENCE)
+        diffs = {(m, r): {k: paired_difference(per_seed(r, k), per_seed(m, k)) for k in METRICS} for m, r in members}
+        acc = {(m, r): [a - b for a, b in zip(per_seed(m, "accuracy"), per_seed(r, "accuracy"))] for m, r in members}
         ps = [d["accuracy"].p_value for d in diffs.values()]
         p_t = holm(ps) if all(p == p for p in ps) else [float("nan")] * len(ps)  # NaN: one seed, no test
         perms = [sign_flip_p(acc[pair]) for pair in members]
         p_perm = holm(perms) if all(p == p for p in perms) else perms
         for pair, pt, pp in zip(members, p_t, p_perm):
             m, r = pair
-            wide = paired_difference([_score(c, r, "accuracy") for c in part],
-                                     [_score(c, m, "accuracy") for c in part], level).difference
-            name = family if family in (PRIMARY, r) else EXPLORATORY
-            out.setdefault(m, {})[r] = Comparison(r, diffs[pair], pt, wide, name, pp,
+            at_95 = diffs[pair]["accuracy"].difference
+            wide = at_95 if len(members) == 1 else \
+                paired_difference(per_seed(r, "accuracy"), per_seed(m, "accuracy"), level).difference
+            out.setdefault(m, {})[r] = Comparison(r, diffs[pair], pt, wide, family, pp,
                                                   bootstrap_interval(acc[pair], level), share_won(acc[pair]))
     return out
 

@@ -35,13 +35,13 @@ class PlanRow:
 
 def plan_rows(study: StudyConfig, pilot: list[CellRecord], target: float, effect: float | None = None,
               power: float = 0.8) -> list[PlanRow]:
-    from kd.seeds import half_width, seeds_for_half_width, seeds_for_power
+    from kd.seeds import family_confidence, half_width, seeds_for_half_width, seeds_for_power
 
     primary = study.primary_models()
     if not primary:
         return []
-    m = len(primary)
-    alpha, level = (1 - CONFIDENCE) / m, 1 - (1 - CONFIDENCE) / m
+    level = family_confidence(len(primary), CONFIDENCE)
+    alpha = 1 - level
     rows = []
     for g in aggregate(pilot, primary):
         label = f"{g.labelled_rows:,} labels" + (f", {g.depth}" if g.depth else "")
@@ -88,10 +88,10 @@ def primary_half_widths(study: StudyConfig, cells: list[CellRecord]) -> list[flo
     difference, no p-value."""
     import numpy as np
 
-    from kd.seeds import half_width
+    from kd.seeds import family_confidence, half_width
 
     primary = study.primary_models()
-    level = 1 - (1 - CONFIDENCE) / len(primary)
+    level = family_confidence(len(primary), CONFIDENCE)
     out = []
     for key in dict.fromkeys((c.budget, c.depth) for c in cells):
         part = [c for c in cells if (c.budget, c.depth) == key]
