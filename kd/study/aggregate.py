@@ -38,8 +38,8 @@ def families(models: list[str], primary: list[tuple[str, str]] = ()) -> list[tup
     labelled by the reference."""
     every = pairs(models, list(primary))
     if primary:
-        return [(f, ps) for f, ps in [(PRIMARY, [p for p in every if p in primary])] if ps] + \
-            [(EXPLORATORY, [p]) for p in every if p not in primary]
+        primaries = [p for p in every if p in primary]
+        return ([(PRIMARY, primaries)] if primaries else []) + [(EXPLORATORY, [p]) for p in every if p not in primary]
     by_reference: dict[str, list[tuple[str, str]]] = {}
     for m, r in every:
         by_reference.setdefault(r, []).append((m, r))
@@ -51,7 +51,15 @@ def compare(part: list[CellRecord], models: list[str],
     """Every comparison (`pairs`) paired by seed, Holm-adjusted within its family (`families`): model -> reference
     -> Comparison. The t-test, the sign-flip permutation test and the BCa bootstrap interval (on accuracy) are
     adjusted alike; a family of m comparisons has intervals at 1 - 0.05/m."""
-    from kd.seeds import bootstrap_interval, family_confidence, holm, paired_difference, share_won, sign_flip_p
+    from kd.seeds import (
+        bootstrap_interval,
+        family_confidence,
+        holm,
+        mean_interval,
+        paired_difference,
+        share_won,
+        sign_flip_p,
+    )
 
     def per_seed(model: str, metric: str) -> list[float]:
         return [_score(c, model, metric) for c in part]
@@ -67,10 +75,7 @@ def compare(part: list[CellRecord], models: list[str],
         p_perm = holm(perms) if all(p == p for p in perms) else perms
         for pair, pt, pp in zip(members, p_t, p_perm):
             m, r = pair
-            at_95 = diffs[pair]["accuracy"].difference
-            wide = at_95 if len(members) == 1 else \
-                paired_difference(per_seed(r, "accuracy"), per_seed(m, "accuracy"), level).difference
-            out.setdefault(m, {})[r] = Comparison(r, diffs[pair], pt, wide, family, pp,
+            out.setdefault(m, {})[r] = Comparison(r, diffs[pair], pt, mean_interval(acc[pair], level), family, pp,
                                                   bootstrap_interval(acc[pair], level), share_won(acc[pair]))
     return out
 
