@@ -41,10 +41,24 @@ import numpy as np
 from kd.atomic import atomic_dir, write_bytes, write_json
 from kd.errors import KdError
 
+TEACHER = "teacher"  # the fine-tuned teacher's model folder
 # the models of a run without a recorded list (train-all records it in the manifest's "models")
-DEFAULT_MODELS = ("teacher", "baseline", "distilled")
+DEFAULT_MODELS = (TEACHER, "baseline", "distilled")
+MEMBER = "-member"  # an ensemble member's model folder: <base>-member<i> (member_folder)
 # 2: metrics.json records the sha256 of model.safetensors, and stage keys include the data fingerprints
 FORMAT_VERSION = 2
+
+
+def member_folder(base: str, i: int) -> str:
+    """The model folder of an ensemble's i-th member: base is TEACHER for the members fine-tuned on the labelled rows
+    (the first of them is the teacher itself), the self-trained ensemble's folder for its retrained members."""
+    return f"{base}{MEMBER}{i}"
+
+
+def is_member(name: str, base: str | None = None) -> bool:
+    """Whether a model folder is an ensemble member's (of `base`'s ensemble, where given)."""
+    head, sep, tail = name.rpartition(MEMBER)
+    return bool(sep) and tail.isdigit() and (base is None or head == base)
 
 
 def default_run_dir(name: str) -> Path:

@@ -131,7 +131,8 @@ def test_kd_teacher_logits_then_a_file_taught_run_gives_the_teachers_student_bit
 
 
 @pytest.mark.slow
-def test_a_student_of_another_vocabulary_learns_from_the_teachers_cached_logits(smoke_run, tmp_path, kd_here):
+def test_a_student_of_another_vocabulary_learns_from_the_teachers_cached_logits(smoke_run, tmp_path, kd_here,
+                                                                               monkeypatch):
     """A WordPiece vocabulary trained on the train split (tokenizers) for a student built from scratch: it trains from
     the smoke teacher's cached logits (the teacher read its own tokens), and its kd loss on a batch is the hand
     computation's; a term on hidden states, which runs the teacher on the student's tokens, stops with both named."""
@@ -211,6 +212,19 @@ def test_a_student_of_another_vocabulary_learns_from_the_teachers_cached_logits(
     pooled, _ = teacher_logits(ctx, "teacher-ensemble")
     np.testing.assert_allclose(pooled, pool_probabilities([teacher_logits(ctx, m)[0] for m in ensemble["members"]]))
     assert json.loads((run / "models/two-vocabularies/metrics.json").read_text())["teacher"] == "teacher-ensemble"
+
+    # the input check loads the member of another model and keeps it for the member's stage: loaded once
+    from kd.run import context as run_context
+    from kd.run.ensemble import check_ensemble, members, train_member
+
+    loaded, taken = [], []
+    monkeypatch.setattr(run_context, "load_teacher", lambda c, names: loaded.append((c.teacher.model, object())) or
+                        loaded[-1][1])
+    monkeypatch.setattr("kd.run.teachers.fine_tune", lambda ctx, key, teacher, **kw: taken.append(teacher))
+    ctx = RunContext(load_config("smoke", [f"methods=[{recipe}]", *settings[1::2]]), tmp_path / "checked")
+    check_ensemble(ctx, need_teacher=True)
+    train_member(ctx, "key", members(ctx)[1])
+    assert [m for m, _ in loaded] == [str(other)] and taken == [loaded[0][1]]
 
 
 def _args(tmp_path):

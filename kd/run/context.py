@@ -2,8 +2,9 @@
 place among the processes, the splits and the students' rows, their fingerprints, the methods and batch plans.
 
 Each input is loaded on first use and then kept, so that a run checks them all before it writes anything
-(kd.run.stages.check_inputs) and the stages read the very same objects. The one thing it remembers as the run
-goes is which model folders it has verified against their recorded sha256, so that no weights are hashed twice.
+(kd.run.stages.check_inputs) and the stages read the very same objects. What it remembers as the run goes: which
+model folders it has verified against their recorded sha256, so that no weights are hashed twice; and the ensemble
+members of other models that the check loaded, until their stage takes them, so that none is loaded twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kd.errors import KdError
 from kd.features import tokenized
 from kd.manifest import RunStart
 from kd.methods import FILE_TEACHER, Method, load_method
-from kd.models import build_student, load_teacher
+from kd.models import Teacher, build_student, load_teacher
 from kd.run.rows import LabelBudget
 from kd.runfolder import RunFolder, sha256_file
 from kd.teacherfile import read_teacher_file
@@ -42,6 +43,7 @@ class RunContext:
         if methods is not None:
             self.__dict__["methods"] = list(methods)
         self._verified: dict[str, tuple] = {}  # model -> the stat of its files when their sha256 last matched
+        self._checked: dict[str, Teacher] = {}  # member folder -> its teacher as the input check loaded it
 
     # ---- inputs, loaded once --------------------------------------------------------------------
 
@@ -70,6 +72,14 @@ class RunContext:
     def teacher(self):
         """The teacher as loaded (kd.models.Teacher): its starting weights, tokenizer and label match."""
         return load_teacher(self.cfg, self.splits.label_names)
+
+    def member_teacher(self, name: str, cfg: RunConfig, check: bool = False) -> Teacher:
+        """An ensemble member's teacher as loaded (cfg: the run's config as the member sees it): the input check
+        loads it (check=True) and keeps it for the member's stage, which takes it; loaded anew where none was kept."""
+        teacher = self._checked.pop(name, None) or load_teacher(cfg, self.splits.label_names)
+        if check:
+            self._checked[name] = teacher
+        return teacher
 
     @functools.cached_property
     def batch_plans(self) -> dict[str, BatchPlan]:

@@ -25,7 +25,7 @@ from kd.models import load_teacher
 from kd.procedures import pool_probabilities
 from kd.run.context import RunContext
 from kd.run.keys import teacher_key
-from kd.runfolder import write_npy
+from kd.runfolder import TEACHER, member_folder, write_npy
 
 ENSEMBLE = "teacher-ensemble"  # the model folder of an ensemble teacher (kd.methods.Method.teacher_model)
 SETTINGS = ("members", "teachers")  # what every ensemble method of a run must agree on
@@ -46,9 +46,9 @@ def ensemble_method(ctx: RunContext) -> Method:
 def members(ctx: RunContext) -> list[Member]:
     """The ensemble's members in order: seeds of the run's teacher (the first is `teacher`), then the other models."""
     m, cfg = ensemble_method(ctx), ctx.cfg.teacher
-    found = [Member("teacher" if i == 0 else f"teacher-member{i + 1}", cfg.model, cfg.train.seed + i)
+    found = [Member(TEACHER if i == 0 else member_folder(TEACHER, i + 1), cfg.model, cfg.train.seed + i)
              for i in range(m.members)]
-    return found + [Member(f"teacher-member{len(found) + j + 1}", model, cfg.train.seed)
+    return found + [Member(member_folder(TEACHER, len(found) + j + 1), model, cfg.train.seed)
                     for j, model in enumerate(m.teachers)]
 
 
@@ -63,7 +63,7 @@ def member_config(cfg: RunConfig, member: Member) -> RunConfig:
 
 
 def member_key(ctx: RunContext, member: Member) -> str:
-    if member.name == "teacher":
+    if member.name == TEACHER:
         return teacher_key(ctx)
     return teacher_key(ctx, member.name, (json.dumps({"model": member.model, "seed": member.seed}),))
 
@@ -73,7 +73,7 @@ def train_member(ctx: RunContext, key: str, member: Member) -> dict:
     from kd.run.teachers import fine_tune
 
     cfg = member_config(ctx.cfg, member)
-    return fine_tune(ctx, key, teacher=load_teacher(cfg, ctx.splits.label_names), name=member.name,
+    return fine_tune(ctx, key, teacher=ctx.member_teacher(member.name, cfg), name=member.name,
                      tc=cfg.teacher.train, extra={"model": member.model, "seed": member.seed})
 
 
@@ -98,7 +98,7 @@ def check_ensemble(ctx: RunContext, need_teacher: bool) -> None:
                       "which is used as trained, are one model: set teacher.finetune=always, or members: 1")
     for member in members(ctx):
         if member.model != ctx.cfg.teacher.model:
-            load_teacher(member_config(ctx.cfg, member), ctx.splits.label_names)
+            ctx.member_teacher(member.name, member_config(ctx.cfg, member), check=True)
 
 
 def pool(ctx: RunContext, key: str, name: str = ENSEMBLE, found: list[str] | None = None) -> dict:
@@ -110,7 +110,7 @@ def pool(ctx: RunContext, key: str, name: str = ENSEMBLE, found: list[str] | Non
     logits = pool_probabilities([np.load(f / "test_logits.npy", allow_pickle=False) for f in folders])
     labels = np.load(ctx.run.root / "test_labels.npy", allow_pickle=False)
     scores = classification_metrics(logits, labels, ctx.splits.label_names)
-    own = {"teacher"}  # the run's teacher: its time is the teacher's, not the ensemble procedure's
+    own = {TEACHER}  # the run's teacher: its time is the teacher's, not the ensemble procedure's
     scores.update(
         members=found, member_models=[m.get("model", ctx.cfg.teacher.model) for m in metrics],
         members_mean={k: float(np.mean([m[k] for m in metrics])) for k in ("accuracy", "f1_macro", "nll", "ece",
@@ -138,7 +138,7 @@ SELF_TRAINED_ENSEMBLE = "teacher-self-train-ensemble"
 
 def retrained(ctx: RunContext) -> list[Member]:
     """The ensemble's members as self-training retrains them (same models and seeds, folders of their own)."""
-    return [dataclasses.replace(m, name=f"{SELF_TRAINED_ENSEMBLE}-member{i}") for i, m in enumerate(members(ctx), 1)]
+    return [dataclasses.replace(m, name=member_folder(SELF_TRAINED_ENSEMBLE, i)) for i, m in enumerate(members(ctx), 1)]
 
 
 def self_train_settings(ctx: RunContext) -> Method:

@@ -4,11 +4,11 @@ the study's declared primary comparisons (or, where it declares none, over the m
 
 from __future__ import annotations
 
+from kd.runfolder import TEACHER, is_member
 from kd.study.schema import EXPLORATORY, METRICS, PRIMARY, CellRecord, Comparison, Cost, Group, SeedTest
 
 # scipy and statsmodels (kd.seeds) are imported by the functions that aggregate: `kd study --help` needs neither
 BASELINE, KD = "baseline", "distilled"  # the model folders of the baseline and kd recipes
-TEACHER, MEMBER = "teacher", "teacher-member"  # the fine-tuned teacher's folder; an ensemble member's (kd.run.ensemble)
 CONFIDENCE = 0.95
 
 
@@ -19,7 +19,7 @@ def _score(cell: CellRecord, model: str, metric: str) -> float:
 def teacher_procedures(models: list[str]) -> list[str]:
     """The teachers made by a procedure (an ensemble, self-training), not the fine-tuned teacher or an ensemble's
     member: those compared with the fine-tuned teacher."""
-    return [m for m in models if m.startswith("teacher-") and "-member" not in m]
+    return [m for m in models if m.startswith(f"{TEACHER}-") and not is_member(m)]
 
 
 def pairs(models: list[str], primary: list[tuple[str, str]]) -> list[tuple[str, str]]:

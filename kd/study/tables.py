@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from kd.config import RunConfig
 from kd.intervals import Interval
-from kd.study.aggregate import BASELINE, KD, MEMBER, TEACHER, Group, teacher_procedures
+from kd.runfolder import TEACHER, is_member
+from kd.study.aggregate import BASELINE, KD, Group, teacher_procedures
 from kd.study.grid import ALL
 from kd.study.schema import Comparison
 
@@ -126,7 +127,7 @@ def render_teachers(groups: list[Group]) -> list[str]:
         out += [f"### {budget_label(g)} labelled rows, {len(g.seeds)} seed(s)", "",
                 "| teacher | accuracy (%) | − teacher (pt) | p (Holm) | ECE | − teacher ECE | NLL | − teacher NLL |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        members = [m for m in g.means if m == TEACHER or m.startswith(MEMBER)]
+        members = [m for m in g.means if m == TEACHER or is_member(m, TEACHER)]
         for m in [TEACHER, *made, *(x for x in members if x != TEACHER)]:
             mean, vt = g.means[m], g.comparisons.get(m, {}).get(TEACHER)
             row = [m, fmt_ci(mean["accuracy"], 100)]
