@@ -215,7 +215,7 @@ def test_a_student_of_another_vocabulary_learns_from_the_teachers_cached_logits(
 
     # the input check loads the member of another model and keeps it for the member's stage: loaded once
     from kd.run import context as run_context
-    from kd.run.ensemble import check_ensemble, members, train_member
+    from kd.run.ensemble import check_ensemble, member_config, members, retrained, train_member
 
     loaded, taken = [], []
     monkeypatch.setattr(run_context, "load_teacher", lambda c, names: loaded.append((c.teacher.model, object())) or
@@ -225,6 +225,14 @@ def test_a_student_of_another_vocabulary_learns_from_the_teachers_cached_logits(
     check_ensemble(ctx, need_teacher=True)
     train_member(ctx, "key", members(ctx)[1])
     assert [m for m, _ in loaded] == [str(other)] and taken == [loaded[0][1]]
+    # resumed with the member trained: its retraining (the same model and seed) takes what the check kept, and
+    # what nothing takes is let go (a study's planning, or a run reaching its students)
+    check_ensemble(ctx, need_teacher=True)
+    again = member_config(ctx.cfg, retrained(ctx)[1])
+    assert ctx.member_teacher(again) is loaded[1][1] and len(loaded) == 2
+    check_ensemble(ctx, need_teacher=True)
+    ctx.drop_teacher()
+    assert ctx.member_teacher(again) is loaded[3][1] and len(loaded) == 4
 
 
 def _args(tmp_path):

@@ -43,7 +43,8 @@ class RunContext:
         if methods is not None:
             self.__dict__["methods"] = list(methods)
         self._verified: dict[str, tuple] = {}  # model -> the stat of its files when their sha256 last matched
-        self._checked: dict[str, Teacher] = {}  # member folder -> its teacher as the input check loaded it
+        # (model, tokenizer, seed) -> an ensemble member's starting weights as the input check loaded them
+        self._kept: dict[tuple, Teacher] = {}
 
     # ---- inputs, loaded once --------------------------------------------------------------------
 
@@ -73,12 +74,16 @@ class RunContext:
         """The teacher as loaded (kd.models.Teacher): its starting weights, tokenizer and label match."""
         return load_teacher(self.cfg, self.splits.label_names)
 
-    def member_teacher(self, name: str, cfg: RunConfig, check: bool = False) -> Teacher:
-        """An ensemble member's teacher as loaded (cfg: the run's config as the member sees it): the input check
-        loads it (check=True) and keeps it for the member's stage, which takes it; loaded anew where none was kept."""
-        teacher = self._checked.pop(name, None) or load_teacher(cfg, self.splits.label_names)
+    def member_teacher(self, cfg: RunConfig, check: bool = False) -> Teacher:
+        """An ensemble member's teacher at its starting weights (cfg: the run's config as the member sees it). The
+        input check loads it (check=True) and keeps it; the first stage that starts from the same weights (the same
+        model, tokenizer and seed: the member's training, or its retraining where that finished) takes it; anything
+        else loads it anew."""
+        tc = cfg.teacher
+        key = (tc.model, tc.tokenizer, tc.train.seed)
+        teacher = self._kept.pop(key, None) or load_teacher(cfg, self.splits.label_names)
         if check:
-            self._checked[name] = teacher
+            self._kept[key] = teacher
         return teacher
 
     @functools.cached_property
@@ -110,9 +115,15 @@ class RunContext:
         return logits, sha256_file(path)
 
     def drop_teacher(self) -> None:
-        """Let go of the loaded teacher; it loads again when a stage needs it (a study holds every cell's run from
-        planning to running, and a model per cell would add up)."""
+        """Let go of the loaded teacher and of the members the input check kept; each loads again when a stage needs
+        it (a study holds every cell's run from planning to running, and a model per cell would add up)."""
         self.__dict__.pop("teacher", None)
+        self.drop_members()
+
+    def drop_members(self) -> None:
+        """Let go of the members the input check kept that no stage took (a resumed run whose member stages had
+        finished): the students need none of them."""
+        self._kept.clear()
 
     def method_of(self, name: str) -> Method | None:
         return next((m for m in self.methods if m.model_name == name), None)

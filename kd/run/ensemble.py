@@ -21,7 +21,6 @@ from kd.digest import json_fingerprint
 from kd.errors import KdError
 from kd.methods import Method
 from kd.metrics import classification_metrics
-from kd.models import load_teacher
 from kd.procedures import pool_probabilities
 from kd.run.context import RunContext
 from kd.run.keys import teacher_key
@@ -73,7 +72,7 @@ def train_member(ctx: RunContext, key: str, member: Member) -> dict:
     from kd.run.teachers import fine_tune
 
     cfg = member_config(ctx.cfg, member)
-    return fine_tune(ctx, key, teacher=ctx.member_teacher(member.name, cfg), name=member.name,
+    return fine_tune(ctx, key, teacher=ctx.member_teacher(cfg), name=member.name,
                      tc=cfg.teacher.train, extra={"model": member.model, "seed": member.seed})
 
 
@@ -98,7 +97,7 @@ def check_ensemble(ctx: RunContext, need_teacher: bool) -> None:
                       "which is used as trained, are one model: set teacher.finetune=always, or members: 1")
     for member in members(ctx):
         if member.model != ctx.cfg.teacher.model:
-            ctx.member_teacher(member.name, member_config(ctx.cfg, member), check=True)
+            ctx.member_teacher(member_config(ctx.cfg, member), check=True)
 
 
 def pool(ctx: RunContext, key: str, name: str = ENSEMBLE, found: list[str] | None = None) -> dict:
@@ -160,7 +159,7 @@ def retrain_member(ctx: RunContext, key: str, member: Member) -> dict:
 
     logits, _ = teacher_logits(ctx, ENSEMBLE)
     cfg = member_config(ctx.cfg, member)
-    t = load_teacher(cfg, ctx.splits.label_names)
+    t = ctx.member_teacher(cfg)
     trained, chosen = fine_tune_with_pool_labels(ctx, member.name, key, t, logits, self_train_settings(ctx),
                                                  "the ensemble's", tc=cfg.teacher.train)
     return score_test_and_save(ctx, member.name, key, trained, t.tokenizer,

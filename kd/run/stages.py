@@ -158,8 +158,10 @@ def train_all(ctx: RunContext, force: bool = False, teachers: tuple[Stage, ...] 
     if ctx.state.is_main_process:
         manifest.start(ctx.run, "train-all", ctx.start_record())
         ctx.run.update_manifest(models=list(table))
-    retrained = False
+    retrained, students = False, {m.model_name for m in ctx.methods}
     for name, stage in table.items():
+        if name in students:
+            ctx.drop_members()
         if retrained and not force:
             current[name] = is_current(ctx, name, stage.key(ctx))  # its key may hold a teacher's weights, retrained
         if current[name]:
