@@ -22,6 +22,7 @@ from bench.figures import (
 )
 from bench.records import LATENCY, THROUGHPUT, BenchSummary, Ratio, Settings, SummaryRow, VariantsSide
 from bench.yardstick import best, compute_efficiency
+from kd.runfolder import TEACHER
 from kd.typed import read
 
 Parts = dict[str, list]  # "latency" / "throughput" -> [(per-call seconds, figure)] of one row
@@ -73,7 +74,7 @@ def add_comparisons(ordered: list[SummaryRow], rows: dict[str, SummaryRow], toke
     arithmetic at the best matrix-product rate of its precision."""
     fastest_teacher = {}  # per device, the teacher's fastest PyTorch row per workload (bf16 where the CPU has it)
     for device in {r.device for r in ordered}:
-        teachers = [r for r in ordered if r.model == "teacher" and r.backend == "pytorch" and r.device == device]
+        teachers = [r for r in ordered if r.model == TEACHER and r.backend == "pytorch" and r.device == device]
         fastest_teacher[device] = fastest(teachers, "samples_per_s", True), fastest(teachers, "p50_ms", False)
     for row in ordered:
         row.tokenize_b1_ms = tokenize.get(row.model, {}).get("b1_ms")

@@ -27,7 +27,7 @@ from kd.results import (  # noqa: E402
     SeedComparison,
     model_row,
 )
-from kd.runfolder import RunFolder  # noqa: E402
+from kd.runfolder import TEACHER, RunFolder, is_teacher  # noqa: E402
 from kd.seeds import holm  # noqa: E402
 from kd.typed import read  # noqa: E402
 
@@ -53,21 +53,21 @@ def build_results(run: RunFolder) -> Results:
         distillation = Distillation(
             temperature=metrics["distilled"].get("temperature"), alpha=metrics["distilled"].get("alpha"),
             gain_pt=100 * (acc["distilled"] - acc["baseline"]),
-            gap_closed=gap_closed(acc["teacher"], acc["baseline"], acc["distilled"]) if "teacher" in acc else None,
-            distilled_over_teacher=acc["distilled"] / acc["teacher"] if "teacher" in acc else None,
+            gap_closed=gap_closed(acc[TEACHER], acc["baseline"], acc["distilled"]) if TEACHER in acc else None,
+            distilled_over_teacher=acc["distilled"] / acc[TEACHER] if TEACHER in acc else None,
             mcnemar=test, significant=test.p_value < 0.05)
     return Results(preset=manifest.get("config", {}).get("preset"), over_seeds=over_seeds(run, models),
                    device=read(Device, manifest.get("device"), where, ("device",)),
                    data=read(DataSummary, manifest.get("data"), where, ("data",)),
                    models=models, methods=methods, distillation=distillation,
-                   teacher_label_match=metrics.get("teacher", {}).get("label_match"))
+                   teacher_label_match=metrics.get(TEACHER, {}).get("label_match"))
 
 
 def method_tests(run: RunFolder, models: dict[str, ModelRow]) -> dict[str, MethodTest]:
     """Each student of a method against the baseline on the test rows: the accuracy gain and an exact McNemar test,
     Holm-adjusted for the number of methods compared (a run of many methods would otherwise find a "significant"
     one by chance)."""
-    others = [n for n in models if n != "baseline" and not n.startswith("teacher")]
+    others = [n for n in models if n != "baseline" and not is_teacher(n)]
     if "baseline" not in models or not others:
         return {}
     labels = np.load(run.root / "test_labels.npy")
@@ -101,7 +101,7 @@ def over_seeds(run: RunFolder, models: dict[str, ModelRow]) -> OverSeeds | None:
             skipped.append(str(other.root.relative_to(run.root)))
             continue
         runs.append((cfg["student"]["train"]["seed"], Results.read(other.results_json).models))
-    students = [n for n in models if not n.startswith("teacher") and all(n in m for _, m in runs)]
+    students = [n for n in models if not is_teacher(n) and all(n in m for _, m in runs)]
     accuracy = {n: [m[n].accuracy for _, m in runs] for n in students}
     versus = {}
     for n in (x for x in students if x != "baseline" and "baseline" in accuracy):

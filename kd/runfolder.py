@@ -44,6 +44,11 @@ from kd.errors import KdError
 TEACHER = "teacher"  # the fine-tuned teacher's model folder
 # the models of a run without a recorded list (train-all records it in the manifest's "models")
 DEFAULT_MODELS = (TEACHER, "baseline", "distilled")
+
+
+def is_teacher(name: str) -> bool:
+    """A model folder a teacher procedure made (teacher, teacher-ensemble, teacher-member2, ...), not a student."""
+    return name.startswith(TEACHER)
 MEMBER = "-member"  # an ensemble member's model folder: <base>-member<i> (member_folder)
 # 2: metrics.json records the sha256 of model.safetensors, and stage keys include the data fingerprints
 FORMAT_VERSION = 2

@@ -8,6 +8,7 @@ import json
 from kd.digest import short_sha256
 from kd.methods import Method
 from kd.run.context import RunContext
+from kd.runfolder import TEACHER
 
 
 def _key(ctx: RunContext, parts: list[str]) -> str:
@@ -15,11 +16,11 @@ def _key(ctx: RunContext, parts: list[str]) -> str:
     return short_sha256("|".join([*parts, json.dumps(ctx.fingerprints, sort_keys=True)]))
 
 
-def teacher_key(ctx: RunContext, name: str = "teacher", depends_on: tuple[str, ...] = ()) -> str:
+def teacher_key(ctx: RunContext, name: str = TEACHER, depends_on: tuple[str, ...] = ()) -> str:
     """A teacher's key: the data and teacher settings, the data's content and, for a teacher trained on the way
     (teacher-<part>: a calibration fold, a self-trained teacher, one of its rounds), its name and `depends_on`."""
     parts = [ctx.cfg.section_hash("data", "teacher")]
-    if name != "teacher":
+    if name != TEACHER:
         parts += [name, *depends_on]
     return _key(ctx, parts)
 

@@ -37,6 +37,7 @@ from kd.run.ensemble import (
 from kd.run.keys import is_current, student_key, teacher_key
 from kd.run.students import train_student
 from kd.run.teachers import SELF_TRAINED, check_self_train, fine_tune, self_train, self_train_key
+from kd.runfolder import TEACHER
 
 
 def no_check(ctx: RunContext, need_teacher: bool) -> None:
@@ -56,14 +57,14 @@ class Stage:
 def member_stages(ctx: RunContext) -> list[Stage]:
     """An ensemble's members, each a stage (the first, the run's teacher, is the teacher's own stage)."""
     return [Stage(m.name, functools.partial(member_key, member=m), functools.partial(train_member, member=m))
-            for m in members(ctx) if m.name != "teacher"]
+            for m in members(ctx) if m.name != TEACHER]
 
 
 ENSEMBLE_STAGE = Stage(ENSEMBLE, ensemble_key, pool, check_ensemble, before=member_stages)
 # The teacher procedures, in the order a run makes them; the first is the run's own teacher, made where any method
 # learns from a model.
 TEACHERS: tuple[Stage, ...] = (
-    Stage("teacher", teacher_key, fine_tune),
+    Stage(TEACHER, teacher_key, fine_tune),
     ENSEMBLE_STAGE,
     Stage(SELF_TRAINED, self_train_key, self_train, check_self_train),
     Stage(SELF_TRAINED_ENSEMBLE, self_trained_ensemble_key, pool_self_trained, check_self_trained_ensemble,
@@ -107,7 +108,7 @@ def check_inputs(ctx: RunContext, table: dict[str, Stage], need_teacher: bool = 
     _ = ctx.batch_plans
     _ = ctx.fingerprints
     _ = ctx.budget
-    need_teacher = need_teacher and "teacher" in table
+    need_teacher = need_teacher and TEACHER in table
     if need_teacher:
         _ = ctx.teacher
     if any(m.teacher_model == FILE_TEACHER for m in ctx.methods):
@@ -174,7 +175,7 @@ def train_all(ctx: RunContext, force: bool = False, teachers: tuple[Stage, ...] 
 
 
 # the single-stage verbs of the command line, and the model each makes
-VERB_STAGES = {"eval-teacher": "teacher", "train-teacher": "teacher", "train-baseline": "baseline",
+VERB_STAGES = {"eval-teacher": TEACHER, "train-teacher": TEACHER, "train-baseline": "baseline",
                "distill": "distilled"}
 
 

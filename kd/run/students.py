@@ -11,6 +11,7 @@ from kd.methods import FILE_TEACHER, Method
 from kd.run.context import RunContext
 from kd.run.fit import fit
 from kd.run.teachers import calibration, teacher_logits
+from kd.runfolder import TEACHER
 from kd.trainer import TEACHER_LOGITS, DistillationTrainer, DistillCollator, PlainTrainer
 
 
@@ -24,7 +25,7 @@ def train_student(ctx: RunContext, key: str, method: Method) -> dict:
     logits = None
     if method.teacher_model:
         logits, extra["teacher_logits"] = teacher_logits(ctx, method.teacher_model)
-        if method.teacher_model in ("teacher", FILE_TEACHER):  # (a file's labels cost the run nothing)
+        if method.teacher_model in (TEACHER, FILE_TEACHER):  # (a file's labels cost the run nothing)
             extra["procedure_seconds"] = 0.0
             if method.teacher_model == FILE_TEACHER:
                 extra.update(teacher_file=ctx.cfg.teacher_logits, teacher_file_sha256=ctx.weights_sha(FILE_TEACHER))

@@ -27,7 +27,7 @@ from kd.run.context import RunContext
 from kd.run.fit import Trained, predict, score_test_and_save, train
 from kd.run.keys import teacher_key
 from kd.run.rows import teacher_rows
-from kd.runfolder import write_npy
+from kd.runfolder import TEACHER, is_teacher, write_npy
 from kd.teacherfile import write_teacher_file
 from kd.trainer import PlainTrainer
 
@@ -35,7 +35,7 @@ SELF_TRAINED = "teacher-self-train"  # the model folder of a self-trained teache
 
 
 def fine_tune(ctx: RunContext, key: str, allow_finetune: bool = True, teacher: Teacher | None = None,
-              name: str = "teacher", tc: TrainConfig | None = None, extra: dict | None = None) -> dict:
+              name: str = TEACHER, tc: TrainConfig | None = None, extra: dict | None = None) -> dict:
     """The run's teacher (or another, `teacher`, saved as `name`, trained with `tc`: an ensemble's member):
     fine-tuned on its rows when it needs it (teacher.finetune), else used as trained; then tested and saved."""
     t = teacher or ctx.teacher
@@ -62,7 +62,7 @@ def self_train_key(ctx: RunContext, name: str = SELF_TRAINED) -> str:
     """The key of the self-trained teacher (or of one of its rounds, `name`): its settings and the weights of the
     fine-tuned teacher that labels its first round."""
     m = self_train_method(ctx)
-    return teacher_key(ctx, name, (json.dumps([m.rounds, m.per_class, m.min_confidence]), ctx.weights_sha("teacher")))
+    return teacher_key(ctx, name, (json.dumps([m.rounds, m.per_class, m.min_confidence]), ctx.weights_sha(TEACHER)))
 
 
 def check_self_train(ctx: RunContext, need_teacher: bool) -> None:
@@ -80,7 +80,7 @@ def self_train(ctx: RunContext, key: str) -> dict:
     pool rows the previous round's teacher (round 1: the fine-tuned teacher) labels most confidently, with
     those labels, for `rounds` rounds. Only the last round is kept."""
     method = self_train_method(ctx)
-    logits, _ = teacher_logits(ctx, "teacher")
+    logits, _ = teacher_logits(ctx, TEACHER)
     seconds_total = 0.0
     for r in range(1, method.rounds + 1):
         last = r == method.rounds
@@ -117,7 +117,7 @@ def fine_tune_with_pool_labels(ctx: RunContext, name: str, key: str, t: Teacher,
 
 # ---- what students read of a teacher ------------------------------------------------------------
 
-def teacher_logits(ctx: RunContext, name: str = "teacher") -> tuple[np.ndarray, str]:
+def teacher_logits(ctx: RunContext, name: str = TEACHER) -> tuple[np.ndarray, str]:
     """A teacher's logits over the students' train rows, cached and bound to its weights + data + tokenizer (an
     ensemble's: its members' pooled; a file teacher's: read from the file); and a note: reused, or how long they
     took."""
@@ -157,7 +157,7 @@ def teacher_logits(ctx: RunContext, name: str = "teacher") -> tuple[np.ndarray, 
 def write_teacher_logits(ctx: RunContext, name: str, out) -> None:
     """`kd teacher-logits`: a finished teacher's logits over the students' train rows, written as a file that a
     method with teacher: file reads back (kd/teacherfile.py)."""
-    if not name.startswith("teacher") or name == FILE_TEACHER:
+    if not is_teacher(name) or name == FILE_TEACHER:
         raise KdError(f"--model {name}: expected a teacher of the run (teacher, teacher-ensemble, ...)")
     if not (ctx.run.model_dir(name) / "metrics.json").is_file():
         raise KdError(f"--model {name}: not trained in {ctx.run.root} (run `kd train-all` first)")
@@ -171,7 +171,7 @@ def calibration(ctx: RunContext, folds_k: int) -> dict:
     that the model scoring them never trained on: cross-fitted, each of `folds_k` folds of the teacher's rows
     scored by a teacher trained as the teacher is on the other folds (a teacher used as trained scores its rows
     directly: it trained on none of them). Only the budget's labels are read. Cached, bound to the teacher."""
-    made_from = {"teacher": teacher_key(ctx), "weights": ctx.weights_sha("teacher"), "folds": folds_k}
+    made_from = {"teacher": teacher_key(ctx), "weights": ctx.weights_sha(TEACHER), "folds": folds_k}
     found, _ = cached(ctx.run.cache_dir("calibration"), made_from, lambda: fit_calibration(ctx, folds_k),
                       save=lambda fit, entry: write_json(entry / "calibration.json", fit),
                       load=lambda entry: json.loads((entry / "calibration.json").read_text()), state=ctx.state)
@@ -184,7 +184,7 @@ def fit_calibration(ctx: RunContext, folds_k: int) -> dict:
     rows = teacher_rows(ctx, tokenizer)
     labels = np.asarray(rows["label"])
     if not ctx.teacher.needs_finetune:
-        model = AutoModelForSequenceClassification.from_pretrained(ctx.verified_model("teacher"),
+        model = AutoModelForSequenceClassification.from_pretrained(ctx.verified_model(TEACHER),
                                                                    use_safetensors=True)
         logits = predict(ctx, model.eval(), tokenizer, rows, ctx.teacher_precision)
         how = "the teacher's own logits (it trained on none of these rows)"

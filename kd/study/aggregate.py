@@ -4,7 +4,7 @@ the study's declared primary comparisons (or, where it declares none, over the m
 
 from __future__ import annotations
 
-from kd.runfolder import TEACHER, is_member
+from kd.runfolder import TEACHER, is_member, is_teacher
 from kd.study.schema import EXPLORATORY, METRICS, PRIMARY, CellRecord, Comparison, Cost, Group, SeedTest
 
 # scipy and statsmodels (kd.seeds) are imported by the functions that aggregate: `kd study --help` needs neither
@@ -25,7 +25,7 @@ def teacher_procedures(models: list[str]) -> list[str]:
 def pairs(models: list[str], primary: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """(model, reference) of every comparison the report makes: each method's student against the baseline and
     against kd, each teacher a procedure made against the fine-tuned teacher, and the primary ones."""
-    students = [m for m in models if not m.startswith("teacher")]
+    students = [m for m in models if not is_teacher(m)]
     out = [(m, r) for r in (BASELINE, KD) if r in models for m in students if m not in (BASELINE, r)]
     if TEACHER in models:
         out += [(m, TEACHER) for m in teacher_procedures(models)]
@@ -89,7 +89,7 @@ def costs(part: list[CellRecord], models: list[str]) -> dict[str, Cost]:
     if BASELINE not in models:
         return {}
     out = {}
-    for m in (x for x in models if not x.startswith("teacher")):
+    for m in (x for x in models if not is_teacher(x)):
         alone, full = [], []
         for c in part:
             base, own = c.times.get(BASELINE), c.times.get(m)

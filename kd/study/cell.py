@@ -12,7 +12,7 @@ from typing import Any
 
 from kd.config import RunConfig
 from kd.errors import KdError
-from kd.runfolder import RunFolder, share_teachers
+from kd.runfolder import TEACHER, RunFolder, share_teachers
 from kd.study.grid import Cell
 from kd.study.record import CellRecord, finish, finished_entries, settings, write_cell_record
 
@@ -56,9 +56,9 @@ def run_cell(job: CellJob) -> CellRecord:
             torch.set_num_threads(job.threads)
         print(f"kd: study {job.study}: {where} [pid {os.getpid()}]", flush=True)
         ctx = job.context or RunContext(job.config, run.root)
-        if job.donor and not is_current(ctx, "teacher", teacher_key(ctx)):
+        if job.donor and not is_current(ctx, TEACHER, teacher_key(ctx)):
             donor = RunFolder(root / "cells" / job.donor)
-            if not (donor.model_dir("teacher") / "metrics.json").is_file():
+            if not (donor.model_dir(TEACHER) / "metrics.json").is_file():
                 raise KdError(f"cell {cell.name}: the teacher it shares with cell {job.donor} is not trained yet")
             share_teachers(donor, run)
             entry.teacher_from = job.donor

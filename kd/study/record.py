@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kd.manifest import cpu_model
 from kd.results import Results
-from kd.runfolder import RunFolder
+from kd.runfolder import TEACHER, RunFolder, is_teacher
 from kd.study.grid import ALL, Cell, StudyConfig
 from kd.study.schema import METRICS, CellRecord, Scores, StudyRecord, Times
 
@@ -57,10 +57,10 @@ def finish(entry: CellRecord, run: RunFolder) -> CellRecord:
     budget, each student's training times and the McNemar tests."""
     results = Results.read(run.results_json)
     rows, models = results.data.rows, results.models
-    teacher_seconds = (models["teacher"].train_seconds or 0.0) if "teacher" in models else 0.0
+    teacher_seconds = (models[TEACHER].train_seconds or 0.0) if TEACHER in models else 0.0
     # the teacher it learns from (self-trained: the fine-tuned one first) and its own procedure
     times = {n: Times(m.train_seconds, (teacher_seconds if m.teacher else 0.0) + (m.procedure_seconds or 0.0))
-             for n, m in models.items() if not n.startswith("teacher")}
+             for n, m in models.items() if not is_teacher(n)}
     scores = {n: Scores(**{k: getattr(m, k) for k in METRICS}) for n, m in models.items()}
     mcnemar = results.distillation.mcnemar if results.distillation else None
     return dataclasses.replace(entry, state="finished", times=times, tests=results.methods,

@@ -8,7 +8,7 @@ from kd.atomic import write_bytes, write_text
 from kd.config import RunConfig, build_dataclass
 from kd.errors import KdError
 from kd.intervals import PairedDifference
-from kd.runfolder import DEFAULT_MODELS, RunFolder
+from kd.runfolder import DEFAULT_MODELS, TEACHER, RunFolder, is_teacher
 from kd.study.aggregate import BASELINE, KD, Group, aggregate
 from kd.study.record import StudyRecord, read_record, write_record_file
 from kd.study.tables import budget_label, fmt_ci, render_methods, render_primary, render_teachers
@@ -169,7 +169,7 @@ def plot_metric(groups: list[Group], panels: list[tuple[str, str, float]]) -> by
                              squeeze=False, layout="constrained")
     models = list(dict.fromkeys(m for g in groups for m in g.means))
     palette = iter(plt.get_cmap("tab10").colors[2:])
-    styles = {m: dict(color="grey", linestyle="--" if m == "teacher" else ":") if m.startswith("teacher") else
+    styles = {m: dict(color="grey", linestyle="--" if m == TEACHER else ":") if is_teacher(m) else
               dict(color="tab:blue") if m == BASELINE else dict(color="tab:orange") if m == KD else
               dict(color=next(palette)) for m in models}
     for col, depth in enumerate(depths):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kd.config import RunConfig, key_settings
 from kd.errors import KdError
-from kd.runfolder import RunFolder
+from kd.runfolder import TEACHER, RunFolder
 from kd.study.cell import CellJob, run_cell
 from kd.study.grid import Cell, StudyConfig, cell_config, cells
 from kd.study.plan import next_seed
@@ -32,7 +32,7 @@ def finished_as_recorded(root: Path, cell: Cell, cfg: RunConfig) -> str | None:
         return None
     if key_settings(run.read_manifest().get("config")) != json.loads(json.dumps(cfg.identity())):
         return None
-    teacher = run.model_dir("teacher") / "metrics.json"
+    teacher = run.model_dir(TEACHER) / "metrics.json"
     return json.loads(teacher.read_text()).get("stage_key", "") if teacher.is_file() else ""
 
 
@@ -60,7 +60,7 @@ def plan(study: StudyConfig, root: Path, data: str | None, sections: dict[str, t
         check_inputs(ctx, table)
         ctx.drop_teacher()
         # a cell of methods without a teacher trains none, and takes none
-        donor = donors.setdefault(teacher_key(ctx), cell.name) if "teacher" in table else cell.name
+        donor = donors.setdefault(teacher_key(ctx), cell.name) if TEACHER in table else cell.name
         jobs.append(CellJob(study.name, cell, configs[cell], root, None if donor == cell.name else donor,
                             study.cpus, i, len(grid), finished(ctx, table), context=ctx))
     return jobs

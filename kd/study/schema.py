@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 
 from kd.intervals import Interval, PairedDifference
 from kd.results import McNemar, MethodTest
+from kd.runfolder import is_teacher
 from kd.study.grid import StudyConfig
 from kd.typed import Record
 
@@ -128,7 +129,7 @@ class Group:
 
     @property
     def students(self) -> list[str]:
-        return [m for m in self.means if not m.startswith("teacher")]
+        return [m for m in self.means if not is_teacher(m)]
 
     def best(self) -> str | None:
         """The student with the highest mean accuracy."""
