@@ -45,10 +45,6 @@ TEACHER = "teacher"  # the fine-tuned teacher's model folder
 # the models of a run without a recorded list (train-all records it in the manifest's "models")
 DEFAULT_MODELS = (TEACHER, "baseline", "distilled")
 
-
-def is_teacher(name: str) -> bool:
-    """A model folder a teacher procedure made (teacher, teacher-ensemble, teacher-member2, ...), not a student."""
-    return name.startswith(TEACHER)
 MEMBER = "-member"  # an ensemble member's model folder: <base>-member<i> (member_folder)
 # 2: metrics.json records the sha256 of model.safetensors, and stage keys include the data fingerprints
 FORMAT_VERSION = 2
@@ -64,6 +60,11 @@ def is_member(name: str, base: str | None = None) -> bool:
     """Whether a model folder is an ensemble member's (of `base`'s ensemble, where given)."""
     head, sep, tail = name.rpartition(MEMBER)
     return bool(sep) and tail.isdigit() and (base is None or head == base)
+
+
+def is_teacher(name: str) -> bool:
+    """A model folder a teacher procedure made (teacher, teacher-ensemble, teacher-member2, ...), not a student."""
+    return name.startswith(TEACHER)
 
 
 def default_run_dir(name: str) -> Path:

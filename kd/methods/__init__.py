@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from kd import runfolder
 from kd.config import read_named_yaml, yaml_names
 from kd.errors import KdError
-from kd.runfolder import is_teacher
 from kd.terms import ATTENTION, HIDDEN, LOGITS, TERMS, Shapes, Term, build, known_term
 from kd.typed import NOT_READ, REST, Check, at_least, read
 
@@ -36,7 +35,7 @@ FILE_TEACHER = "teacher-file"
 # on the labelled rows, or those members each fine-tuned again with the ensemble's confident pool labels.
 ENSEMBLES = ("ensemble", "self-train-ensemble")
 COUNTS = "folds >= 2, rounds >= 1 and per_class >= 1"
-FOLDER = Check(lambda m: not m or (NAME.fullmatch(m) is not None and not is_teacher(m)),
+FOLDER = Check(lambda m: not m or (NAME.fullmatch(m) is not None and not runfolder.is_teacher(m)),
                "a folder name of lower-case letters, digits, - and _, not starting with 'teacher'")
 
 
