@@ -92,6 +92,11 @@ def test_a_cell_record_comes_from_its_results_and_study_json_reads_back_equal(tm
     group = record.groups[0]
     assert group.seeds == [1, 2] and group.means["distilled"]["accuracy"].mean == pytest.approx(0.81)
     assert group.cost["distilled"].with_teacher.mean == pytest.approx((14.5 / 2.0 + 14.5 / 2.0) / 2)
+    assert (group.cost["distilled"].seconds.mean, group.cost["distilled"].seconds_with_teacher.mean) == (4.0, 14.5)
+    from kd.config import RunConfig
+    from kd.study.tables import render_methods
+
+    assert "| 2.00 (4 s) | 7.25 (14 s) |" in "\n".join(render_methods([group], RunConfig(), always=True))
     write_record_file(tmp_path, record)
     again = read_record(tmp_path)
     assert json.dumps(to_data(again)) == json.dumps(to_data(record))  # as text: a one-value spread is NaN, != itself

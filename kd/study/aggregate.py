@@ -83,22 +83,24 @@ def compare(part: list[CellRecord], models: list[str],
 def costs(part: list[CellRecord], models: list[str]) -> dict[str, Cost]:
     """Each student's training time over the baseline's, per seed: alone, and with what its teacher cost (the
     fine-tuned teacher, shared by every method that learns from it, plus its own procedure: self-training rounds
-    or calibration folds)."""
+    or calibration folds); and both in seconds."""
     from kd.seeds import mean_interval
 
     if BASELINE not in models:
         return {}
     out = {}
     for m in (x for x in models if not is_teacher(x)):
-        alone, full = [], []
+        alone, full, base = [], [], []  # seconds per seed: the student's, with its teacher's, the baseline's
         for c in part:
-            base, own = c.times.get(BASELINE), c.times.get(m)
-            if not base or not base.student or own is None or own.student is None:
+            b, own = c.times.get(BASELINE), c.times.get(m)
+            if not b or not b.student or own is None or own.student is None:
                 continue
-            alone.append(own.student / base.student)
-            full.append((own.student + own.teacher) / base.student)
+            alone.append(own.student)
+            full.append(own.student + own.teacher)
+            base.append(b.student)
         if alone:
-            out[m] = Cost(mean_interval(alone), mean_interval(full))
+            out[m] = Cost(mean_interval([a / b for a, b in zip(alone, base)]),
+                          mean_interval([f / b for f, b in zip(full, base)]), mean_interval(alone), mean_interval(full))
     return out
 
 

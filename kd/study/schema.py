@@ -99,10 +99,13 @@ class Comparison:
 
 @dataclass
 class Cost:
-    """A student's training time over the baseline's, per seed: alone, and with the teachers it needed."""
+    """A student's training time over the baseline's, per seed: alone, and with the teachers it needed; and the same
+    in seconds, for this machine (None in a study.json written before they were kept)."""
 
     alone: Interval
     with_teacher: Interval
+    seconds: Interval | None = None
+    seconds_with_teacher: Interval | None = None
 
 
 @dataclass

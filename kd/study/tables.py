@@ -57,6 +57,11 @@ def render_primary(groups: list[Group], cfg: RunConfig) -> list[str]:
     return out
 
 
+def _time(ratio: Interval, seconds: Interval | None) -> str:
+    """0.56 (105 s): the ratio to the baseline's time, and the seconds where the record kept them."""
+    return f"{ratio.mean:.2f}" + (f" ({seconds.mean:,.0f} s)" if seconds else "")
+
+
 def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) -> list[str]:
     """The method axis: every method's student per (budget, depth) against the baseline and against kd, paired by
     seed and Holm-corrected; its calibration and what it costs; and the best method of each budget (`always`: even
@@ -71,9 +76,9 @@ def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) ->
               "simultaneous (Bonferroni) one at 1 − 0.05/m, which excludes 0 only where the Holm test rejects too")
     out = ["", "## Methods", "",
            f"Each method's student against the baseline and against kd (`distilled`), paired by seed. p: paired "
-           f"t-test on accuracy, {family}. Time: the student's training time over the baseline's; with teacher: "
-           "adding the teacher it learns from (shared by the methods that use it) and its own procedure "
-           "(self-training, ensemble members, calibration folds).", ""]
+           f"t-test on accuracy, {family}. Time: the student's training time over the baseline's, and its mean "
+           "seconds on this machine; with teacher: adding the teacher it learns from (shared by the methods that use "
+           "it) and its own procedure (self-training, ensemble members, calibration folds).", ""]
     for g in groups:
         seeds = len(g.seeds)
         out += [f"### {budget_label(g)} labelled rows, {g.depth or cfg.student.init}, {seeds} seed(s)", "",
@@ -89,7 +94,8 @@ def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) ->
             row += ([fmt_ci(vk.differences["accuracy"].difference, 100, "+.2f"), fmt_p(vk.p_holm) + _star(vk)] if vk
                     else ["–"] * 2)
             row += [fmt_ci(mean[k], 1, ".4f") for k in ("nll", "ece", "brier")]
-            row += [f"{c.mean:.2f}" for c in (cost.alone, cost.with_teacher)] if cost else ["–"] * 2
+            row += ([_time(cost.alone, cost.seconds), _time(cost.with_teacher, cost.seconds_with_teacher)] if cost
+                    else ["–"] * 2)
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     out += ["### The best method per budget", "",
