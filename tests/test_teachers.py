@@ -270,4 +270,8 @@ def test_self_training_an_ensemble_retrains_each_member_on_the_ensembles_confide
         assert metrics["pseudo_labelled_rows"] == len(rows) <= 4 * 50 and metrics["seed"] == seed
     made = json.loads((run / "models/teacher-self-train-ensemble/metrics.json").read_text())
     assert made["members"] == retrained
+    # its cost: the retrained members and the ensemble member that labelled their rows (the teacher counts apart)
+    seconds = {n: json.loads((run / "models" / n / "metrics.json").read_text())["train_seconds"]
+               for n in ("teacher-member2", *retrained)}
+    assert made["procedure_seconds"] == pytest.approx(sum(seconds.values()))
     assert json.loads((run / "models/st-ens/metrics.json").read_text())["teacher"] == "teacher-self-train-ensemble"

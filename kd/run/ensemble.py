@@ -100,9 +100,11 @@ def check_ensemble(ctx: RunContext, need_teacher: bool) -> None:
             ctx.member_teacher(member_config(ctx.cfg, member), check=True)
 
 
-def pool(ctx: RunContext, key: str, name: str = ENSEMBLE, found: list[str] | None = None) -> dict:
+def pool(ctx: RunContext, key: str, name: str = ENSEMBLE, found: list[str] | None = None,
+         before: float = 0.0) -> dict:
     """The ensemble's test scores from its members' test logits pooled, with its members' mean beside them; saved
-    as a model folder without weights (`name`, of the members `found`: the self-trained ensemble's)."""
+    as a model folder without weights (`name`, of the members `found`: the self-trained ensemble's, whose
+    procedure also took `before` seconds: the ensemble that labelled its members' pool rows)."""
     found = found or [m.name for m in members(ctx)]
     folders = [ctx.verified_model(name) for name in found]
     metrics = [ctx.run.model_metrics(name) for name in found]
@@ -116,7 +118,7 @@ def pool(ctx: RunContext, key: str, name: str = ENSEMBLE, found: list[str] | Non
                                                                              "brier")},
         params=sum(m["params"] for m in metrics), size_mb=sum(m["size_mb"] for m in metrics),
         train_seconds=sum(m["train_seconds"] or 0.0 for m in metrics),
-        procedure_seconds=sum(m["train_seconds"] or 0.0 for n, m in zip(found, metrics) if n not in own),
+        procedure_seconds=before + sum(m["train_seconds"] or 0.0 for n, m in zip(found, metrics) if n not in own),
         stage_key=key, weights_sha256=json_fingerprint([m["weights_sha256"] for m in metrics]),
         label_match=metrics[0].get("label_match"), fine_tuned=any(m.get("fine_tuned") for m in metrics))
     if ctx.state.is_main_process:
@@ -173,7 +175,9 @@ def self_trained_ensemble_key(ctx: RunContext) -> str:
 
 
 def pool_self_trained(ctx: RunContext, key: str) -> dict:
-    return pool(ctx, key, SELF_TRAINED_ENSEMBLE, [m.name for m in retrained(ctx)])
+    # its members were retrained on the ensemble's labels, so the ensemble's own members count towards its cost
+    return pool(ctx, key, SELF_TRAINED_ENSEMBLE, [m.name for m in retrained(ctx)],
+                ctx.run.model_metrics(ENSEMBLE)["procedure_seconds"])
 
 
 def check_self_trained_ensemble(ctx: RunContext, need_teacher: bool) -> None:
