@@ -100,7 +100,7 @@ class Comparison:
 @dataclass
 class Cost:
     """A student's training time over the baseline's, per seed: alone, and with the teachers it needed; and the same
-    in seconds, for this machine (None in a study.json written before they were kept)."""
+    in seconds, as the cells measured them (None in a study.json written before they were kept)."""
 
     alone: Interval
     with_teacher: Interval

@@ -77,8 +77,8 @@ def render_methods(groups: list[Group], cfg: RunConfig, always: bool = False) ->
     out = ["", "## Methods", "",
            f"Each method's student against the baseline and against kd (`distilled`), paired by seed. p: paired "
            f"t-test on accuracy, {family}. Time: the student's training time over the baseline's, and its mean "
-           "seconds on this machine; with teacher: adding the teacher it learns from (shared by the methods that use "
-           "it) and its own procedure (self-training, ensemble members, calibration folds).", ""]
+           "seconds as the cells measured them; with teacher: adding the teacher it learns from (shared by the "
+           "methods that use it) and its own procedure (self-training, ensemble members, calibration folds).", ""]
     for g in groups:
         seeds = len(g.seeds)
         out += [f"### {budget_label(g)} labelled rows, {g.depth or cfg.student.init}, {seeds} seed(s)", "",
