@@ -5,15 +5,32 @@
 A study scores every cell on a stratified share of the test split (`data.test_rows`). This scores every model of
 every finished cell, in PyTorch fp32, on the rest of the test split, which no cell was tuned or scored on, and
 aggregates those scores exactly as the study's report does (kd.study.aggregate: paired by seed, Holm-adjusted,
-the simultaneous interval). It writes <study>/other_rows.json and other_rows.md."""
+the simultaneous interval). It writes <study>/other_rows.json and other_rows.md.
+
+A cell whose weights are gone (a study kept as its records, scripts/study_records.py, and run on in parts) keeps
+the scores an earlier pass gave it in other_rows.json; a cell with neither is left out, and the line it prints
+says so."""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+
+def read_earlier(path: Path, rows: int) -> dict:
+    """The scores an earlier pass gave each cell on the same rows, by cell name ({} where there was none)."""
+    from kd.study.schema import Scores
+
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier["rows"] != rows:
+        raise SystemExit(f"{path}: scored on {earlier['rows']} rows, expected {rows}; move it aside to start anew")
+    return {c["name"]: {n: Scores(**s) for n, s in c["scores"].items()} for c in earlier["cells"]}
 
 
 def main(args: list[str]) -> int:
@@ -48,9 +65,17 @@ def main(args: list[str]) -> int:
     other = stratified_split(full, share, len(full) - share, cfg.data.seed)["test"]  # the complement of the share
     texts, labels = other["text"][:], np.asarray(other["label"][:])
     print(f"{len(texts)} test rows outside the study's {share}", flush=True)
+    earlier = read_earlier(root / "other_rows.json", len(texts))
     rescored, batches = [], {}
     for cell in cells:
         run = RunFolder(root / cell.run_dir)
+        if not (run.model_dir(run.model_names(with_weights=True)[0]) / "model.safetensors").is_file():
+            if cell.name in earlier:
+                rescored.append(replace(cell, scores=earlier[cell.name]))
+                print(f"{cell.name}: no weights; its scores from the earlier other_rows.json", flush=True)
+            else:
+                print(f"{cell.name}: no weights and no earlier scores: left out", flush=True)
+            continue
         scores, logits_of_model = {}, {}
         for name in run.model_names():
             members = run.members(name)

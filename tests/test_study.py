@@ -202,6 +202,48 @@ def test_other_rows_scores_every_cell_on_the_test_rows_the_study_did_not_use(smo
         assert scored["name"] == cell["name"] and set(scored["scores"]) == set(cell["scores"])
     assert len(other["groups"]) == len(study["groups"])
     assert "## Methods" in (root / "other_rows.md").read_text()
+    # kept as its records (no weights), a study keeps the other rows' scores that the pass above gave its cells
+    from study_records import copy_records
+
+    kept = tmp_path / "kept"
+    copy_records(root, kept)
+    (kept / "other_rows.md").unlink()
+    assert main([str(kept)]) == 0
+    again = json.loads((kept / "other_rows.json").read_text())
+    assert again["cells"] == other["cells"] and again["groups"] == other["groups"]
+    assert (kept / "other_rows.md").read_text() == (root / "other_rows.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_kept_as_its_records_plans_reports_and_resumes_without_its_weights(smoke_study, kd_here, tmp_path):
+    """scripts/study_records.py: the records alone (no weights, caches or work folders, a few hundred kB) are the
+    finished study: every cell taken as recorded, the same report, nothing to run; and a bad folder is one line."""
+    from cli.main import SECTIONS
+    from kd.study.run import plan
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from study_records import copy_records
+
+    root, kept = smoke_study[0], tmp_path / "kept"
+    copied = copy_records(root, kept)
+    assert Path("study.json") in copied and Path("cells/labels100-seed1.json") in copied
+    for name in ("manifest.json", "results.json", "models/teacher/metrics.json"):
+        assert (kept / "cells/labels100-seed1" / name).is_file(), name
+    files = [p for p in kept.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".json", ".md", ".png"}
+    assert not any({"cache", "work"} & set(p.relative_to(kept).parts) for p in files)
+    assert [p.name for p in files if "models" in p.parts and p.name != "metrics.json"] == []
+    assert sum(p.stat().st_size for p in files) < 2_000_000
+    assert [j.finished for j in plan(load_study("study-smoke"), kept, None, SECTIONS)] == [True] * 4
+    (kept / "study.md").unlink()
+    proc = kd_here("study", "study-smoke", "--run-dir", kept)  # the resume: nothing left to run, the report again
+    assert proc.returncode == 0 and "4 of 4 cells already finished" in proc.stdout
+    assert (kept / "study.md").read_text() == (root / "study.md").read_text()
+    with pytest.raises(SystemExit, match="none: no study.json"):
+        copy_records(tmp_path / "none", tmp_path / "dest")
+    with pytest.raises(SystemExit, match="inside the study folder"):
+        copy_records(kept, kept / "copy")
+    assert not (tmp_path / "dest").exists() and not (kept / "copy").exists()
 
 
 def test_a_study_without_finished_cells_has_no_report(kd_here, tmp_path):
