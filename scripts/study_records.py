@@ -5,11 +5,12 @@ anywhere (a repository, an object store).
 
 A study folder holds every cell's models (tens of MB each), its caches and its work folders. The report, `--plan`
 and a resume read only the records: study.json, each cell's record (cells/<cell>.json), its manifest.json and
-results.json, and each model's metrics.json. This copies those and the reports (*.md, *.png), and nothing else,
-into DEST, over an earlier copy of the same study. A study run in parts on machines that do not keep their disks
-goes on from the copy: put it back as the run folder and run the same `make study`; its finished cells are taken
-as recorded. What a copy cannot do is score the models again: scripts/study_other_rows.py keeps the scores it gave
-a cell while the cell's weights were there (other_rows.json, copied too)."""
+results.json, and each model's metrics.json. This copies those and the reports (*.md, the study's own *.png),
+and nothing else, into DEST, over an earlier copy of the same study. A study run in parts on machines that do not
+keep their disks goes on from the copy: put it back as the run folder and run the same `make study`; its
+finished cells are taken as recorded. What a copy cannot do is score the models again:
+scripts/study_other_rows.py keeps the scores it gave a cell while the cell's weights were there (other_rows.json,
+copied too)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ SKIPPED = {"cache", "work", "onnx", "bench"}  # data caches, Trainer checkpoints
 
 
 def kept(relative: Path) -> bool:
-    """A record: a JSON, Markdown or PNG file outside the caches and work folders; of a model's folder only its
-    metrics.json (the rest is its weights, tokenizer and config, which tokenizer.json alone makes 0.7 MB)."""
+    """A record: a JSON or Markdown file outside the caches and work folders, and the study's own plots; of a
+    model's folder only its metrics.json (the rest is its weights, tokenizer and config, which tokenizer.json alone
+    makes 0.7 MB). A cell's own plots (0.4 MB a cell) stay behind with its weights."""
     parts = relative.parts
-    if relative.suffix not in KEPT or SKIPPED & set(parts):
+    if relative.suffix not in KEPT or SKIPPED & set(parts) or (relative.suffix == ".png" and len(parts) > 1):
         return False
     return "models" not in parts or relative.name == "metrics.json"
 

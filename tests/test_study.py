@@ -231,6 +231,7 @@ def test_a_study_kept_as_its_records_plans_reports_and_resumes_without_its_weigh
         assert (kept / "cells/labels100-seed1" / name).is_file(), name
     files = [p for p in kept.rglob("*") if p.is_file()]
     assert {p.suffix for p in files} <= {".json", ".md", ".png"}
+    assert sorted(p.name for p in files if p.suffix == ".png") == ["study.png", "study_calibration.png"]
     assert not any({"cache", "work"} & set(p.relative_to(kept).parts) for p in files)
     assert [p.name for p in files if "models" in p.parts and p.name != "metrics.json"] == []
     assert sum(p.stat().st_size for p in files) < 2_000_000
