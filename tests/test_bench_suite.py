@@ -157,13 +157,18 @@ def permute_classifier(model_dir):
     (model_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
+# the planted slowdown's matrix size: large enough that the slowed model's batch-1 latency clears the gate's
+# latency floor (2.5 ms) on a fast CPU too, where latency ratios are gated; at 512 a Zen 5 answered in 2.48 ms
+SLOW_N = 768
+
+
 def plant_slow_openvino_graph(export_dir):
     """The fp32 IR replaced by one converted from a slowed copy of the ONNX graph (same logits)."""
     import openvino as ov
 
     slowed = export_dir / "slowed.onnx"
     shutil.copy(export_dir / "model.onnx", slowed)
-    add_slow_branch(slowed)
+    add_slow_branch(slowed, n=SLOW_N)
     ov.save_model(ov.convert_model(slowed), export_dir / "openvino" / "model.xml", compress_to_fp16=False)
     slowed.unlink()
 
@@ -181,7 +186,7 @@ def test_bench_check_passes_on_the_run_and_fails_on_a_slower_or_less_accurate_on
     # once, with the speed ratios it also broke (the confirming re-bench is tested on recorded summaries below)
     worse = tmp_path / "worse"
     shutil.copytree(smoke_bench, worse)
-    add_slow_branch(worse / "onnx" / "distilled" / "model_int8.onnx")
+    add_slow_branch(worse / "onnx" / "distilled" / "model_int8.onnx", n=SLOW_N)
     plant_slow_openvino_graph(worse / "onnx" / "distilled")
     permute_classifier(worse / "models" / "distilled")
     assert kd("bench", "--run-dir", worse, *QUICK_BENCH).returncode == 0
