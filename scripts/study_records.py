@@ -18,8 +18,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from kd.runfolder import RunFolder
+
 KEPT = {".json", ".md", ".png"}
-SKIPPED = {"cache", "work", "onnx", "bench"}  # data caches, Trainer checkpoints, exports: rebuilt, never read back
+# a run folder's layout, as RunFolder defines it: the data caches, Trainer checkpoints, exports and benches (rebuilt,
+# never read back), and the model folders, of which only metrics.json is a record
+_LAYOUT = RunFolder(Path("."))
+SKIPPED = {_LAYOUT.cache_dir("-").parent.name, _LAYOUT.work_dir("-").parent.name, _LAYOUT.onnx_root.name,
+           _LAYOUT.bench_dir.name}
+MODELS = _LAYOUT.model_dir("-").parent.name
 
 
 def kept(relative: Path) -> bool:
@@ -29,7 +36,7 @@ def kept(relative: Path) -> bool:
     parts = relative.parts
     if relative.suffix not in KEPT or SKIPPED & set(parts) or (relative.suffix == ".png" and len(parts) > 1):
         return False
-    return "models" not in parts or relative.name == "metrics.json"
+    return MODELS not in parts or relative.name == "metrics.json"
 
 
 def copy_records(run: Path, dest: Path) -> list[Path]:
