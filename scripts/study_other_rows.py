@@ -7,9 +7,10 @@ every finished cell, in PyTorch fp32, on the rest of the test split, which no ce
 aggregates those scores exactly as the study's report does (kd.study.aggregate: paired by seed, Holm-adjusted,
 the simultaneous interval). It writes <study>/other_rows.json and other_rows.md.
 
-A cell whose weights are gone (a study kept as its records, scripts/study_records.py, and run on in parts) keeps
-the scores an earlier pass gave it in other_rows.json; a cell with neither is left out, and the line it prints
-says so."""
+A cell scores once: a later pass (a study run in parts is scored at every stop) takes the scores an earlier pass
+gave it in other_rows.json, as long as the cell's record is the one that pass scored (a cell made again, whose record
+gives other seconds, is scored again). That is also how a cell whose weights are gone (a study kept as its records,
+scripts/study_records.py) keeps its scores; a cell with neither is left out, and the line it prints says so."""
 
 from __future__ import annotations
 
@@ -21,16 +22,26 @@ from pathlib import Path
 import numpy as np
 
 
-def read_earlier(path: Path, rows: int) -> dict:
-    """The scores an earlier pass gave each cell on the same rows, by cell name ({} where there was none)."""
-    from kd.study.schema import Scores
-
+def read_earlier(path: Path, rows: int) -> dict[str, dict]:
+    """The cells an earlier pass scored on the same rows, as it wrote them, by cell name ({} where there was none)."""
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
     if earlier["rows"] != rows:
         raise SystemExit(f"{path}: scored on {earlier['rows']} rows, expected {rows}; move it aside to start anew")
-    return {c["name"]: {n: Scores(**s) for n, s in c["scores"].items()} for c in earlier["cells"]}
+    return {c["name"]: c for c in earlier["cells"]}
+
+
+def scored_before(cell, earlier: dict[str, dict]) -> dict | None:
+    """The other rows' scores an earlier pass gave this very cell: its record, but for the scores, is the one that
+    pass wrote (a cell trained again differs at least in its seconds); None where it is not."""
+    from kd.study.schema import Scores
+    from kd.typed import to_data
+
+    before = earlier.get(cell.name)
+    if before is None or {**before, "scores": None} != {**to_data(cell), "scores": None}:
+        return None
+    return {n: Scores(**s) for n, s in before["scores"].items()}
 
 
 def main(args: list[str]) -> int:
@@ -69,12 +80,13 @@ def main(args: list[str]) -> int:
     rescored, batches = [], {}
     for cell in cells:
         run = RunFolder(root / cell.run_dir)
+        before = scored_before(cell, earlier)
+        if before is not None:
+            rescored.append(replace(cell, scores=before))
+            print(f"{cell.name}: scored by an earlier pass (other_rows.json)", flush=True)
+            continue
         if not (run.model_dir(run.model_names(with_weights=True)[0]) / "model.safetensors").is_file():
-            if cell.name in earlier:
-                rescored.append(replace(cell, scores=earlier[cell.name]))
-                print(f"{cell.name}: no weights; its scores from the earlier other_rows.json", flush=True)
-            else:
-                print(f"{cell.name}: no weights and no earlier scores: left out", flush=True)
+            print(f"{cell.name}: no weights and no earlier scores: left out", flush=True)
             continue
         scores, logits_of_model = {}, {}
         for name in run.model_names():

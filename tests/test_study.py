@@ -212,6 +212,19 @@ def test_other_rows_scores_every_cell_on_the_test_rows_the_study_did_not_use(smo
     again = json.loads((kept / "other_rows.json").read_text())
     assert again["cells"] == other["cells"] and again["groups"] == other["groups"]
     assert (kept / "other_rows.md").read_text() == (root / "other_rows.md").read_text()
+    # a later pass scores a cell once: it keeps a planted score of a cell it scored before, and scores again a cell
+    # whose record is not the one it scored (here: other seconds, as a cell trained again would have)
+    planted = json.loads((root / "other_rows.json").read_text())
+    first, second = planted["cells"][0], planted["cells"][1]
+    model = next(iter(first["scores"]))
+    first["scores"][model]["accuracy"] = 0.125
+    second["seconds"] += 1.0
+    second["scores"][model]["accuracy"] = 0.25
+    (root / "other_rows.json").write_text(json.dumps(planted))
+    assert main([str(root)]) == 0
+    later = json.loads((root / "other_rows.json").read_text())["cells"]
+    assert later[0]["scores"][model]["accuracy"] == 0.125
+    assert later[1] == other["cells"][1]
 
 
 @pytest.mark.slow
